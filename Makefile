@@ -1,0 +1,65 @@
+# SIEVE — every workflow a user runs.  `make setup` once, then any target; all offline.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+SIEVE   := $(VENV)/bin/sieve
+STAMP   := $(VENV)/.sieve-setup
+MODEL   ?=
+VARIANT ?= accurate
+DATA    ?=
+WEIGHTS ?=
+JOBS    ?= 2
+
+.PHONY: setup test test-all search rtl sim synth verify-exhaustive export cascade bench clean help
+
+help:
+	@echo "make setup      fresh machine -> everything (venv, torch CPU, Debian packages)"
+	@echo "make test       the test suite (unit, property, integration, cocotb)"
+	@echo "make search     per-layer format search (MODEL=lenet5 by default; MODEL=resnet20 ...)"
+	@echo "make export     compressed ONNX of a searched model (MODEL=, VARIANT=accurate)"
+	@echo "make rtl|sim|synth   Verilog, cocotb simulation, Yosys/nextpnr reports"
+	@echo "make cascade    speculative big/little inference on the default pool"
+	@echo "make bench      benchmarks -> build/bench/*.json"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements-lock.txt scripts/setup-system.sh
+	bash scripts/setup-system.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "pip>=23" "setuptools>=64" wheel
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-lock.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest -q -n $(JOBS) -m "not slow"
+
+test-all: setup
+	$(PY) -m pytest -q -n $(JOBS)
+
+search: setup
+	$(SIEVE) search --model $(or $(MODEL),lenet5) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS))
+
+export: setup
+	$(SIEVE) export --model $(or $(MODEL),lenet5) --plan build/search/$(or $(MODEL),lenet5)/plan.json \
+	  --variant $(VARIANT) --out build/export/$(or $(MODEL),lenet5)-$(VARIANT).onnx
+
+rtl: setup
+	$(PY) -m sieve_hw.generate --out build/rtl
+
+sim: setup
+	$(PY) -m pytest -q -n $(JOBS) sim
+
+synth: setup
+	$(PY) -m synth.run --out build/synth
+
+verify-exhaustive: setup
+	$(PY) -m sim.exhaustive --out build/verify
+
+cascade: setup
+	$(SIEVE) cascade --pool lenet5,convnet,$(or $(DEEP),deepnet) --target 1.0
+
+bench: setup
+	$(PY) -m tests.bench.run --out build/bench
+
+clean:
+	rm -rf build .pytest_cache sim_build

@@ -1,0 +1,50 @@
+"""Entry point of the ``sieve`` console script.
+
+Sub-command modules are listed in :data:`COMMANDS`; each defines ``register(subparsers)``
+which adds its parser and sets ``func`` (called with the parsed namespace, returns an exit
+code).  User-facing problems raise :class:`~sieve.errors.SieveError` (or FormatError /
+TypeError / ValueError from the format layer) and become one ``error:`` line with exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..cfloat import FormatError
+from ..errors import SieveError
+
+COMMANDS = [
+    "sieve.cli.format_cmd",
+    "sieve.cli.quantize_cmd",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sieve",
+        description="Custom floating-point formats for CNNs: search, emulate, export, speculate.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (SieveError, FormatError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Bit-exact NumPy emulator of :class:`~sieve.cfloat.Format`: the golden model.
+
+``encode`` turns floats into codes, ``decode`` codes into float32, ``quantize`` is their
+composition, and ``pack``/``unpack`` move codes to and from a dense byte stream.  The RTL,
+the ONNX decode graph and every accuracy figure are checked against these functions.
+
+Input rule: float32 is the contract.  float16 and bfloat16 widen to float32 exactly;
+float64 (and Python floats) are first rounded to float32 with NumPy's round-to-nearest-even
+cast, so a float64 value can be rounded twice.  Any other dtype is a ``TypeError``.
+
+Speed: encode works on the float32 bit pattern with integer arithmetic in cache-sized
+chunks; decode is one table look-up for every format up to 16 bits.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+from .cfloat import Format, code_dtype
+
+__all__ = ["encode", "decode", "quantize", "pack", "unpack", "decode_table", "as_float32"]
+
+_CHUNK = 1 << 16  # elements per encode chunk: its temporaries stay in L2 cache
+_NAN = -1  # marker for "NaN result" inside the encoder; replaced by the NaN code and sign
+
+_WIDENING = {np.dtype(np.float16)}
+try:  # bfloat16 and friends are ml_dtypes types; widen them exactly like float16
+    import ml_dtypes as _mld
+
+    _WIDENING.add(np.dtype(_mld.bfloat16))
+except ImportError:  # pragma: no cover - ml_dtypes is a dependency
+    pass
+
+
+def as_float32(x) -> np.ndarray:
+    """Apply the documented input rule and return a float32 array (no copy if already one)."""
+    arr = np.asarray(x)
+    if arr.dtype == np.float32:
+        return arr
+    if arr.dtype == np.float64 or arr.dtype in _WIDENING:
+        return arr.astype(np.float32)
+    raise TypeError(
+        f"expected a floating-point array (float32; float16, bfloat16 and float64 are converted"
+        f" to float32 first), got dtype {arr.dtype}"
+    )
+
+
+def _check_format(fmt) -> Format:
+    if isinstance(fmt, str):
+        return Format.parse(fmt)
+    if not isinstance(fmt, Format):
+        raise TypeError(f"fmt must be a sieve.Format or its text form, got {type(fmt).__name__}")
+    return fmt
+
+
+# ---------------------------------------------------------------------------- encode
+class _EncodePlan:
+    """Integer constants for encoding one Format, computed once and cached per Format."""
+
+    def __init__(self, fmt: Format):
+        self.fmt = fmt
+        m = fmt.man_bits
+        self.shift = 23 - m
+        self.round_half = (1 << (self.shift - 1)) - 1 if self.shift > 0 else 0
+        self.adjust = (127 - fmt.bias) << m  # subtract from (bits >> shift) to get the code
+        self.min_normal_bits = int(np.float32(fmt.min_normal).view(np.uint32))
+        self.half_min_bits = int(np.float32(fmt.min_normal / 2).view(np.uint32))
+        self.max_code = fmt.max_magnitude_code
+        self.sign_bit = (1 << (fmt.width - 1)) if fmt.signed else 0
+        # subnormal grid: code = |x| * 2^(M - emin) rounded, done in float64 (always exact)
+        self.sub_scale = float(np.ldexp(1.0, m - fmt.min_exponent))
+        self.inf_code = fmt.inf_magnitude_code
+
+
+@lru_cache(maxsize=256)
+def _encode_plan(fmt: Format) -> _EncodePlan:
+    return _EncodePlan(fmt)
+
+
+def _encode_chunk(bits: np.ndarray, p: _EncodePlan, out: np.ndarray) -> None:
+    """Encode one chunk of float32 bit patterns (uint32) into ``out`` (code dtype)."""
+    fmt = p.fmt
+    mag = bits & np.uint32(0x7FFFFFFF)
+    neg = bits >> np.uint32(31)
+    mag64 = mag.astype(np.int64)
+
+    # normal path: round the fp32 magnitude to M mantissa bits with an unbounded exponent
+    if p.shift == 0:
+        rounded = mag64
+    elif fmt.rounding == "nearest_even":
+        rounded = mag64 + (p.round_half + ((mag64 >> p.shift) & 1))
+    else:
+        rounded = mag64
+    code = (rounded >> p.shift) - p.adjust
+
+    # overflow: the rounded magnitude exceeds Max (Inf and NaN land here too, fixed below)
+    over = code > p.max_code
+    if fmt.overflow == "saturate":
+        np.minimum(code, p.max_code, out=code)
+    else:
+        code[over] = p.inf_code if fmt.overflow == "inf" else _NAN
+
+    # underflow: below the smallest normal
+    low = mag < np.uint32(p.min_normal_bits)
+    if low.any():
+        small = mag[low].view(np.float32).astype(np.float64)
+        if fmt.subnormals and fmt.man_bits > 0:
+            scaled = small * p.sub_scale
+            sub = np.rint(scaled) if fmt.rounding == "nearest_even" else np.floor(scaled)
+            code[low] = sub.astype(np.int64)  # == 1 << M when rounding reaches Min: correct
+        elif fmt.rounding == "nearest_even":
+            code[low] = np.where(small >= fmt.min_normal / 2, 1 << fmt.man_bits, 0)
+        else:
+            code[low] = 0
+
+    # Inf and NaN inputs
+    special = mag >= np.uint32(0x7F800000)
+    if special.any():
+        is_nan = mag > np.uint32(0x7F800000)
+        if fmt.has_inf:
+            code[special & ~is_nan] = p.inf_code
+        code[is_nan] = _NAN
+
+    # sign, NaN and the unsigned clamp
+    if fmt.signed:
+        signed_code = code | (neg.astype(np.int64) << (fmt.width - 1))
+        if fmt.specials == "fnuz":
+            signed_code[code == 0] = 0
+        nan_sel = code == _NAN
+        if nan_sel.any():
+            pos, negc = fmt.nan_code(False), fmt.nan_code(True)
+            if pos is None:  # no NaN code: zero with the opposite sign (ml_dtypes' rule)
+                pos, negc = p.sign_bit, 0
+            signed_code[nan_sel] = np.where(neg[nan_sel] == 1, negc, pos)
+        out[...] = signed_code
+    else:
+        nan_sel = code == _NAN
+        nan = fmt.nan_code(False)
+        code[nan_sel] = 0 if nan is None else nan
+        code[neg.astype(bool) & ~nan_sel] = 0
+        out[...] = code
+
+
+def encode(x, fmt: Format | str) -> np.ndarray:
+    """Encode floats into ``fmt`` codes: unsigned integers of the smallest dtype, same shape."""
+    fmt = _check_format(fmt)
+    arr = as_float32(x)
+    flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint32)
+    out = np.empty(flat.shape, dtype=fmt.code_dtype)
+    plan = _encode_plan(fmt)
+    for start in range(0, flat.size, _CHUNK):
+        stop = min(start + _CHUNK, flat.size)
+        _encode_chunk(flat[start:stop], plan, out[start:stop])
+    return out.reshape(arr.shape)
+
+
+# ---------------------------------------------------------------------------- decode
+def _decode_bits(codes: np.ndarray, fmt: Format) -> np.ndarray:
+    """Decode codes (int64 array) to float32 by bit arithmetic; used to build tables."""
+    m, e = fmt.man_bits, fmt.exp_bits
+    man = codes & ((1 << m) - 1)
+    exp = (codes >> m) & ((1 << e) - 1)
+    neg = ((codes >> (e + m)) & 1).astype(bool) if fmt.signed else np.zeros(codes.shape, bool)
+    value = np.where(
+        exp == 0,
+        np.ldexp(man.astype(np.float64), fmt.min_exponent - m) if fmt.subnormals else 0.0,
+        np.ldexp(1.0 + man.astype(np.float64) / (1 << m), (exp - fmt.bias).astype(np.int32)),
+    )
+    value = np.where(neg, -value, value)
+    mag = codes & ((1 << (e + m)) - 1)
+    if fmt.specials == "ieee":
+        top = exp == (1 << e) - 1
+        value = np.where(top & (man == 0), np.where(neg, -np.inf, np.inf), value)
+        value = np.where(top & (man != 0), np.where(neg, -np.nan, np.nan), value)
+    elif fmt.specials == "fn":
+        value = np.where(mag == (1 << (e + m)) - 1, np.where(neg, -np.nan, np.nan), value)
+    elif fmt.specials == "fnuz":
+        value = np.where(neg & (mag == 0), -np.nan, value)
+    out = value.astype(np.float32)
+    # canonical quiet NaN, sign kept: 0x7FC00000 / 0xFFC00000
+    nan = np.isnan(out)
+    if nan.any():
+        out.view(np.uint32)[nan] = np.where(np.signbit(out[nan]), 0xFFC00000, 0x7FC00000).astype(np.uint32)
+    return out
+
+
+@lru_cache(maxsize=256)
+def decode_table(fmt: Format) -> np.ndarray:
+    """The 2^width-entry float32 table of every code's value (formats up to 16 bits).
+
+    NaN codes decode to the canonical quiet NaN with the code's sign bit.
+    """
+    if fmt.width > 16:
+        raise ValueError(f"decode_table is for formats up to 16 bits; {fmt} has {fmt.width}")
+    table = _decode_bits(np.arange(1 << fmt.width, dtype=np.int64), fmt)
+    table.setflags(write=False)
+    return table
+
+
+def decode(codes, fmt: Format | str) -> np.ndarray:
+    """Decode ``fmt`` codes (any integer array) to float32 values of the same shape."""
+    fmt = _check_format(fmt)
+    arr = np.asarray(codes)
+    if arr.dtype.kind not in "ui":
+        raise TypeError(f"codes must be an integer array, got dtype {arr.dtype}")
+    if arr.size and (arr.min() < 0 or int(arr.max()) >> fmt.width):
+        raise ValueError(f"codes out of range for {fmt}: a {fmt.width}-bit code is 0..{(1 << fmt.width) - 1}")
+    if fmt.width <= 16:
+        index = arr if arr.dtype.itemsize <= 2 and arr.dtype.kind == "u" else arr.astype(np.intp)
+        return decode_table(fmt)[index]
+    return _decode_bits(arr.astype(np.int64), fmt)
+
+
+def quantize(x, fmt: Format | str) -> np.ndarray:
+    """Round floats to the nearest ``fmt`` value: ``decode(encode(x, fmt), fmt)``."""
+    fmt = _check_format(fmt)
+    return decode(encode(x, fmt), fmt)
+
+
+# ---------------------------------------------------------------------------- packing
+def _group(width: int) -> tuple[int, int]:
+    """Codes per group and bytes per group: the smallest whole number of bytes."""
+    g = 8 // np.gcd(width, 8)
+    return int(g), int(g * width // 8)
+
+
+def pack(codes, fmt: Format | str) -> bytes:
+    """Pack codes into ``ceil(n*width/8)`` bytes.
+
+    Bit order: LSB first.  Code ``i`` occupies bits ``i*w .. i*w+w-1`` of the stream, where
+    stream bit ``k`` is bit ``k % 8`` of byte ``k // 8`` and each code's own LSB comes first.
+    Padding bits in the last byte are zero.  (For w = 8/16/32 this is simply the
+    little-endian array of codes.)
+    """
+    fmt = _check_format(fmt)
+    w = fmt.width
+    arr = np.asarray(codes).reshape(-1)
+    if arr.dtype.kind not in "ui":
+        raise TypeError(f"codes must be an integer array, got dtype {arr.dtype}")
+    n = arr.size
+    nbytes = (n * w + 7) // 8
+    if w in (8, 16, 32):
+        return arr.astype(f"<u{w // 8}", copy=False).tobytes()
+    g, gbytes = _group(w)
+    groups = -(-n // g)
+    padded = np.zeros(groups * g, dtype=np.uint64)
+    padded[:n] = arr
+    padded = padded.reshape(groups, g)
+    nwords = -(-gbytes // 8)
+    words = np.zeros((groups, nwords), dtype=np.uint64)
+    for i in range(g):
+        offset = i * w
+        j, s = divmod(offset, 64)
+        col = padded[:, i]
+        words[:, j] |= col << np.uint64(s)
+        if s + w > 64:
+            words[:, j + 1] |= col >> np.uint64(64 - s)
+    stream = words.astype("<u8", copy=False).view(np.uint8).reshape(groups, nwords * 8)[:, :gbytes]
+    return stream.reshape(-1)[:nbytes].tobytes()
+
+
+def unpack(blob: bytes, fmt: Format | str, count: int) -> np.ndarray:
+    """Inverse of :func:`pack`: read ``count`` codes of ``fmt`` from ``blob``."""
+    fmt = _check_format(fmt)
+    w = fmt.width
+    count = int(count)
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    nbytes = (count * w + 7) // 8
+    buf = np.frombuffer(blob, dtype=np.uint8)
+    if buf.size < nbytes:
+        raise ValueError(f"{count} codes of {w} bits need {nbytes} bytes, got {buf.size}")
+    dtype = fmt.code_dtype
+    if w in (8, 16, 32):
+        return buf[:nbytes].view(f"<u{w // 8}").astype(dtype)
+    g, gbytes = _group(w)
+    groups = -(-count // g)
+    nwords = -(-gbytes // 8)
+    raw = np.zeros((groups, nwords * 8), dtype=np.uint8)
+    flat = np.zeros(groups * gbytes, dtype=np.uint8)
+    flat[:nbytes] = buf[:nbytes]
+    raw[:, :gbytes] = flat.reshape(groups, gbytes)
+    words = raw.view("<u8").astype(np.uint64, copy=False)
+    mask = np.uint64((1 << w) - 1)
+    out = np.empty((groups, g), dtype=dtype)
+    for i in range(g):
+        j, s = divmod(i * w, 64)
+        col = words[:, j] >> np.uint64(s)
+        if s + w > 64:
+            col = col | (words[:, j + 1] << np.uint64(64 - s))
+        out[:, i] = col & mask
+    return out.reshape(-1)[:count]
