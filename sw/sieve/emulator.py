@@ -66,7 +66,7 @@ class _EncodePlan:
         self.round_half = (1 << (self.shift - 1)) - 1 if self.shift > 0 else 0
         self.adjust = (127 - fmt.bias) << m  # subtract from (bits >> shift) to get the code
         self.min_normal_bits = int(np.float32(fmt.min_normal).view(np.uint32))
-        self.half_min_bits = int(np.float32(fmt.min_normal / 2).view(np.uint32))
+        self.low_bits = max(self.min_normal_bits, 0x00800000)
         self.max_code = fmt.max_magnitude_code
         self.sign_bit = (1 << (fmt.width - 1)) if fmt.signed else 0
         # subnormal grid: code = |x| * 2^(M - emin) rounded, done in float64 (always exact)
@@ -77,6 +77,28 @@ class _EncodePlan:
 @lru_cache(maxsize=256)
 def _encode_plan(fmt: Format) -> _EncodePlan:
     return _EncodePlan(fmt)
+
+
+def _encode_low(small: np.ndarray, p: _EncodePlan) -> np.ndarray:
+    """Magnitude codes for small magnitudes (float64): subnormal or flush rules below Min
+    normal, and plain rounding for normals that lie among float32's subnormals."""
+    fmt = p.fmt
+    nearest = fmt.rounding == "nearest_even"
+    if fmt.subnormals and fmt.man_bits > 0:
+        scaled = small * p.sub_scale
+        code = (np.rint(scaled) if nearest else np.floor(scaled)).astype(np.int64)
+    elif nearest:  # [Min/2, Min) rounds up to Min: the dissertation's Min/2 comparison
+        code = np.where(small >= fmt.min_normal / 2, 1 << fmt.man_bits, 0).astype(np.int64)
+    else:
+        code = np.zeros(small.shape, np.int64)
+    normal = small >= fmt.min_normal
+    if normal.any():  # only formats whose normals reach below 2^-126
+        v = small[normal]
+        k = np.frexp(v)[1].astype(np.int64) - 1
+        scaled = np.ldexp(v, (fmt.man_bits - k).astype(np.int32))
+        r = (np.rint(scaled) if nearest else np.floor(scaled)).astype(np.int64)
+        code[normal] = ((k + fmt.bias) << fmt.man_bits) + (r - (1 << fmt.man_bits))  # carry is free
+    return code
 
 
 def _encode_chunk(bits: np.ndarray, p: _EncodePlan, out: np.ndarray) -> None:
@@ -102,18 +124,11 @@ def _encode_chunk(bits: np.ndarray, p: _EncodePlan, out: np.ndarray) -> None:
     else:
         code[over] = p.inf_code if fmt.overflow == "inf" else _NAN
 
-    # underflow: below the smallest normal
-    low = mag < np.uint32(p.min_normal_bits)
+    # the low region: below the smallest normal, and every fp32 subnormal input (whose bit
+    # pattern the integer path above cannot round); done in float64, where all are exact
+    low = mag < np.uint32(p.low_bits)
     if low.any():
-        small = mag[low].view(np.float32).astype(np.float64)
-        if fmt.subnormals and fmt.man_bits > 0:
-            scaled = small * p.sub_scale
-            sub = np.rint(scaled) if fmt.rounding == "nearest_even" else np.floor(scaled)
-            code[low] = sub.astype(np.int64)  # == 1 << M when rounding reaches Min: correct
-        elif fmt.rounding == "nearest_even":
-            code[low] = np.where(small >= fmt.min_normal / 2, 1 << fmt.man_bits, 0)
-        else:
-            code[low] = 0
+        code[low] = _encode_low(mag[low].view(np.float32).astype(np.float64), p)
 
     # Inf and NaN inputs
     special = mag >= np.uint32(0x7F800000)
