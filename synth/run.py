@@ -1,0 +1,163 @@
+"""``python -m synth.run --out build/synth``: synthesise the SIEVE engines, write the report.
+
+Every design of :data:`sieve_hw.generate.DESIGNS` is synthesised configurable (format a
+run-time input); the engines and lane units also with formats baked in (``--fixed``), to
+show what configurability costs.  Each design x target becomes one record of
+``report.json``; ``report.md`` is the table.  Exit 0 when every record is ``ok`` or
+``skipped`` (a reason is recorded, e.g. a design larger than the device), 1 when some
+target failed or timed out (the report is still written), 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+from tqdm import tqdm
+
+from sieve.cfloat import Format, FormatError
+from sieve.errors import SieveError
+
+from . import TARGETS, report
+from .flow import FlowSettings, RtlilWriter, Variant, hw_rtlil_writer, run_variant
+from .nextpnr import PnrSettings
+from .tools import nextpnr_ice40, yosys
+
+#: The formats baked in for the fixed-format comparison: the float8 e4m3 layout, and an
+#: unsigned 8-bit activation format of the kind the search picks for post-ReLU tensors.
+DEFAULT_FIXED = ("e4m3", "ue3m4b5")
+#: Designs that also get fixed-format variants (the constant calculator with a fixed
+#: format is a set of constants: nothing to compare).
+FIXED_DESIGNS = ("compressor", "decompressor", "lanes1", "lanes8")
+QUICK_DESIGNS = ("constcalc", "compressor", "decompressor", "lanes1")
+
+
+def known_designs() -> list[str]:
+    """The designs the RTL generator offers."""
+    try:
+        from sieve_hw import generate
+    except ImportError as exc:
+        raise SieveError(f"cannot import sieve_hw.generate ({exc}); run `make setup` or check hw/sieve_hw") from exc
+    return list(generate.DESIGNS)
+
+
+def plan_variants(designs: list[str], fixed: list[Format]) -> list[Variant]:
+    """Configurable variants of every design, then fixed-format variants where they apply."""
+    out = [Variant(d) for d in designs]
+    out += [Variant(d, f) for d in designs if d in FIXED_DESIGNS for f in fixed]
+    return out
+
+
+def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings: FlowSettings,
+               command: str, workers: int = 1) -> dict:
+    """Run every (variant, RTLIL writer) through the flow; write and return the report."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ys = yosys()  # fail early, and pay YoWASP's one-off compile before the progress bar
+    pnr_version = None
+    if any(t.startswith("ice40") for t in settings.targets):
+        pnr_version = nextpnr_ice40().version
+    start = time.perf_counter()
+    bar = tqdm(total=len(jobs) * len(settings.targets), desc="synth", unit="step", file=sys.stderr)
+
+    def one(job: tuple[Variant, RtlilWriter]) -> list[dict]:
+        variant, writer = job
+
+        def tick(label: str) -> None:
+            bar.set_postfix_str(label, refresh=False)
+
+        try:
+            recs = run_variant(variant, writer, out_dir / variant.slug, settings, tick)
+        except SieveError as exc:  # the design itself could not be generated or read
+            recs = [{"design": variant.design, "variant": variant.name,
+                     "format": None if variant.fixed_format is None else str(variant.fixed_format),
+                     "target": t, "status": "failed", "error": str(exc)} for t in settings.targets]
+        bar.update(len(settings.targets))
+        return recs
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(one, jobs))
+    bar.close()
+    records = [r for recs in results for r in recs]
+    meta = {
+        "command": command,
+        "yosys": ys.version,
+        "nextpnr_ice40": pnr_version,
+        "freq_mhz": settings.pnr.freq_mhz,
+        "seed": settings.pnr.seed,
+        "targets": list(settings.targets),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    return report.write(out_dir, records, meta)
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m synth.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="build/synth", help="output directory (default build/synth)")
+    p.add_argument("--designs", help="comma-separated designs (default: every design of sieve_hw.generate.DESIGNS)")
+    p.add_argument("--targets", help=f"comma-separated targets (default all: {','.join(TARGETS)})")
+    p.add_argument("--fixed", default=",".join(DEFAULT_FIXED),
+                   help=f"comma-separated formats baked in for {','.join(FIXED_DESIGNS)} ('none' to skip; default {','.join(DEFAULT_FIXED)})")
+    p.add_argument("--quick", action="store_true",
+                   help=f"smoke run: designs {','.join(QUICK_DESIGNS)}, one fixed format")
+    p.add_argument("--freq", type=float, default=100.0, help="nextpnr clock constraint in MHz (default 100)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    p.add_argument("--pnr-timeout", type=float, default=900.0, help="seconds per nextpnr run (default 900)")
+    p.add_argument("--no-pnr", default="", help="comma-separated designs whose place and route is skipped")
+    p.add_argument("--jobs", type=int, default=1, help="design variants synthesised in parallel (default 1)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = "python -m synth.run " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    try:
+        targets = tuple(_csv(args.targets)) if args.targets else TARGETS
+        bad = sorted(set(targets) - set(TARGETS))
+        if bad:
+            raise SieveError(f"unknown target(s) {bad}; known: {list(TARGETS)}")
+        fixed_text = [] if args.fixed.strip().lower() == "none" else _csv(args.fixed)
+        if args.quick:
+            fixed_text = fixed_text[:1]
+        try:
+            fixed = [Format.parse(t) for t in fixed_text]
+        except (FormatError, ValueError) as exc:
+            raise SieveError(f"bad --fixed format: {exc}") from exc
+        known = known_designs()
+        designs = _csv(args.designs) if args.designs else list(known)
+        if args.quick and not args.designs:
+            designs = [d for d in QUICK_DESIGNS if d in known]
+        unknown = sorted(set(designs) - set(known))
+        if unknown:
+            raise SieveError(f"unknown design(s) {unknown}; known: {known}")
+        settings = FlowSettings(
+            targets=targets,
+            pnr=PnrSettings(freq_mhz=args.freq, seed=args.seed, timeout=args.pnr_timeout),
+            skip_pnr=frozenset(_csv(args.no_pnr)),
+        )
+        jobs = [(v, hw_rtlil_writer(v.design, v.fixed_format)) for v in plan_variants(designs, fixed)]
+        rep = synthesize(Path(args.out), jobs, settings, command, workers=args.jobs)
+    except SieveError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    bad_records = [r for r in rep["records"] if r["status"] not in {"ok", "skipped"}]
+    print(f"wrote {args.out}/report.json and report.md ({len(rep['records'])} records)")
+    for c in rep["checks"]:
+        print(f"  {c['engine']:<13} {c['check']}: {c['value']} ({c['limit']}) {'pass' if c['pass'] else 'MISS'}")
+    for r in bad_records:
+        print(f"  {r['design']} {r['variant']} {r['target']}: {r['status']}: {r.get('error', '')}", file=sys.stderr)
+    return 1 if bad_records else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,236 @@
+"""The synthesis flow on tiny Amaranth designs whose answers are known.
+
+A registered 8-bit adder has exactly 9 flip-flops; an accumulator with an enable has 9
+flip-flops with enable and synchronous reset.  The CMOS estimate must count all of them
+(16 transistors each after ``dffunmap``), the iCE40 mapping must show 9 FFs and a carry
+chain, nextpnr must return a plausible Fmax, and the report must judge targets correctly.
+"""
+
+
+import json
+from pathlib import Path
+
+import pytest
+from amaranth import Module
+from amaranth.back import rtlil
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from synth import TARGETS, report
+from synth.flow import FlowSettings, Variant, run_variant
+from synth.harness import Interface, Port, harness_verilog, parse_ports
+from synth.nextpnr import parse_report
+from synth.yosys import CMOS_TRANSISTORS
+
+
+class Adder(wiring.Component):
+    """s <= a + b: 9 plain flip-flops (Amaranth's sync reset makes them $_SDFF_)."""
+
+    a: In(8)
+    b: In(8)
+    s: Out(9)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.s.eq(self.a + self.b)
+        return m
+
+
+class Accumulator(wiring.Component):
+    """s <= s + a when en: 9 flip-flops with enable and sync reset ($_SDFFE_)."""
+
+    a: In(8)
+    en: In(1)
+    s: Out(9)
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.If(self.en):
+            m.d.sync += self.s.eq(self.s[:8] + self.a)
+        return m
+
+
+class Combinational(wiring.Component):
+    """s = a + b with no register: the flow must say there is no clock to time."""
+
+    a: In(8)
+    b: In(8)
+    s: Out(9)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += self.s.eq(self.a + self.b)
+        return m
+
+
+def writer(component_cls, name):
+    def write(out_dir: Path) -> Path:
+        path = Path(out_dir) / f"{name}.il"
+        path.write_text(rtlil.convert(component_cls(), name=name))
+        return path
+    return write
+
+
+@pytest.fixture(scope="module")
+def adder_records(tmp_path_factory):
+    work = tmp_path_factory.mktemp("synth_adder")
+    recs = run_variant(Variant("adder"), writer(Adder, "adder"), work, FlowSettings())
+    return {r["target"]: r for r in recs}
+
+
+@pytest.fixture(scope="module")
+def acc_generic(tmp_path_factory):
+    work = tmp_path_factory.mktemp("synth_acc")
+    (rec,) = run_variant(Variant("acc"), writer(Accumulator, "acc"), work, FlowSettings(targets=("generic",)))
+    return rec
+
+
+def test_every_target_ok(adder_records):
+    assert set(adder_records) == set(TARGETS)
+    for target, rec in adder_records.items():
+        assert rec["status"] == "ok", (target, rec.get("error"))
+    assert adder_records["generic"]["top"] == "adder"
+    assert adder_records["generic"]["input_bits"] == 16
+    assert adder_records["generic"]["output_bits"] == 9
+
+
+def test_cmos_estimate_counts_every_flip_flop(adder_records, acc_generic):
+    for rec in (adder_records["generic"], acc_generic):
+        assert rec["ff_bits"] == 9
+        assert rec["transistors_complete"], rec["transistors_uncosted_cells"]
+        assert rec["cmos_cells_by_type"]["$_DFF_P_"] == 9
+        assert rec["transistors_ff"] == 9 * 16
+        assert rec["transistors"] == sum(CMOS_TRANSISTORS[t] * n for t, n in rec["cmos_cells_by_type"].items())
+        # without dffunmap Yosys cannot cost the reset/enable flip-flops and says so with '+'
+        assert not rec["transistors_without_dffunmap_complete"]
+        assert rec["transistors_without_dffunmap"] <= rec["transistors"] - 9 * 16
+        assert rec["nand2_eq"] == rec["transistors"] / 4
+    # the enable costs a multiplexer per bit on top of the reset one
+    assert acc_generic["cmos_cells_by_type"].get("$_MUX_", 0) >= 9
+
+
+def test_adder_figures_are_sane(adder_records):
+    g = adder_records["generic"]
+    # an 8-bit ripple adder is 8 full adders: at least ~16 XOR-ish cells, far below 1,000 transistors
+    assert 200 < g["transistors_logic"] < 1000
+    hx = adder_records["ice40-hx8k"]
+    assert hx["ff"] == 9 and hx["carry"] >= 7 and 1 <= hx["lut4"] <= 20
+    assert hx["pnr"] == "ok" and hx["fmax_constraint_mhz"] == 100.0
+    assert 60 < hx["fmax_mhz"] < 700
+    assert hx["critical_path"]["delay_ns"] == pytest.approx(1000 / hx["fmax_mhz"], rel=0.05)
+    up = adder_records["ice40-up5k"]
+    assert up["pnr"] == "ok" and 20 < up["fmax_mhz"] < hx["fmax_mhz"]  # the low-power part is slower
+    assert adder_records["ecp5"]["ff"] == 9 and adder_records["ecp5"]["lut4_total"] >= 8
+    x7 = adder_records["xc7"]
+    assert x7["ff"] == 9 and 1 <= x7["lut"] <= 20 and x7["carry4"] >= 2
+
+
+def test_pnr_skipped_when_asked(tmp_path):
+    settings = FlowSettings(targets=("ice40-hx8k",), skip_pnr=frozenset({"adder"}))
+    (rec,) = run_variant(Variant("adder"), writer(Adder, "adder"), tmp_path, settings)
+    assert rec["status"] == "ok" and rec["pnr"] == "skipped" and rec["fmax_mhz"] is None
+    assert rec["lut4"] >= 1
+
+
+def test_combinational_design_is_timed_through_the_harness(tmp_path):
+    (rec,) = run_variant(Variant("comb"), writer(Combinational, "comb"), tmp_path,
+                         FlowSettings(targets=("ice40-hx8k",)))
+    # the harness registers give it a clock, so it is timed register to register
+    assert rec["status"] == "ok" and rec["pnr"] == "ok" and rec["fmax_mhz"] > 0
+
+
+def test_broken_rtlil_is_a_failed_record(tmp_path):
+    def bad(out_dir: Path) -> Path:
+        p = Path(out_dir) / "bad.il"
+        p.write_text("module \\bad\n  this is not rtlil\nend\n")
+        return p
+
+    from sieve.errors import SieveError
+
+    with pytest.raises(SieveError, match="failed"):
+        run_variant(Variant("bad"), bad, tmp_path, FlowSettings(targets=("generic",)))
+
+
+def test_harness_verilog_wires_every_bit():
+    iface = Interface("my.top", (Port("clk", "input", 1), Port("rst", "input", 1), Port("a", "input", 3),
+                                 Port("b$x", "input", 2), Port("y", "output", 4), Port("z", "output", 1)))
+    v = harness_verilog(iface)
+    assert "reg [4:0] in_sr;" in v and "reg [4:0] out_sr;" in v
+    assert ".a(in_sr[2:0])" in v and ".\\b$x (in_sr[4:3])" in v
+    assert ".y(dut_out[3:0])" in v and ".z(dut_out[4:4])" in v
+    assert ".clk(clk)" in v and ".rst(rst_q)" in v and "\\my.top  dut" in v
+
+
+def test_harness_rejects_design_without_outputs():
+    from sieve.errors import SieveError
+
+    with pytest.raises(SieveError, match="no outputs"):
+        harness_verilog(Interface("t", (Port("clk", "input", 1), Port("a", "input", 2))))
+
+
+def test_parse_ports_needs_one_top(tmp_path):
+    from sieve.errors import SieveError
+
+    p = tmp_path / "ports.json"
+    p.write_text(json.dumps({"modules": {"a": {"attributes": {}, "ports": {}}}}))
+    with pytest.raises(SieveError, match="exactly one top"):
+        parse_ports(p)
+
+
+def test_parse_report_takes_worst_clock(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps({
+        "fmax": {"a": {"achieved": 150.0, "constraint": 100}, "b": {"achieved": 90.5, "constraint": 100}},
+        "utilization": {"ICESTORM_LC": {"available": 10, "used": 3}, "SB_GB": {"available": 8, "used": 0}},
+        "critical_paths": [],
+    }))
+    got = parse_report(p)
+    assert got["fmax_mhz"] == 90.5 and got["fmax_clock"] == "b"
+    assert list(got["utilization"]) == ["ICESTORM_LC"] and got["critical_path"] is None
+
+
+def _rec(design, variant, target, **kw):
+    return {"design": design, "variant": variant, "format": None if variant == "configurable" else variant[6:],
+            "target": target, "status": "ok", **kw}
+
+
+def test_report_checks_and_configurability(tmp_path):
+    gen = dict(transistors_complete=True, cells=10, ff_bits=2, nand2_eq=1, transistors_by_type={"$_XOR_": 12})
+    records = [
+        _rec("compressor", "configurable", "generic", transistors=4000, **gen),
+        _rec("decompressor", "configurable", "generic", transistors=5000, **gen),
+        _rec("compressor", "fixed-se4m3b7", "generic", transistors=2000, **gen),
+        _rec("compressor", "configurable", "ice40-hx8k", lut4=100, carry=0, ff=1, pnr="ok", fmax_mhz=120.0),
+        _rec("compressor", "fixed-se4m3b7", "ice40-hx8k", lut4=40, carry=0, ff=1, pnr="ok", fmax_mhz=150.0),
+        _rec("decompressor", "configurable", "ice40-hx8k", lut4=100, carry=0, ff=1, pnr="ok", fmax_mhz=99.9),
+        _rec("lanes8", "configurable", "generic", transistors=16 * 3000, **gen),
+        _rec("lanes32", "configurable", "ice40-hx8k", lut4=9000, carry=0, ff=1, pnr="skipped",
+             pnr_reason="does not fit", fmax_mhz=None),
+    ]
+    meta = {"command": "python -m synth.run", "yosys": "Yosys x", "freq_mhz": 100.0, "seed": 1,
+            "date": "today", "seconds": 1.0}
+    rep = report.write(tmp_path, records, meta)
+    verdict = {(c["engine"], c["check"].split()[0]): c["pass"] for c in rep["checks"]}
+    assert verdict == {("compressor", "transistors"): True, ("compressor", "iCE40"): True,
+                       ("decompressor", "transistors"): False, ("decompressor", "iCE40"): False}
+    (conf,) = rep["configurability"]
+    assert conf["transistor_ratio"] == 2.0 and conf["ice40-hx8k_lut4_ratio"] == 2.5
+    md = (tmp_path / "report.md").read_text()
+    assert "**NO**" in md and "3,000" in md  # lanes8 per-engine column = 48,000 / 16
+    assert "does not fit" in md
+    assert json.loads((tmp_path / "report.json").read_text())["checks"] == rep["checks"]
+
+
+def test_cli_rejects_unknown_target(capsys):
+    from synth.run import main
+
+    assert main(["--targets", "asic9000", "--out", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "asic9000" in err
+
+
+def test_cli_rejects_bad_fixed_format(capsys):
+    from synth.run import main
+
+    assert main(["--fixed", "e9m99", "--out", "unused"]) == 2
+    assert capsys.readouterr().err.startswith("error: bad --fixed format")
