@@ -18,6 +18,7 @@ from ..errors import SieveError
 COMMANDS = [
     "sieve.cli.format_cmd",
     "sieve.cli.quantize_cmd",
+    "sieve.cli.models_cmd",
 ]
 
 

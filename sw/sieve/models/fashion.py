@@ -1,0 +1,74 @@
+"""The Fashion-MNIST pool SIEVE trains itself, chosen to span accuracy and cost:
+
+* ``lenet5``  – Caffe's LeNet exactly (:class:`CaffeLeNet`), ≈2.3 M MACs;
+* ``convnet`` – a three-convolution net in the style of Caffe's CIFAR-10 "quick" model, ≈8 M MACs;
+* ``minivgg`` – a six-convolution VGG-style net with batch normalisation, ≈17 M MACs.
+
+All take a 1×28×28 image normalised with the training set's mean and standard deviation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .caffe_lenet import CaffeLeNet
+
+
+class ConvNet(nn.Module):
+    """CIFAR-quick style: conv5×5(32) → maxpool → conv5×5(32) → avgpool → conv5×5(64) →
+    avgpool → fc 64 → fc 10, ReLU after every hidden layer."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 5, padding=2)
+        self.pool1 = nn.MaxPool2d(3, 2, padding=1)      # 28 -> 14
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(32, 32, 5, padding=2)
+        self.relu2 = nn.ReLU()
+        self.pool2 = nn.AvgPool2d(3, 2, padding=1)      # 14 -> 7
+        self.conv3 = nn.Conv2d(32, 64, 5, padding=2)
+        self.relu3 = nn.ReLU()
+        self.pool3 = nn.AvgPool2d(3, 2, padding=1)      # 7 -> 4
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(64 * 4 * 4, 64)
+        self.relu4 = nn.ReLU()
+        self.fc2 = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu1(self.pool1(self.conv1(x)))
+        x = self.pool2(self.relu2(self.conv2(x)))
+        x = self.pool3(self.relu3(self.conv3(x)))
+        return self.fc2(self.relu4(self.fc1(self.flatten(x))))
+
+
+def _block(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+
+class MiniVGG(nn.Module):
+    """Three VGG stages of two 3×3 convolutions (24, 48, 96 channels) with batch norm,
+    max-pooling between stages, then fc 256 → fc 10."""
+
+    def __init__(self, num_classes: int = 10, widths: tuple[int, int, int] = (24, 48, 96)) -> None:
+        super().__init__()
+        a, b, c = widths
+        self.features = nn.Sequential(
+            *_block(1, a), *_block(a, a), nn.MaxPool2d(2),        # 28 -> 14
+            *_block(a, b), *_block(b, b), nn.MaxPool2d(2),        # 14 -> 7
+            *_block(b, c), *_block(c, c), nn.MaxPool2d(2),        # 7 -> 3
+        )
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Sequential(nn.Linear(c * 3 * 3, 256), nn.ReLU(), nn.Dropout(0.3),
+                                        nn.Linear(256, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.flatten(self.features(x)))
+
+
+BUILDERS = {"lenet5": CaffeLeNet, "convnet": ConvNet, "minivgg": MiniVGG}
+
+
+def build(name: str) -> nn.Module:
+    """A freshly initialised Fashion-MNIST model (deterministic under torch.manual_seed)."""
+    return BUILDERS[name]()
