@@ -18,11 +18,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from .cfloat import Format, code_dtype
+from . import packing as _packing
+from .cfloat import Format
 
 __all__ = ["encode", "decode", "quantize", "pack", "unpack", "decode_table", "as_float32"]
 
 _CHUNK = 1 << 16  # elements per encode chunk: its temporaries stay in L2 cache
+_LUT_MAX_MAN_BITS = 6  # encode by table look-up up to this many mantissa bits (see _encode_table)
 _NAN = -1  # marker for "NaN result" inside the encoder; replaced by the NaN code and sign
 
 _WIDENING = {np.dtype(np.float16)}
@@ -72,11 +74,40 @@ class _EncodePlan:
         # subnormal grid: code = |x| * 2^(M - emin) rounded, done in float64 (always exact)
         self.sub_scale = float(np.ldexp(1.0, m - fmt.min_exponent))
         self.inf_code = fmt.inf_magnitude_code
+        self.table = None  # filled by _encode_plan for formats the look-up table serves
 
 
 @lru_cache(maxsize=256)
 def _encode_plan(fmt: Format) -> _EncodePlan:
-    return _EncodePlan(fmt)
+    plan = _EncodePlan(fmt)
+    if fmt.man_bits <= _LUT_MAX_MAN_BITS and fmt.min_exponent >= -126:
+        plan.table = _encode_table(plan)
+    return plan
+
+
+def _encode_table(plan: _EncodePlan) -> np.ndarray:
+    """The encoder as a 2^17-entry table indexed by the top 16 bits of the float32 and a
+    sticky bit (any of the low 16 bits set).
+
+    With at most 6 mantissa bits (and Min normal >= 2^-126) the rounding guard bit of every
+    input lies in the top 16 bits, so these 17 bits decide the code: the representative
+    ``(top << 16) | sticky`` encodes exactly like every input sharing them.  The table is
+    filled by the general encoder itself, so there is still one definition of rounding.
+    """
+    top = np.arange(1 << 16, dtype=np.uint32) << np.uint32(16)
+    reps = np.stack([top, top | np.uint32(1)], axis=1).reshape(-1)
+    table = np.empty(reps.size, dtype=plan.fmt.code_dtype)
+    _encode_chunk(reps, plan, table)
+    return table
+
+
+def _lut_index(bits: np.ndarray, index: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """``(bits >> 15) | (bits & 0x7FFF != 0)``: top 16 bits, then the sticky of the low 16."""
+    np.right_shift(bits, np.uint32(15), out=index)
+    np.bitwise_and(bits, np.uint32(0x7FFF), out=scratch)
+    np.minimum(scratch, np.uint32(1), out=scratch)
+    np.bitwise_or(index, scratch, out=index)
+    return index
 
 
 def _encode_low(small: np.ndarray, p: _EncodePlan) -> np.ndarray:
@@ -165,9 +196,18 @@ def encode(x, fmt: Format | str) -> np.ndarray:
     flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint32)
     out = np.empty(flat.shape, dtype=fmt.code_dtype)
     plan = _encode_plan(fmt)
-    for start in range(0, flat.size, _CHUNK):
-        stop = min(start + _CHUNK, flat.size)
-        _encode_chunk(flat[start:stop], plan, out[start:stop])
+    if plan.table is not None:
+        index = np.empty(min(flat.size, _CHUNK), dtype=np.intp)  # take() wants intp indices
+        scratch = np.empty(index.size, dtype=np.uint32)
+        for start in range(0, flat.size, _CHUNK):
+            stop = min(start + _CHUNK, flat.size)
+            n = stop - start
+            idx = _lut_index(flat[start:stop], index[:n], scratch[:n])
+            np.take(plan.table, idx, out=out[start:stop])
+    else:
+        for start in range(0, flat.size, _CHUNK):
+            stop = min(start + _CHUNK, flat.size)
+            _encode_chunk(flat[start:stop], plan, out[start:stop])
     return out.reshape(arr.shape)
 
 
@@ -220,12 +260,50 @@ def decode(codes, fmt: Format | str) -> np.ndarray:
     arr = np.asarray(codes)
     if arr.dtype.kind not in "ui":
         raise TypeError(f"codes must be an integer array, got dtype {arr.dtype}")
-    if arr.size and (arr.min() < 0 or int(arr.max()) >> fmt.width):
+    in_range = arr.dtype.kind == "u" and arr.dtype.itemsize * 8 <= fmt.width
+    if arr.size and not in_range and ((arr.dtype.kind == "i" and arr.min() < 0) or int(arr.max()) >> fmt.width):
         raise ValueError(f"codes out of range for {fmt}: a {fmt.width}-bit code is 0..{(1 << fmt.width) - 1}")
+    if arr.dtype == np.uint8 and arr.flags.c_contiguous and arr.size >= 2:
+        return _decode_pairs(arr, fmt)
     if fmt.width <= 16:
-        index = arr if arr.dtype.itemsize <= 2 and arr.dtype.kind == "u" else arr.astype(np.intp)
-        return decode_table(fmt)[index]
+        out = np.empty(arr.shape, dtype=np.float32)
+        _chunked_take(decode_table(fmt), arr.reshape(-1), out.reshape(-1))
+        return out
     return _decode_bits(arr.astype(np.int64), fmt)
+
+
+def _chunked_take(table: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = table[index[i]]`` in cache-sized chunks, widening indices to intp once
+    per chunk (``take`` would otherwise convert the whole index array first)."""
+    buffer = np.empty(min(index.size, _CHUNK), dtype=np.intp)
+    for start in range(0, index.size, _CHUNK):
+        stop = min(start + _CHUNK, index.size)
+        idx = buffer[: stop - start]
+        idx[...] = index[start:stop]
+        table.take(idx, out=out[start:stop])
+
+
+@lru_cache(maxsize=64)
+def _pair_table(fmt: Format) -> np.ndarray:
+    """Two decoded float32 values per uint16 of byte codes: entry ``lo | hi << 8`` holds
+    ``table[lo]`` in its low half and ``table[hi]`` in its high half (little-endian)."""
+    single = np.zeros(256, dtype=np.uint64)
+    single[: 1 << fmt.width] = decode_table(fmt).view(np.uint32)
+    pairs = single[np.arange(1 << 16) & 0xFF] | (single[np.arange(1 << 16) >> 8] << np.uint64(32))
+    pairs.setflags(write=False)
+    return pairs
+
+
+def _decode_pairs(arr: np.ndarray, fmt: Format) -> np.ndarray:
+    """Decode byte codes two at a time: half as many table look-ups as one per code,
+    in cache-sized chunks whose indices are widened to intp once (take() wants intp)."""
+    flat = arr.reshape(-1)
+    even = flat.size & ~1
+    out = np.empty(flat.size, dtype=np.float32)
+    _chunked_take(_pair_table(fmt), flat[:even].view("<u2"), out[:even].view("<u8"))
+    if even < flat.size:
+        out[-1] = decode_table(fmt)[flat[-1]]
+    return out.reshape(arr.shape)
 
 
 def quantize(x, fmt: Format | str) -> np.ndarray:
@@ -235,75 +313,11 @@ def quantize(x, fmt: Format | str) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- packing
-def _group(width: int) -> tuple[int, int]:
-    """Codes per group and bytes per group: the smallest whole number of bytes."""
-    g = 8 // np.gcd(width, 8)
-    return int(g), int(g * width // 8)
-
-
 def pack(codes, fmt: Format | str) -> bytes:
-    """Pack codes into ``ceil(n*width/8)`` bytes.
-
-    Bit order: LSB first.  Code ``i`` occupies bits ``i*w .. i*w+w-1`` of the stream, where
-    stream bit ``k`` is bit ``k % 8`` of byte ``k // 8`` and each code's own LSB comes first.
-    Padding bits in the last byte are zero.  (For w = 8/16/32 this is simply the
-    little-endian array of codes.)
-    """
-    fmt = _check_format(fmt)
-    w = fmt.width
-    arr = np.asarray(codes).reshape(-1)
-    if arr.dtype.kind not in "ui":
-        raise TypeError(f"codes must be an integer array, got dtype {arr.dtype}")
-    n = arr.size
-    nbytes = (n * w + 7) // 8
-    if w in (8, 16, 32):
-        return arr.astype(f"<u{w // 8}", copy=False).tobytes()
-    g, gbytes = _group(w)
-    groups = -(-n // g)
-    padded = np.zeros(groups * g, dtype=np.uint64)
-    padded[:n] = arr
-    padded = padded.reshape(groups, g)
-    nwords = -(-gbytes // 8)
-    words = np.zeros((groups, nwords), dtype=np.uint64)
-    for i in range(g):
-        offset = i * w
-        j, s = divmod(offset, 64)
-        col = padded[:, i]
-        words[:, j] |= col << np.uint64(s)
-        if s + w > 64:
-            words[:, j + 1] |= col >> np.uint64(64 - s)
-    stream = words.astype("<u8", copy=False).view(np.uint8).reshape(groups, nwords * 8)[:, :gbytes]
-    return stream.reshape(-1)[:nbytes].tobytes()
+    """Pack codes into ``ceil(n*width/8)`` bytes, LSB-first (see :mod:`sieve.packing`)."""
+    return _packing.pack(codes, _check_format(fmt))
 
 
 def unpack(blob: bytes, fmt: Format | str, count: int) -> np.ndarray:
     """Inverse of :func:`pack`: read ``count`` codes of ``fmt`` from ``blob``."""
-    fmt = _check_format(fmt)
-    w = fmt.width
-    count = int(count)
-    if count < 0:
-        raise ValueError(f"count must be >= 0, got {count}")
-    nbytes = (count * w + 7) // 8
-    buf = np.frombuffer(blob, dtype=np.uint8)
-    if buf.size < nbytes:
-        raise ValueError(f"{count} codes of {w} bits need {nbytes} bytes, got {buf.size}")
-    dtype = fmt.code_dtype
-    if w in (8, 16, 32):
-        return buf[:nbytes].view(f"<u{w // 8}").astype(dtype)
-    g, gbytes = _group(w)
-    groups = -(-count // g)
-    nwords = -(-gbytes // 8)
-    raw = np.zeros((groups, nwords * 8), dtype=np.uint8)
-    flat = np.zeros(groups * gbytes, dtype=np.uint8)
-    flat[:nbytes] = buf[:nbytes]
-    raw[:, :gbytes] = flat.reshape(groups, gbytes)
-    words = raw.view("<u8").astype(np.uint64, copy=False)
-    mask = np.uint64((1 << w) - 1)
-    out = np.empty((groups, g), dtype=dtype)
-    for i in range(g):
-        j, s = divmod(i * w, 64)
-        col = words[:, j] >> np.uint64(s)
-        if s + w > 64:
-            col = col | (words[:, j + 1] << np.uint64(64 - s))
-        out[:, i] = col & mask
-    return out.reshape(-1)[:count]
+    return _packing.unpack(blob, _check_format(fmt), count)
