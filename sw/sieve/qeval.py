@@ -1,0 +1,444 @@
+"""Quantized evaluation: apply a plan (tensor name -> Format) to a torch model.
+
+Why torch-native: the search quantizes every planned activation on every evaluation, so
+going through NumPy (the golden emulator) would dominate its cost.  :func:`quantize_tensor`
+works on the int32 view of float32 tensors and reproduces :func:`sieve.quantize` bit for bit
+(``tests/test_qeval.py`` proves it over many formats and every corner case).
+
+The quantizable tensors are the weight and the input activation of every ``nn.Conv2d`` and
+``nn.Linear``: what memory holds between layers.  Biases stay fp32.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cfloat import Format
+from .errors import SieveError
+
+__all__ = ["TensorInfo", "quantizable_tensors", "quantize_tensor", "apply_plan", "check_plan"]
+
+QUANTIZABLE = (nn.Conv2d, nn.Linear)
+_CANON_NAN = (0x7FC00000, -0x00400000)  # int32 bit patterns of +qNaN (0x7FC00000) and -qNaN (0xFFC00000)
+_FP32_MIN_NORMAL = 2.0**-126
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One quantizable tensor: ``name`` is ``"<module>.weight"`` or ``"<module>.input"``."""
+
+    name: str
+    kind: str          # "weight" | "activation"
+    elements: int      # weight.numel(), or input numel per ONE image
+    module_name: str
+
+
+def _bits(value: float) -> int:
+    """int32 bit pattern of a value known to be an exact float32."""
+    return int(np.array(value, dtype=np.float32).view(np.int32))
+
+
+def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
+    """Round a float32 tensor to ``fmt`` exactly like ``sieve.quantize`` (new tensor, same shape).
+
+    Works on the int32 bit pattern: nearest-even (or truncating) rounding of the mantissa with
+    an unbounded exponent, then the overflow, underflow, special-value and sign rules of the
+    Format contract (see ``sieve.cfloat``).
+    """
+    if not isinstance(fmt, Format):
+        raise TypeError(f"fmt must be a sieve.Format, got {type(fmt).__name__}")
+    if t.dtype != torch.float32:
+        if t.dtype in (torch.float16, torch.bfloat16, torch.float64):
+            t = t.float()
+        else:
+            raise TypeError(f"expected a floating-point tensor, got {t.dtype}")
+    bits = t.contiguous().view(torch.int32)
+    if fmt.specials == "none" and not fmt.subnormals:
+        fast = _quantize_plain(t.contiguous(), bits, fmt)
+        if fast is not None:
+            return fast
+    mag = bits & 0x7FFFFFFF
+    neg = bits < 0
+    special = mag >= 0x7F800000                      # Inf or NaN input
+    is_nan = mag > 0x7F800000
+    m = torch.where(special, torch.full_like(mag, 0x7F800000), mag)  # keeps the adds below in range
+
+    shift = 23 - fmt.man_bits
+    if shift > 0:
+        if fmt.rounding == "nearest_even":
+            m = m + (((1 << (shift - 1)) - 1) + ((m >> shift) & 1))
+        m = (m >> shift) << shift
+    out = m
+
+    # overflow: the rounded magnitude exceeds Max (Inf inputs land here too)
+    max_bits = _bits(fmt.max_value)
+    over = out > max_bits
+    if fmt.overflow == "saturate":
+        out = torch.clamp_max(out, max_bits)
+    elif fmt.overflow == "inf":
+        out = torch.where(over, torch.full_like(out, 0x7F800000), out)
+    nan_out = over if fmt.overflow == "nan" else torch.zeros_like(over)
+
+    # underflow: magnitudes below the smallest normal
+    min_normal_bits = _bits(fmt.min_normal)
+    low = mag < min_normal_bits
+    if fmt.subnormals and fmt.man_bits > 0:
+        if bool(low.any()):
+            small = mag[low].view(torch.float32).double()
+            scale = float(np.ldexp(1.0, fmt.man_bits - fmt.min_exponent))
+            scaled = small * scale
+            grid = torch.round(scaled) if fmt.rounding == "nearest_even" else torch.floor(scaled)
+            out = out.clone()
+            out[low] = (grid / scale).float().view(torch.int32)
+    elif fmt.rounding == "nearest_even":
+        half_min_bits = _bits(fmt.min_normal / 2)
+        up = torch.full_like(out, min_normal_bits)
+        out = torch.where(low, torch.where(mag >= half_min_bits, up, torch.zeros_like(out)), out)
+    else:
+        out = torch.where(low, torch.zeros_like(out), out)
+
+    # Inf and NaN inputs
+    if fmt.has_inf:
+        out = torch.where(special & ~is_nan, torch.full_like(out, 0x7F800000), out)
+    nan_out = nan_out | is_nan
+
+    if fmt.signed:
+        if fmt.specials == "fnuz":
+            out = torch.where(neg & (out != 0), out | torch.iinfo(torch.int32).min, out)
+            nan_value = torch.full_like(out, _CANON_NAN[1])  # fnuz's single NaN code decodes to -NaN
+        else:
+            out = torch.where(neg, out | torch.iinfo(torch.int32).min, out)
+            pos, negv = (_CANON_NAN[0], _CANON_NAN[1]) if fmt.has_nan else (torch.iinfo(torch.int32).min, 0)
+            # (no NaN code: zero with the opposite sign, ml_dtypes' rule)
+            nan_value = torch.where(neg, torch.full_like(out, negv), torch.full_like(out, pos))
+        out = torch.where(nan_out, nan_value, out)
+    else:
+        nan_fill = _CANON_NAN[0] if fmt.has_nan else 0
+        out = torch.where(neg, torch.zeros_like(out), out)
+        out = torch.where(nan_out, torch.full_like(out, nan_fill), out)
+    if fmt.min_normal < _FP32_MIN_NORMAL:
+        # Formats reaching below 2^-126 (bias >= 128) have steps the fp32 bit pattern does not
+        # show for fp32-subnormal inputs; no CNN format goes there, so the golden model handles them.
+        tiny = mag < 0x00800000
+        if bool(tiny.any()):
+            from .emulator import quantize as golden
+
+            out = out.clone()
+            ref = golden(t.contiguous().view(torch.float32)[tiny].numpy(), fmt)
+            out[tiny] = torch.from_numpy(ref).view(torch.int32)
+    return out.view(torch.float32)
+
+
+def _quantize_plain(t: torch.Tensor, bits: torch.Tensor, fmt: Format) -> torch.Tensor | None:
+    """Fast path for finite inputs and the search's formats (no special codes, no subnormals).
+
+    About ten whole-tensor passes (the search runs this on every planned activation); returns
+    None when the tensor holds Inf or NaN, for which the general path runs instead.
+    """
+    # unsigned: negative floats are negative int32 patterns, so one clamp maps them (and -0) to +0
+    mag = bits.clamp(min=0) if not fmt.signed else bits & 0x7FFFFFFF
+    if mag.numel() and int(mag.max()) >= 0x7F800000:
+        return None
+    shift = 23 - fmt.man_bits
+    if shift > 0:
+        if fmt.rounding == "nearest_even":
+            out = (mag >> shift).bitwise_and_(1).add_(mag).add_((1 << (shift - 1)) - 1)
+            out.bitwise_and_(~((1 << shift) - 1))
+        else:
+            out = mag & ~((1 << shift) - 1)
+    else:
+        out = mag.clone()
+    if fmt.rounding == "nearest_even":
+        # [Min/2, Min) rounds up to Min (a power of two: every rounding below it lands <= Min)
+        out.clamp_(min=_bits(fmt.min_normal), max=_bits(fmt.max_value))
+        out.masked_fill_(mag < _bits(fmt.min_normal / 2), 0)
+    else:
+        out.clamp_(max=_bits(fmt.max_value))
+        out.masked_fill_(mag < _bits(fmt.min_normal), 0)
+    result = out.view(torch.float32)
+    return torch.copysign(result, t, out=result) if fmt.signed else result
+
+
+def quantizable_tensors(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[TensorInfo]:
+    """Every quantizable tensor of ``model`` in module order (activation before weight).
+
+    Activation sizes come from one forward pass on a zero image of ``input_shape`` (C, H, W);
+    it is inferred from the first layer when not given (works for the zoo's image models).
+    """
+    modules = [(name, m) for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
+    if not modules:
+        raise SieveError(f"{type(model).__name__} has no Conv2d or Linear layer; nothing to quantize")
+    sizes = _input_sizes(model, modules, input_shape)
+    infos: list[TensorInfo] = []
+    for name, m in modules:
+        if name in sizes:
+            infos.append(TensorInfo(f"{name}.input", "activation", sizes[name], name))
+        infos.append(TensorInfo(f"{name}.weight", "weight", int(m.weight.numel()), name))
+    return infos
+
+
+def _guess_input_shape(modules) -> tuple[int, ...]:
+    first = modules[0][1]
+    if isinstance(first, nn.Conv2d):
+        for side in (28, 32, 224):  # the zoo's image sizes; the first that runs wins
+            yield (first.in_channels, side, side)
+    else:
+        yield (first.in_features,)
+
+
+def _input_sizes(model, modules, input_shape) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    handles = []
+    for name, m in modules:
+        def hook(mod, args, name=name):
+            sizes.setdefault(name, int(args[0][0].numel()))
+        handles.append(m.register_forward_pre_hook(hook))
+    shapes = [tuple(input_shape)] if input_shape is not None else list(_guess_input_shape(modules))
+    try:
+        for shape in shapes:
+            sizes.clear()
+            try:
+                with torch.no_grad():
+                    model(torch.zeros((1, *shape)))
+                break
+            except RuntimeError:
+                if shape == shapes[-1]:
+                    raise SieveError(
+                        f"cannot run {type(model).__name__} on a zero image of shape {shape}; pass input_shape"
+                    ) from None
+    finally:
+        for h in handles:
+            h.remove()
+    return sizes
+
+
+def check_plan(model: nn.Module, plan: Mapping[str, Format]) -> None:
+    """Raise SieveError when a plan names a tensor the model does not have or holds a non-Format."""
+    modules = {name for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
+    for key, fmt in plan.items():
+        module, _, kind = key.rpartition(".")
+        if kind not in ("weight", "input") or module not in modules:
+            known = ", ".join(sorted(modules)[:6])
+            raise SieveError(
+                f"plan names tensor {key!r}, which is not '<conv/linear module>.weight|input' of this model"
+                f" (modules: {known}{', ...' if len(modules) > 6 else ''})"
+            )
+        if not isinstance(fmt, Format):
+            raise SieveError(f"plan entry {key!r} is {fmt!r}, not a sieve.Format")
+
+
+def apply_plan(model: nn.Module, plan: Mapping[str, Format]) -> nn.Module:
+    """A deep copy of ``model`` with the plan applied (the original is left untouched).
+
+    Planned weights are replaced by quantized copies; a forward pre-hook rounds every planned
+    input activation.  Tensors absent from the plan stay fp32.
+    """
+    check_plan(model, plan)
+    q = copy.deepcopy(model)
+    q.eval()
+    for name, m in q.named_modules():
+        if not isinstance(m, QUANTIZABLE):
+            continue
+        wfmt = plan.get(f"{name}.weight")
+        if wfmt is not None:
+            with torch.no_grad():
+                m.weight.copy_(quantize_tensor(m.weight.detach(), wfmt))
+        afmt = plan.get(f"{name}.input")
+        if afmt is not None:
+            def pre_hook(mod, args, fmt=afmt):
+                return (quantize_tensor(args[0], fmt), *args[1:])
+            m.register_forward_pre_hook(pre_hook)
+    return q
+
+
+# ---------------------------------------------------------------------------- caching evaluator
+class PrefixEvaluator:
+    """Evaluate many plans on one fixed set of images, recomputing only what a plan changes.
+
+    Why: a search evaluates hundreds of plans that differ from each other in one tensor.  The
+    model is traced once with ``torch.fx`` into a graph of nodes; a *state* stores, per batch,
+    the values live just before the first node of some conv/linear module (a *cut*) together
+    with the plan prefix that produced them.  A plan that agrees with a stored state on every
+    tensor of the modules before its cut restarts there, so changing one layer only runs the
+    layers after it.  The fp32 predictions are computed once and kept.  Models fx cannot trace
+    fall back to full recomputation (still correct, just slower).
+    """
+
+    def __init__(self, model: nn.Module, images: torch.Tensor, batch_size: int = 500, max_states: int = 4):
+        self.model = model.eval()
+        self.images = images
+        self.n = int(images.shape[0])
+        self.batch_size = int(batch_size)
+        self.max_states = int(max_states)
+        self.infos = quantizable_tensors(model, tuple(images.shape[1:]))
+        self.modules = dict(model.named_modules())
+        self.states: dict[tuple, list[dict]] = {}
+        self._wcache: dict[tuple[str, str], torch.Tensor] = {}
+        self.batches_run = 0
+        self.nodes_run = 0
+        try:
+            from torch import fx
+
+            self.gm = fx.symbolic_trace(model)
+            self.nodes = list(self.gm.graph.nodes)
+        except Exception:  # data-dependent control flow etc.: no prefix cache, full runs
+            self.gm, self.nodes = None, []
+        self._index_graph()
+        self._fp32_logits: torch.Tensor | None = None
+
+    # -- graph bookkeeping
+    def _index_graph(self) -> None:
+        self.cut: dict[str, int] = {}
+        if self.gm is None:
+            return
+        pos = {node: i for i, node in enumerate(self.nodes)}
+        last_use = {i: i for i in range(len(self.nodes))}
+        for i, node in enumerate(self.nodes):
+            for inp in node.all_input_nodes:
+                last_use[pos[inp]] = max(last_use[pos[inp]], i)
+            if node.op == "call_module" and isinstance(self.modules.get(node.target), QUANTIZABLE):
+                self.cut.setdefault(node.target, i)
+        self._pos = pos
+        self._last_use = last_use
+        for info in self.infos:  # a module fx did not call as a leaf: no prefix cache for safety
+            if info.module_name not in self.cut:
+                self.gm, self.nodes, self.cut = None, [], {}
+                return
+
+    def _prefix_key(self, plan: Mapping[str, Format], cut: int) -> tuple:
+        return tuple(sorted((k, str(v)) for k, v in plan.items() if self.cut[k.rpartition(".")[0]] < cut))
+
+    def _weight(self, module_name: str, fmt: Format | None) -> torch.Tensor:
+        w = self.modules[module_name].weight.detach()
+        if fmt is None:
+            return w
+        key = (module_name, str(fmt))
+        if key not in self._wcache:
+            if len(self._wcache) > 512:
+                self._wcache.clear()
+            self._wcache[key] = quantize_tensor(w, fmt)
+        return self._wcache[key]
+
+    def _call_quantizable(self, name: str, x: torch.Tensor, plan, observer) -> torch.Tensor:
+        m = self.modules[name]
+        if observer is not None:
+            observer(f"{name}.input", x)
+        afmt = plan.get(f"{name}.input")
+        if afmt is not None:
+            x = quantize_tensor(x, afmt)
+        w = self._weight(name, plan.get(f"{name}.weight"))
+        if isinstance(m, nn.Conv2d):
+            return m._conv_forward(x, w, m.bias)
+        return nn.functional.linear(x, w, m.bias)
+
+    # -- running
+    def _run_graph(self, x: torch.Tensor | None, env: dict, start: int, plan, observer, save_at: int | None):
+        from torch.fx.node import map_arg
+
+        saved = None
+        env = dict(env)
+        for i in range(start, len(self.nodes)):
+            node = self.nodes[i]
+            if save_at is not None and i == save_at:
+                saved = {j: v for j, v in env.items() if j < i and self._last_use[j] >= i}
+            load = lambda n: env[self._pos[n]]  # noqa: E731
+            args = map_arg(node.args, load)
+            kwargs = map_arg(node.kwargs, load)
+            if node.op == "placeholder":
+                val = x
+            elif node.op == "get_attr":
+                val = self.gm
+                for part in node.target.split("."):
+                    val = getattr(val, part)
+            elif node.op == "call_module":
+                if node.target in self.cut:
+                    val = self._call_quantizable(node.target, args[0], plan, observer)
+                else:
+                    val = self.gm.get_submodule(node.target)(*args, **kwargs)
+            elif node.op == "call_function":
+                val = node.target(*args, **kwargs)
+            elif node.op == "call_method":
+                val = getattr(args[0], node.target)(*args[1:], **kwargs)
+            else:  # output
+                return args[0] if isinstance(args, tuple) else args, saved
+            env[i] = val
+            self.nodes_run += 1
+            for inp in node.all_input_nodes:  # free what no later node reads
+                j = self._pos[inp]
+                if self._last_use[j] <= i:
+                    env.pop(j, None)
+        raise SieveError("traced graph has no output node")
+
+    def _start(self, plan) -> tuple[int, list[dict] | None]:
+        """The deepest stored state valid for ``plan``: (cut index, per-batch envs)."""
+        best, envs, hit = 0, None, None
+        for (cut, key), value in self.states.items():
+            if cut > best and key == self._prefix_key(plan, cut):
+                best, envs, hit = cut, value, (cut, key)
+        if hit is not None:  # least recently used goes first when the store is full
+            self.states[hit] = self.states.pop(hit)
+        return best, envs
+
+    def run(self, plan: Mapping[str, Format], *, checkpoint: str | None = None, observer=None,
+            on_batch=None) -> torch.Tensor:
+        """Logits of the quantized model on the images (rows of batches actually run).
+
+        ``checkpoint``: a module name whose cut state is stored for later plans that share the
+        prefix.  ``observer(tensor_name, fp32_input)`` sees every conv/linear input (before
+        rounding).  ``on_batch(batch_index, logits) -> bool``: return False to stop early.
+        """
+        plan = dict(plan)
+        outs: list[torch.Tensor] = []
+        if self.gm is None:
+            q = apply_plan(self.model, plan)
+            handles = []
+            if observer is not None:
+                for info in self.infos:
+                    if info.kind == "activation":
+                        handles.append(self.modules[info.module_name].register_forward_pre_hook(
+                            lambda mod, args, name=info.name: observer(name, args[0])))
+            try:
+                with torch.no_grad():
+                    for b, start in enumerate(range(0, self.n, self.batch_size)):
+                        outs.append(q(self.images[start:start + self.batch_size]))
+                        self.batches_run += 1
+                        if on_batch is not None and not on_batch(b, outs[-1]):
+                            break
+            finally:
+                for h in handles:
+                    h.remove()
+            return torch.cat(outs)
+        start, envs = self._start(plan) if observer is None else (0, None)
+        save_at = self.cut[checkpoint] if checkpoint is not None else None
+        if save_at is not None and save_at <= start:
+            save_at = None  # already have it (or a deeper one)
+        new_states: list[dict] = []
+        with torch.no_grad():
+            for b, bstart in enumerate(range(0, self.n, self.batch_size)):
+                x = self.images[bstart:bstart + self.batch_size] if envs is None else None
+                env = envs[b] if envs is not None else {}
+                logits, saved = self._run_graph(x, env, start, plan, observer, save_at)
+                outs.append(logits)
+                self.batches_run += 1
+                if saved is not None:
+                    new_states.append(saved)
+                if on_batch is not None and not on_batch(b, logits):
+                    new_states = []  # incomplete: do not store
+                    break
+        if save_at is not None and len(new_states) == len(outs) and len(outs) * self.batch_size >= self.n:
+            if len(self.states) >= self.max_states:
+                self.states.pop(next(iter(self.states)))
+            self.states[(save_at, self._prefix_key(plan, save_at))] = new_states
+        return torch.cat(outs)
+
+    def fp32_logits(self, observer=None) -> torch.Tensor:
+        """The fp32 model's logits (computed once; ``observer`` sees the fp32 inputs of that pass)."""
+        if self._fp32_logits is None or observer is not None:
+            self._fp32_logits = self.run({}, observer=observer)
+        return self._fp32_logits
