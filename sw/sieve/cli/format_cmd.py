@@ -15,6 +15,19 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def notable_codes(fmt) -> np.ndarray:
+    """Zero, the smallest subnormal and normal, Max, and the special codes of both signs."""
+    codes = {0, 1, 1 << fmt.man_bits, fmt.max_magnitude_code}
+    if fmt.inf_magnitude_code is not None:
+        codes.add(fmt.inf_magnitude_code)
+    for negative in (False, True):
+        if fmt.nan_code(negative) is not None:
+            codes.add(fmt.nan_code(negative))
+    if fmt.signed:
+        codes |= {c | (1 << (fmt.width - 1)) for c in list(codes)}
+    return np.array(sorted(c for c in codes if c < (1 << fmt.width)), dtype=np.int64)
+
+
 def run(args) -> int:
     from ..cfloat import Format
     from ..emulator import decode
@@ -35,7 +48,10 @@ def run(args) -> int:
         print(f"  {key:<14}{shown}")
     n = min(args.values, 1 << fmt.width)
     if n > 0:
-        codes = np.unique(np.linspace(0, (1 << fmt.width) - 1, n).round().astype(np.int64))
+        codes = np.unique(np.concatenate([
+            np.linspace(0, (1 << fmt.width) - 1, n).round().astype(np.int64),
+            notable_codes(fmt),
+        ]))
         values = decode(codes, fmt)
         print("values")
         print(f"  {'code':>10}  {'bits':>{fmt.width}}  value")
