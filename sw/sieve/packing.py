@@ -69,7 +69,7 @@ def _spread(x: np.ndarray, lane: int, w: int, scratch: np.ndarray) -> None:
 def _check_codes(arr: np.ndarray, w: int) -> None:
     if arr.dtype.kind not in "ui":
         raise TypeError(f"codes must be an integer array, got dtype {arr.dtype}")
-    if arr.size and (arr.min() < 0 or int(arr.max()) >> w):
+    if arr.size and ((arr.dtype.kind == "i" and arr.min() < 0) or int(arr.max()) >> w):
         raise ValueError(f"codes out of range for a {w}-bit format: 0..{(1 << w) - 1}")
 
 
@@ -106,6 +106,8 @@ def pack(codes, fmt: Format) -> bytes:
     nbytes = (n * w + 7) // 8
     if w in (8, 16, 32):
         return arr.astype(f"<u{w // 8}", copy=False).tobytes()
+    if w == 1:  # NumPy's own bit packer already speaks this bit order
+        return np.packbits(arr.astype(np.uint8, copy=False), bitorder="little").tobytes()
     lane, per_word, words = _layout(w)
     group_codes = per_word * words
     group_bytes = group_codes * w // 8
@@ -151,6 +153,8 @@ def unpack(blob: bytes, fmt: Format, count: int) -> np.ndarray:
     dtype = code_dtype(w)
     if w in (8, 16, 32):
         return buf[:nbytes].view(f"<u{w // 8}").astype(dtype)
+    if w == 1:
+        return np.unpackbits(buf[:nbytes], count=count, bitorder="little").astype(dtype, copy=False)
     lane, per_word, words = _layout(w)
     group_codes = per_word * words
     group_bytes = group_codes * w // 8
