@@ -1,0 +1,134 @@
+"""Compressor engine: one fp32 value per clock in, one custom-float code per clock out.
+
+Datapath (equal bit for bit to :func:`sieve.encode`, the emulator's ``_encode_chunk``):
+
+1. classify the magnitude against three constants from the calculator: ``low`` (below the
+   smallest normal), ``ovf`` (rounds above Max) and ``half`` (at/above Min/2), plus Inf/NaN;
+2. build one pre-shift word ``P`` and shift amount: normal values use ``{e_x - adj, f}``
+   shifted by ``man_shift``; the underflow path with subnormals uses the significand
+   ``{hidden, f}`` shifted by ``kr - max(e_x, 1)``; with subnormals off it is ``1 << 23`` or 0;
+3. one right shifter that also produces guard and sticky bits, then a round-up increment
+   (nearest-even or truncation) — so rounding carries into the exponent for free;
+4. choose among the computed code, the overflow/Inf code and the NaN code, place the sign
+   bit (one-hot from the calculator), clamp negatives of unsigned formats to 0.
+
+Ports (``wiring.Component``): ``i_valid``/``i_ready``/``i_data`` (fp32 bits), ``o_valid``/
+``o_ready``/``o_data`` (code, right-aligned, bits above the width are 0) and, for the
+configurable engine, ``k`` (:data:`sieve_hw.constants.CONST_LAYOUT`).  Latency:
+:data:`LATENCY` clock cycles from acceptance to ``o_valid``.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .constants import CONST_LAYOUT, fixed_constants
+from .pipeline import Pipeline
+
+__all__ = ["Compressor", "LATENCY"]
+
+LATENCY = 2
+
+
+def _shift_right_grs(m: Module, word, amt, name: str):
+    """``word >> amt`` plus guard bit ``word[amt-1]`` and sticky ``|word[amt-2:0]``."""
+    w = Cat(Const(0, 1), word)  # bit 0 is the guard slot
+    sticky = Const(0, 1)
+    for i, step in enumerate((16, 8, 4, 2, 1)):
+        sel = amt[4 - i]
+        nxt = Signal(len(w), name=f"{name}_s{step}")
+        m.d.comb += nxt.eq(Mux(sel, w >> step, w))
+        sticky = sticky | (sel & w[:step].any())
+        w = nxt
+    return w[1:], w[0], sticky
+
+
+def compress_stage_a(m: Module, x, k):
+    """Classification and the pre-shift word; returns a dict of signals for stage B."""
+    s = x[31]
+    mag = x[:31]
+    ex = x[23:31]
+    f = x[:23]
+    ex_zero = ex == 0
+    ex_ones = ex == 0xFF
+    f_nz = f.any()
+    is_nan = ex_ones & f_nz
+    is_inf = ex_ones & ~f_nz
+
+    low = Signal(name="c_low")
+    ovf = Signal(name="c_ovf")
+    half = Signal(name="c_half")
+    m.d.comb += [low.eq(mag < k.min_normal_bits), ovf.eq(mag > k.ovf_bits),
+                 half.eq(mag >= k.half_normal_thr)]
+
+    ec = Signal(8, name="c_ec")  # exponent field of a normal code (low 8 bits suffice)
+    m.d.comb += ec.eq(ex - k.adjusted_bias)
+    e_eff = Cat(ex[0] | ex_zero, ex[1:])
+    r = Signal(signed(12), name="c_r")
+    m.d.comb += r.eq(k.kr - e_eff)
+    amt_low = Mux(r[5:].any(), 31, r[:5])  # r >= 0 on the underflow path
+    lowsub = low & k.sub_en
+
+    p = Signal(31, name="c_p")
+    hidden = Mux(k.sub_en, ~ex_zero, half & k.rne)
+    m.d.comb += p.eq(Mux(low, Cat(f & k.sub_en.replicate(23), hidden), Cat(f, ec)))
+    amt = Signal(5, name="c_amt")
+    m.d.comb += amt.eq(Mux(lowsub, amt_low, k.man_shift))
+
+    nan_sel = Signal(name="c_nan_sel")
+    m.d.comb += nan_sel.eq(is_nan | (is_inf & k.inf_nan) | (~ex_ones & ~low & ovf & k.ovf_nan))
+    const_sel = Signal(name="c_const_sel")
+    m.d.comb += const_sel.eq((is_inf | (~low & ovf)) & ~nan_sel)
+    lsb_fix = Signal(name="c_lsb_fix")
+    m.d.comb += lsb_fix.eq(k.lsb_fix & ~low)
+    return {"s": s, "p": p, "amt": amt, "nan_sel": nan_sel, "const_sel": const_sel,
+            "is_inf": is_inf, "lsb_fix": lsb_fix}
+
+
+def compress_stage_b(m: Module, a: dict, k):
+    """Shift, round, select the special codes, place the sign: the 32-bit code."""
+    t, guard, sticky = _shift_right_grs(m, a["p"], a["amt"], "c_sh")
+    round_up = k.rne & guard & (sticky | (t[0] ^ a["lsb_fix"]))
+    code_c = Signal(32, name="c_code")
+    m.d.comb += code_c.eq(t + round_up)
+    magk = Mux(a["is_inf"], k.inf_mag, k.ovf_mag)
+    mag_out = Signal(32, name="c_mag_out")
+    m.d.comb += mag_out.eq(Mux(a["nan_sel"], k.nan_mag, Mux(a["const_sel"], magk, code_c)))
+    s = a["s"]
+    nan_sign = (k.nan_sign_keep & s) | (k.nan_sign_inv & ~s) | k.nan_sign_one
+    sign_out = Mux(a["nan_sel"], nan_sign, s & ~(k.fnuz & ~mag_out.any()))
+    kill = ~k.signed & s & ~a["nan_sel"]
+    out = Signal(32, name="c_out")
+    m.d.comb += out.eq(Mux(kill, 0, mag_out | (k.sign_onehot & sign_out.replicate(32))))
+    return out
+
+
+class Compressor(wiring.Component):
+    """fp32 → code engine (configurable via ``k``, or ``fixed_format`` baked in)."""
+
+    def __init__(self, fixed_format=None):
+        members = {
+            "i_valid": In(1), "i_ready": Out(1), "i_data": In(32),
+            "o_valid": Out(1), "o_ready": In(1), "o_data": Out(32),
+            "busy": Out(1),
+        }
+        if fixed_format is None:
+            members["k"] = In(CONST_LAYOUT)
+        self.fixed_format = fixed_format
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.fixed_format is None:
+            k = self.k
+        else:
+            k = fixed_constants(m, self.fixed_format)
+        p = Pipeline(m, self.i_valid, self.o_ready, LATENCY, "c")
+        a = compress_stage_a(m, self.i_data, k)
+        a_r = {name: p.reg(v, f"c_a_{name}") for name, v in a.items()}
+        out = compress_stage_b(m, a_r, k)
+        m.d.comb += [self.i_ready.eq(p.en), self.o_valid.eq(p.o_valid), self.busy.eq(p.busy),
+                     self.o_data.eq(p.reg(out, "c_o"))]
+        return m

@@ -1,0 +1,240 @@
+"""Constant calculator: Format record in, engine constants out (combinational).
+
+This is the dissertation's shared constant calculator (§4.4.2): it turns the per-layer
+format into the numbers that configure every compressor and decompressor lane, so that the
+engines themselves do only per-value work.  Its outputs include exactly the eight
+:class:`sieve.EngineConstants` (``min_bits`` ... ``man_shift``; a test compares them with
+:func:`sieve.engine_constants` for every legal Format) plus derived constants the engines
+use (thresholds, masks, the special codes), and ``error`` for an illegal record (see
+:mod:`sieve_hw.config`).  All of it is a function of the record alone, so one calculator
+serves any number of lanes; :mod:`sieve_hw.lanes` registers its outputs.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import FORMAT_LAYOUT
+
+__all__ = ["CONST_LAYOUT", "DISSERTATION_FIELDS", "ConstCalc", "calc_constants", "fixed_constants"]
+
+#: The constants that equal ``sieve.engine_constants(fmt)`` field for field.
+DISSERTATION_FIELDS = ("min_bits", "half_min_bits", "max_bits", "sign_shift", "adjusted_bias",
+                       "exp_mask", "exp_shift", "man_shift")
+
+CONST_LAYOUT = data.StructLayout({
+    # --- the dissertation's constants (== sieve.EngineConstants)
+    "min_bits": unsigned(32),
+    "half_min_bits": unsigned(32),
+    "max_bits": unsigned(32),
+    "sign_shift": unsigned(6),
+    "adjusted_bias": signed(10),
+    "exp_mask": unsigned(8),
+    "exp_shift": unsigned(5),
+    "man_shift": unsigned(5),
+    # --- derived, compressor
+    "min_normal_bits": unsigned(31),   # below this magnitude: the underflow path
+    "half_normal_thr": unsigned(31),   # subnormals off: at/above this, round up to Min
+    "ovf_bits": unsigned(31),          # above this magnitude: overflow
+    "kr": signed(11),                  # subnormal shift = kr - max(e_x, 1)
+    "lsb_fix": unsigned(1),            # M == 0 and adj odd: tie parity from the fp32 exponent
+    "sub_en": unsigned(1),             # subnormals on and man_bits > 0
+    "rne": unsigned(1),                # round to nearest even (else truncate)
+    "ovf_mag": unsigned(31),           # magnitude code of an overflowing value
+    "ovf_nan": unsigned(1),            # overflow gives NaN
+    "inf_mag": unsigned(31),           # magnitude code of an Inf input
+    "inf_nan": unsigned(1),            # an Inf input gives NaN
+    "nan_mag": unsigned(31),           # magnitude code of NaN (0 when the format has none)
+    "nan_sign_keep": unsigned(1),      # NaN sign bit = input sign (ieee, fn)
+    "nan_sign_inv": unsigned(1),       # NaN sign bit = inverted input sign (no NaN code)
+    "nan_sign_one": unsigned(1),       # NaN sign bit = 1 (fnuz)
+    "fnuz": unsigned(1),
+    "signed": unsigned(1),
+    "sign_onehot": unsigned(32),       # 1 << (width - 1) when signed, else 0
+    # --- derived, decompressor
+    "man_mask": unsigned(23),          # (1 << M) - 1
+    "exp_field_mask": unsigned(31),    # exp_mask << M
+    "dec_k": unsigned(10),             # adj + man_shift (>= 0 for legal formats)
+    "dec_kc": unsigned(5),             # min(dec_k, 24)
+    "ieee": unsigned(1),
+    "fn": unsigned(1),
+})
+
+
+def _fp32_bits(m: Module, name: str, e_field, mant23):
+    """fp32 bit pattern of 2^(e_field-127) * (1 + mant23/2^23), e_field >= -23 (may be subnormal)."""
+    out = Signal(32, name=name)
+    normal = e_field >= 1
+    sh = Signal(5, name=f"{name}_sh")
+    m.d.comb += sh.eq(Mux(normal, 0, 1 - e_field))
+    sig = Cat(mant23, Const(1, 1))
+    m.d.comb += out.eq(Mux(normal, Cat(mant23, e_field[:8]), sig >> sh))
+    return out
+
+
+def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
+    """Add the calculator's logic for record ``fmt`` to ``m``; return (constants view, error)."""
+    k = Signal(CONST_LAYOUT, name="k")
+    err = Signal(name="error")
+    E, M, b = fmt.exp_bits, fmt.man_bits, fmt.bias
+    sgn = fmt.signed
+    ieee = Signal(name="is_ieee")
+    fn = Signal(name="is_fn")
+    fnuz = Signal(name="is_fnuz")
+    none = Signal(name="is_none")
+    m.d.comb += [ieee.eq(fmt.specials == 1), fn.eq(fmt.specials == 2), fnuz.eq(fmt.specials == 3),
+                 none.eq(fmt.specials == 0)]
+    ov_sat, ov_inf, ov_nan = (fmt.overflow == 0), (fmt.overflow == 1), (fmt.overflow == 2)
+
+    width = Signal(6, name="width")
+    m.d.comb += width.eq(sgn + E + M)
+    w1 = Signal(5, name="width_m1")
+    m.d.comb += w1.eq(width - 1)
+    adj = Signal(signed(10), name="adj")
+    m.d.comb += adj.eq(127 - b)
+    exp_mask = Signal(8, name="exp_mask")
+    m.d.comb += exp_mask.eq((Const(1, 9) << E) - 1)
+    man_all = Signal(23, name="man_all")
+    m.d.comb += man_all.eq((Const(1, 24) << M) - 1)
+    man_shift = Signal(5, name="man_shift_w")
+    m.d.comb += man_shift.eq(23 - M)
+    m0 = M == 0
+
+    top = Signal(8, name="top_field")
+    m.d.comb += top.eq(exp_mask - ieee - (fn & m0))
+    max_man = Signal(23, name="max_man")
+    m.d.comb += max_man.eq(man_all - (fn & ~m0))
+    max_code = Signal(31, name="max_code")
+    m.d.comb += max_code.eq((top << M) | max_man)
+    inf_code = Signal(31, name="inf_code")
+    m.d.comb += inf_code.eq(exp_mask << M)
+
+    sub_en = Signal(name="sub_en_w")
+    m.d.comb += sub_en.eq(fmt.subnormals & ~m0)
+
+    # fp32 patterns of Max, Min normal, Min, Min/2
+    max_e = Signal(signed(11), name="max_e")
+    m.d.comb += max_e.eq(top + adj)
+    max_bits = _fp32_bits(m, "max_bits_w", max_e, (max_man << man_shift)[:23])
+    minn_e = Signal(signed(11), name="minn_e")
+    m.d.comb += minn_e.eq(adj + 1)
+    min_e = Signal(signed(11), name="min_e")
+    m.d.comb += min_e.eq(Mux(sub_en, adj + 1 - M, adj + 1))
+    zero23 = Const(0, 23)
+    min_normal_bits = _fp32_bits(m, "min_normal_bits_w", minn_e, zero23)
+    min_bits = _fp32_bits(m, "min_bits_w", min_e, zero23)
+    half_min_bits = _fp32_bits(m, "half_min_bits_w", min_e - 1, zero23)
+    half_normal_bits = _fp32_bits(m, "half_normal_bits_w", minn_e - 1, zero23)
+
+    # overflow threshold, in the emulator's linear code domain L = (mag + rnd) >> shift
+    lmax = Signal(signed(40), name="lmax")
+    m.d.comb += lmax.eq(max_code + (adj << M))
+    base = Signal(signed(40), name="ovf_base")
+    m.d.comb += base.eq(lmax << man_shift)
+    half_ulp = Signal(24, name="half_ulp")
+    m.d.comb += half_ulp.eq((Const(1, 25) << man_shift) >> 1)
+    ulp_m1 = Signal(24, name="ulp_m1")
+    m.d.comb += ulp_m1.eq((Const(1, 25) << man_shift) - 1)
+    thr = Signal(signed(41), name="ovf_thr")
+    rne = fmt.rounding == 0
+    with m.If(~rne):
+        m.d.comb += thr.eq(base + ulp_m1)
+    with m.Elif(man_shift == 0):
+        m.d.comb += thr.eq(base)
+    with m.Else():
+        m.d.comb += thr.eq(base + half_ulp - lmax[0])
+
+    ovf_mag = Signal(31, name="ovf_mag_w")
+    m.d.comb += ovf_mag.eq(Mux(ov_inf, inf_code, max_code))
+    nan_mag = Signal(31, name="nan_mag_w")
+    with m.If(ieee):
+        m.d.comb += nan_mag.eq(inf_code | ((Const(1, 24) << M) >> 1)[:23])
+    with m.Elif(fn):
+        m.d.comb += nan_mag.eq((Const(1, 32) << (E + M)) - 1)
+
+    # legality (mirrors sieve.Format.validate)
+    max_exponent = Signal(signed(11), name="max_exponent")
+    m.d.comb += max_exponent.eq(top - b)
+    illegal = [
+        (E < 1) | (E > 8),
+        M > 23,
+        fmt.overflow == 3,
+        ieee & (E < 2),
+        ieee & m0,
+        fn & ((E + M) < 2),
+        fnuz & ~sgn,
+        ov_inf & ~ieee,
+        ov_nan & none,
+        max_exponent < (1 - b),
+        max_exponent > 127,
+        (1 - b - M) < -149,
+    ]
+    m.d.comb += err.eq(Cat(*illegal).any())
+
+    m.d.comb += [
+        k.min_bits.eq(min_bits),
+        k.half_min_bits.eq(half_min_bits),
+        k.max_bits.eq(max_bits),
+        k.sign_shift.eq(Mux(sgn, 32 - width, 0)),
+        k.adjusted_bias.eq(adj),
+        k.exp_mask.eq(exp_mask),
+        k.exp_shift.eq(M),
+        k.man_shift.eq(man_shift),
+        k.min_normal_bits.eq(min_normal_bits),
+        k.half_normal_thr.eq(Mux(half_normal_bits == 0, 1, half_normal_bits)),
+        k.ovf_bits.eq(Mux(thr < 0, 0, thr)),
+        k.kr.eq(man_shift + adj + 1),
+        k.lsb_fix.eq(m0 & adj[0]),
+        k.sub_en.eq(sub_en),
+        k.rne.eq(rne),
+        k.ovf_mag.eq(ovf_mag),
+        k.ovf_nan.eq(ov_nan),
+        k.inf_mag.eq(Mux(ieee, inf_code, ovf_mag)),
+        k.inf_nan.eq(~ieee & ov_nan),
+        k.nan_mag.eq(nan_mag),
+        k.nan_sign_keep.eq(sgn & (ieee | fn)),
+        k.nan_sign_inv.eq(sgn & none),
+        k.nan_sign_one.eq(sgn & fnuz),
+        k.fnuz.eq(fnuz),
+        k.signed.eq(sgn),
+        k.sign_onehot.eq(Mux(sgn, Const(1, 32) << w1, 0)),
+        k.man_mask.eq(man_all),
+        k.exp_field_mask.eq(exp_mask << M),
+        k.dec_k.eq(adj + man_shift),
+        k.dec_kc.eq(Mux(adj + man_shift > 24, 24, adj + man_shift)),
+        k.ieee.eq(ieee),
+        k.fn.eq(fn),
+    ]
+    return k, err
+
+
+def fixed_constants(m: Module, fmt) -> data.View:
+    """Constants of a Format known at generation time: the calculator fed a constant record.
+
+    Synthesis folds every gate of it away, so a fixed-format engine pays nothing for it.
+    """
+    from .config import pack_format
+
+    record = Signal(FORMAT_LAYOUT, name="fixed_fmt")
+    m.d.comb += record.as_value().eq(pack_format(fmt))
+    k, _ = calc_constants(m, record)
+    return k
+
+
+class ConstCalc(wiring.Component):
+    """Combinational constant calculator: ``fmt`` (the record) in, ``k`` and ``error`` out."""
+
+    def __init__(self):
+        super().__init__({
+            "fmt": In(FORMAT_LAYOUT),
+            "k": Out(CONST_LAYOUT),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        k, err = calc_constants(m, self.fmt)
+        m.d.comb += [self.k.eq(k), self.error.eq(err)]
+        return m

@@ -1,0 +1,116 @@
+"""Decompressor engine: one custom-float code per clock in, one fp32 value per clock out.
+
+Datapath (equal bit for bit to :func:`sieve.decode`, including the canonical quiet NaN
+0x7FC00000/0xFFC00000 with the code's sign):
+
+1. from the code alone: exponent field zero / all ones (masks from the calculator), the
+   mantissa's leading-zero count, the sign (one-hot select), Inf/NaN per the convention;
+2. one left shifter: by ``man_shift`` for normal codes (fp32 mantissa = shifted[22:0],
+   code exponent = shifted[30:23]); for subnormal codes by ``lz + 1`` so the leading one
+   lands on the hidden bit, capped at ``adj + man_shift`` when the value is an fp32
+   subnormal;
+3. one adder for the fp32 exponent: ``e_code + adj`` (normal) or ``adj + man_shift - lz``
+   (subnormal), then the zero / Inf / NaN overrides.
+
+Ports as the compressor's with data directions swapped: ``i_data`` is the right-aligned
+code (bits above the format width are ignored), ``o_data`` the fp32 bit pattern.
+Latency: :data:`LATENCY` clock cycles.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .constants import CONST_LAYOUT, fixed_constants
+from .pipeline import Pipeline
+
+__all__ = ["Decompressor", "LATENCY"]
+
+LATENCY = 2
+
+
+def _lzc23(m: Module, v, name: str):
+    """Leading zeros of a 23-bit value counted from bit 22 (23 when the value is zero)."""
+    lz = Signal(5, name=name)
+    expr = Const(23, 5)
+    for i in range(23):  # priority: the highest set bit wins, so it is applied last
+        expr = Mux(v[i], 22 - i, expr)
+    m.d.comb += lz.eq(expr)
+    return lz
+
+
+def decompress_stage_a(m: Module, code, k):
+    """Everything that depends only on the code and constants: flags and the shift amount."""
+    mm = Signal(23, name="d_mm")
+    m.d.comb += mm.eq(code[:23] & k.man_mask)
+    man_nz = mm.any()
+    ef = code[:31] & k.exp_field_mask
+    ez = Signal(name="d_ez")
+    efull = Signal(name="d_efull")
+    m.d.comb += [ez.eq(~ef.any()), efull.eq((code[:31] | ~k.exp_field_mask).all())]
+    man_full = (code[:23] | ~k.man_mask).all()
+    sign = Signal(name="d_sign")
+    m.d.comb += sign.eq((code & k.sign_onehot).any())
+
+    lz = _lzc23(m, mm, "d_lz")
+    sub_norm = Signal(name="d_sub_norm")
+    m.d.comb += sub_norm.eq(ez & man_nz & k.sub_en)
+    cap = Signal(name="d_cap")
+    m.d.comb += cap.eq(lz >= k.dec_kc)
+    amt = Signal(5, name="d_amt")
+    m.d.comb += amt.eq(Mux(sub_norm, Mux(cap, k.dec_kc, lz + 1), k.man_shift))
+
+    is_inf = Signal(name="d_is_inf")
+    is_nan = Signal(name="d_is_nan")
+    m.d.comb += [
+        is_inf.eq(k.ieee & efull & ~man_nz),
+        is_nan.eq((k.ieee & efull & man_nz) | (k.fn & efull & man_full) | (k.fnuz & sign & ez & ~man_nz)),
+    ]
+    zero = Signal(name="d_zero")  # the value is +-0: exponent field 0, not a subnormal
+    m.d.comb += zero.eq(ez & ~sub_norm)
+    return {"code": code, "amt": amt, "sign": sign, "sub_norm": sub_norm, "cap": cap, "lz": lz,
+            "is_inf": is_inf, "is_nan": is_nan, "zero": zero}
+
+
+def decompress_stage_b(m: Module, a: dict, k):
+    """Shift, exponent add, overrides: the fp32 bit pattern."""
+    shifted = Signal(31, name="d_shifted")
+    m.d.comb += shifted.eq(a["code"] << a["amt"])
+    e_code = shifted[23:31] & k.exp_mask
+    e_sum = Signal(signed(11), name="d_esum")
+    m.d.comb += e_sum.eq(Mux(a["sub_norm"], k.dec_k - a["lz"], e_code + k.adjusted_bias))
+    special = a["is_inf"] | a["is_nan"]
+    e_out = Mux(special, 0xFF, Mux(a["zero"] | (a["sub_norm"] & a["cap"]), 0, e_sum[:8]))
+    kill_f = a["is_nan"] | a["zero"]
+    f_out = (shifted[:23] & ~kill_f.replicate(23)) | Cat(Const(0, 22), a["is_nan"])
+    out = Signal(32, name="d_out")
+    m.d.comb += out.eq(Cat(f_out, e_out, a["sign"]))
+    return out
+
+
+class Decompressor(wiring.Component):
+    """code → fp32 engine (configurable via ``k``, or ``fixed_format`` baked in)."""
+
+    def __init__(self, fixed_format=None):
+        members = {
+            "i_valid": In(1), "i_ready": Out(1), "i_data": In(32),
+            "o_valid": Out(1), "o_ready": In(1), "o_data": Out(32),
+            "busy": Out(1),
+        }
+        if fixed_format is None:
+            members["k"] = In(CONST_LAYOUT)
+        self.fixed_format = fixed_format
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        k = self.k if self.fixed_format is None else fixed_constants(m, self.fixed_format)
+        p = Pipeline(m, self.i_valid, self.o_ready, LATENCY, "d")
+        a = decompress_stage_a(m, self.i_data, k)
+        a_r = {name: p.reg(v, f"d_a_{name}") for name, v in a.items()}
+        out = decompress_stage_b(m, a_r, k)
+        m.d.comb += [self.i_ready.eq(p.en), self.o_valid.eq(p.o_valid), self.busy.eq(p.busy),
+                     self.o_data.eq(p.reg(out, "d_o"))]
+        return m

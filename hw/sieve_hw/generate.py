@@ -1,0 +1,170 @@
+"""Elaborate the SIEVE hardware and write Verilog + RTLIL: the API the synthesis flow uses.
+
+``python -m sieve_hw.generate --out build/rtl`` writes every design of :data:`DESIGNS`
+(configurable, the format a run-time input) and the fixed-format variants of
+:data:`FIXED_DESIGNS` for each format of :data:`FIXED_FORMATS`, plus ``manifest.json``.
+
+Top module names (:func:`top_name`): ``sieve_<design>`` for the configurable netlist and
+``sieve_<design>__<format slug>`` for a fixed format (slug: ``str(fmt)`` with ``+`` → ``_``
+and ``-`` → ``n``, e.g. ``sieve_compressor__se4m3b7``).  Files are ``<top>.v`` and
+``<top>.il``.  Every design has one clock domain: ports ``clk`` and ``rst`` (synchronous,
+active high); ``constcalc`` is purely combinational (no clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from amaranth.back import rtlil, verilog
+
+import sieve
+from sieve.io_utils import write_text as atomic_write_text
+
+from .compressor import LATENCY as COMPRESSOR_LATENCY
+from .compressor import Compressor
+from .constants import ConstCalc
+from .decompressor import LATENCY as DECOMPRESSOR_LATENCY
+from .decompressor import Decompressor
+from .lanes import Lanes
+
+__all__ = ["DESIGNS", "FIXED_DESIGNS", "FIXED_FORMATS", "LATENCY", "elaborate", "top_name",
+           "write_verilog", "write_rtlil", "write_both", "main"]
+
+DESIGNS = ["constcalc", "compressor", "decompressor", "lanes1", "lanes8", "lanes32"]
+#: Designs that also exist with the format baked in (constcalc has nothing left then).
+FIXED_DESIGNS = ["compressor", "decompressor", "lanes1", "lanes8", "lanes32"]
+#: Formats ``make rtl`` writes fixed-format variants for (the SIEVE default e4m3 and a preset).
+FIXED_FORMATS = ["se4m3b7", "float8_e5m2"]
+#: Clock cycles from input acceptance to output valid.
+LATENCY = {"compressor": COMPRESSOR_LATENCY, "decompressor": DECOMPRESSOR_LATENCY, "constcalc": 0}
+
+
+class DesignError(ValueError):
+    """An unknown design name or an illegal elaboration parameter."""
+
+
+def _format(fixed_format) -> sieve.Format | None:
+    if fixed_format is None or isinstance(fixed_format, sieve.Format):
+        return fixed_format
+    if isinstance(fixed_format, str):
+        try:
+            return sieve.Format.parse(fixed_format)
+        except sieve.FormatError as exc:
+            raise DesignError(f"fixed_format: {exc}") from None
+    raise DesignError(f"fixed_format must be a sieve.Format, its text form or None, got {fixed_format!r}")
+
+
+def _lanes(design: str) -> int | None:
+    if design.startswith("lanes"):
+        tail = design[len("lanes"):]
+        if not tail.isdigit():
+            raise DesignError(f"design {design!r}: lane count must be a number, e.g. 'lanes8'")
+        return int(tail)
+    return None
+
+
+def elaborate(design: str, fixed_format: sieve.Format | str | None = None):
+    """The Amaranth component for ``design`` (one of :data:`DESIGNS`, or ``lanes<N>`` for any N >= 1)."""
+    fmt = _format(fixed_format)
+    n = _lanes(design)
+    if n is not None:
+        if n < 1:
+            raise DesignError(f"design {design!r}: a lane unit needs at least 1 lane")
+        try:
+            return Lanes(n, fmt)
+        except ValueError as exc:
+            raise DesignError(f"design {design!r}: {exc}") from None
+    if design == "compressor":
+        return Compressor(fmt)
+    if design == "decompressor":
+        return Decompressor(fmt)
+    if design == "constcalc":
+        if fmt is not None:
+            raise DesignError("constcalc has no fixed-format variant: with the format known there is nothing to compute")
+        return ConstCalc()
+    raise DesignError(f"unknown design {design!r}; known: {', '.join(DESIGNS)} (or lanes<N>)")
+
+
+def top_name(design: str, fixed_format=None) -> str:
+    """Verilog/RTLIL top module name of a design (see the module docstring)."""
+    fmt = _format(fixed_format)
+    name = f"sieve_{design}"
+    if fmt is not None:
+        name += "__" + str(fmt).replace("+", "_").replace("-", "n")
+    return name
+
+
+def _texts(design: str, fixed_format) -> tuple[str, str]:
+    """(RTLIL, Verilog) of one design, elaborated once (Verilog is Yosys' rendering of the RTLIL)."""
+    top = top_name(design, fixed_format)
+    il = rtlil.convert(elaborate(design, fixed_format), name=top, emit_src=False)
+    return il, verilog._convert_rtlil_text(il, strip_internal_attrs=True)
+
+
+def _write(out_dir, name: str, text: str) -> Path:
+    path = Path(out_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+    return path
+
+
+def write_verilog(design: str, out_dir, fixed_format=None) -> Path:
+    """Write ``<out_dir>/<top>.v`` and return its path (top module = :func:`top_name`)."""
+    top = top_name(design, fixed_format)
+    text = verilog.convert(elaborate(design, fixed_format), name=top, emit_src=False, strip_internal_attrs=True)
+    return _write(out_dir, f"{top}.v", text)
+
+
+def write_rtlil(design: str, out_dir, fixed_format=None) -> Path:
+    """Write ``<out_dir>/<top>.il`` and return its path (top module = :func:`top_name`)."""
+    top = top_name(design, fixed_format)
+    return _write(out_dir, f"{top}.il", rtlil.convert(elaborate(design, fixed_format), name=top, emit_src=False))
+
+
+def write_both(design: str, out_dir, fixed_format=None) -> tuple[Path, Path]:
+    """Write ``<top>.v`` and ``<top>.il`` from one elaboration; return (verilog, rtlil) paths."""
+    top = top_name(design, fixed_format)
+    il, v = _texts(design, fixed_format)
+    return _write(out_dir, f"{top}.v", v), _write(out_dir, f"{top}.il", il)
+
+
+def all_variants() -> list[tuple[str, str | None]]:
+    """Every (design, fixed format text or None) pair ``make rtl`` writes."""
+    out: list[tuple[str, str | None]] = [(d, None) for d in DESIGNS]
+    out += [(d, f) for f in FIXED_FORMATS for d in FIXED_DESIGNS]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sieve_hw.generate", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="build/rtl", help="output directory (default build/rtl)")
+    parser.add_argument("--design", action="append", help="only this design (repeatable); default all")
+    parser.add_argument("--fixed", action="append", help="fixed formats to also write (default: FIXED_FORMATS)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    designs = args.design or DESIGNS
+    fixed = args.fixed if args.fixed is not None else FIXED_FORMATS
+    try:
+        jobs = [(d, None) for d in designs]
+        jobs += [(d, f) for f in fixed for d in designs if d in FIXED_DESIGNS or _lanes(d)]
+        manifest = []
+        for design, fmt in jobs:
+            t0 = time.perf_counter()
+            v, il = write_both(design, out, fmt)
+            manifest.append({"design": design, "fixed_format": None if fmt is None else str(_format(fmt)),
+                             "top": top_name(design, fmt), "verilog": v.name, "rtlil": il.name,
+                             "latency": LATENCY.get("compressor" if _lanes(design) else design)})
+            print(f"{top_name(design, fmt):40s} {time.perf_counter() - t0:6.1f} s  -> {v}")
+        atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    except DesignError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""N-lane unit: N compressors and N decompressors sharing one constant calculator.
+
+One load/store lane per engine pair (dissertation Figs. 4.10-4.12).  The unit owns the
+run-time format:
+
+* ``cfg`` (:data:`sieve_hw.config.FORMAT_LAYOUT`) with ``cfg_valid``/``cfg_ready``.  While
+  ``cfg_valid`` is high no engine accepts new data; ``cfg_ready`` rises once every pipeline
+  is empty, so the record takes effect exactly at a stream boundary and values already in
+  flight always finish with the constants they started with.  On acceptance the calculator's
+  outputs for the new record are latched into the constant register (one cycle, no extra
+  latency for the next value).
+* ``cfg_error`` is high while the latched record is illegal, and also after reset until the
+  first record is loaded: the streams are then closed (``*_i_ready`` = 0, nothing comes out).
+
+Data ports are flat vectors, lane ``j`` at bits ``[32*j, 32*j+32)`` (and bit ``j`` of the
+valid/ready vectors): ``c_*`` is the compressor side (fp32 in, code out), ``d_*`` the
+decompressor side (code in, fp32 out).  With ``fixed_format`` the calculator, constant
+register and ``cfg*`` ports are dropped and the format is baked into every engine.
+"""
+
+from __future__ import annotations
+
+from amaranth import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from .compressor import Compressor
+from .config import FORMAT_LAYOUT
+from .constants import CONST_LAYOUT, calc_constants, fixed_constants
+from .decompressor import Decompressor
+
+__all__ = ["Lanes"]
+
+MAX_LANES = 256
+
+
+class Lanes(wiring.Component):
+    """``lanes`` compressor + decompressor pairs with one shared constant calculator."""
+
+    def __init__(self, lanes: int, fixed_format=None):
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= MAX_LANES:
+            raise ValueError(f"lanes must be an integer 1..{MAX_LANES}, got {lanes!r}")
+        self.lanes = lanes
+        self.fixed_format = fixed_format
+        n = lanes
+        members = {}
+        for side in ("c", "d"):
+            members.update({
+                f"{side}_i_valid": In(n), f"{side}_i_ready": Out(n), f"{side}_i_data": In(32 * n),
+                f"{side}_o_valid": Out(n), f"{side}_o_ready": In(n), f"{side}_o_data": Out(32 * n),
+            })
+        if fixed_format is None:
+            members.update({"cfg": In(FORMAT_LAYOUT), "cfg_valid": In(1), "cfg_ready": Out(1),
+                            "cfg_error": Out(1)})
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.lanes
+        engines = []
+        for j in range(n):
+            c = Compressor()
+            d = Decompressor()
+            m.submodules[f"comp{j}"] = c
+            m.submodules[f"decomp{j}"] = d
+            engines.append((c, d))
+
+        if self.fixed_format is None:
+            k_new, err_new = calc_constants(m, self.cfg)
+            k = Signal(CONST_LAYOUT, name="k_reg", reset_less=True)
+            err = Signal(name="err_reg", init=1)  # unconfigured after reset: streams closed
+            busy = Signal(name="busy")
+            m.d.comb += busy.eq(Cat(*(e.busy for pair in engines for e in pair)).any())
+            m.d.comb += [self.cfg_ready.eq(~busy), self.cfg_error.eq(err)]
+            with m.If(self.cfg_valid & ~busy):
+                m.d.sync += [k.eq(k_new), err.eq(err_new)]
+            open_ = ~self.cfg_valid & ~err
+            for c, d in engines:
+                m.d.comb += [c.k.eq(k), d.k.eq(k)]
+        else:  # one constant set for all lanes; synthesis folds it into every engine
+            k = fixed_constants(m, self.fixed_format)
+            for c, d in engines:
+                m.d.comb += [c.k.eq(k), d.k.eq(k)]
+            open_ = 1
+
+        for j, (c, d) in enumerate(engines):
+            for side, e in (("c", c), ("d", d)):
+                iv, ir, idata = (getattr(self, f"{side}_{x}") for x in ("i_valid", "i_ready", "i_data"))
+                ov, orr, odata = (getattr(self, f"{side}_{x}") for x in ("o_valid", "o_ready", "o_data"))
+                m.d.comb += [
+                    e.i_valid.eq(iv[j] & open_),
+                    ir[j].eq(e.i_ready & open_),
+                    e.i_data.eq(idata[32 * j:32 * j + 32]),
+                    ov[j].eq(e.o_valid),
+                    e.o_ready.eq(orr[j]),
+                    odata[32 * j:32 * j + 32].eq(e.o_data),
+                ]
+        return m
