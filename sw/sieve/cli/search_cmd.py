@@ -1,0 +1,53 @@
+"""``sieve search --model M``: per-layer format search; prints where the report is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="search per-layer custom-float formats for a model (plan.json + report)")
+    p.add_argument("--model", "-m", default="lenet5", help="model name (see `sieve models`), default lenet5")
+    p.add_argument("--data", help="dataset path (default: the model's standard data)")
+    p.add_argument("--weights", help="weights file (default: the model's standard/cached weights)")
+    p.add_argument("--strategy", default=None, help="greedy (default; meets targets by construction) or sieve (the dissertation's)")
+    p.add_argument("--val", type=int, default=None, help="use at most N validation images (default: the whole split)")
+    p.add_argument("--test", type=int, default=None, help="use at most N test images (default: the whole split)")
+    p.add_argument("--out", default=None, help="output directory (default build/search/<model>)")
+    p.add_argument("--fresh", action="store_true", help="ignore outcomes cached by an earlier (interrupted) run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-layer log")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .. import zoo
+    from ..errors import SieveError
+    from ..search import DEFAULT_STRATEGY, STRATEGIES, run_search
+
+    strategy = args.strategy or DEFAULT_STRATEGY
+    if strategy not in STRATEGIES:
+        raise SieveError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    for flag in ("val", "test"):
+        value = getattr(args, flag)
+        if value is not None and value <= 0:
+            raise SieveError(f"--{flag} must be a positive number of images, got {value}")
+    model, dataset = zoo.load(args.model, data=args.data, weights=args.weights, val=args.val, test=args.test)
+    out = Path(args.out) if args.out else Path("build") / "search" / args.model
+    if args.fresh:
+        import shutil
+
+        shutil.rmtree(out / "cache", ignore_errors=True)
+    log = None if args.quiet else (lambda line: print(line, flush=True))
+    doc = run_search(model, dataset, model_name=args.model, strategy=strategy, out_dir=out,
+                     progress=not args.quiet, log=log)
+    base = doc["baseline"]
+    print(f"{args.model} on {doc['dataset']} ({strategy}): fp32 val {base['val_accuracy']:.2%}, test {base['test_accuracy']:.2%};"
+          f" search {doc['search_seconds']:.1f} s, {doc['evaluations']} evaluations,"
+          f" {doc['cost']['search_fp32_passes']:.1f} fp32 passes")
+    for name, v in doc["variants"].items():
+        print(f"  {name:<12} {v['mean_bits']:5.2f} bits ({v['compression_ratio']:.1f}x)  "
+              f"val {v['normalized_val_accuracy']:.2%}  test {v['test_accuracy']:.2%} "
+              f"(normalized {v['normalized_test_accuracy']:.2%}){'' if v['meets_target'] else '  target missed'}")
+    print(f"report: {out / 'report.md'}")
+    print(f"plan:   {out / 'plan.json'}")
+    return 0

@@ -1,0 +1,86 @@
+"""Reading and writing ``plan.json`` (schema fixed by the contract; see ``notes/contracts.md``).
+
+``load_plan(path, variant)`` is what export and the runtime use to get ``tensor -> Format``.
+Tensors recorded as ``fp32`` are left out of the returned plan (they stay unquantized).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .cfloat import Format, FormatError
+from .errors import SieveError
+from .io_utils import write_json
+
+__all__ = ["load_plan", "load_plan_document", "write_plan", "validate_plan_document", "VARIANTS",
+           "VARIANT_KEYS", "TOP_KEYS"]
+
+VARIANTS = ("exact", "accurate", "approximate")
+TOP_KEYS = ("model", "dataset", "strategy", "baseline", "variants", "search_seconds", "evaluations")
+VARIANT_KEYS = ("val_accuracy", "test_accuracy", "normalized_test_accuracy", "mean_bits_weights",
+                "mean_bits_activations", "mean_bits", "compression_ratio", "tensors")
+TENSOR_KEYS = ("name", "kind", "elements", "format", "bits")
+
+
+def validate_plan_document(doc, source: str = "plan") -> None:
+    """Raise SieveError naming the first missing or malformed field."""
+    if not isinstance(doc, dict):
+        raise SieveError(f"{source}: not a JSON object; expected a plan.json written by `sieve search`")
+    for key in TOP_KEYS:
+        if key not in doc:
+            raise SieveError(f"{source}: missing key {key!r}; re-run `sieve search` to write a complete plan")
+    for key in ("val_accuracy", "test_accuracy"):
+        if key not in doc["baseline"]:
+            raise SieveError(f"{source}: baseline lacks {key!r}")
+    for v in VARIANTS:
+        var = doc["variants"].get(v)
+        if not isinstance(var, dict):
+            raise SieveError(f"{source}: variant {v!r} is missing")
+        for key in VARIANT_KEYS:
+            if key not in var:
+                raise SieveError(f"{source}: variant {v!r} lacks {key!r}")
+        for t in var["tensors"]:
+            if not isinstance(t, dict) or any(k not in t for k in TENSOR_KEYS):
+                raise SieveError(f"{source}: variant {v!r} has a tensor entry without {TENSOR_KEYS}: {t!r}")
+            if t["kind"] not in ("weight", "activation"):
+                raise SieveError(f"{source}: tensor {t['name']!r} has kind {t['kind']!r}; expected weight or activation")
+
+
+def load_plan_document(path: str | os.PathLike) -> dict:
+    """The whole plan.json, validated."""
+    p = Path(path)
+    if not p.is_file():
+        raise SieveError(f"plan file {p} does not exist; run `sieve search --model M` (writes build/search/M/plan.json)")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SieveError(f"cannot read {p} as JSON ({exc}); re-run `sieve search` to rewrite it") from exc
+    validate_plan_document(doc, str(p))
+    return doc
+
+
+def load_plan(path: str | os.PathLike, variant: str = "accurate") -> dict[str, Format]:
+    """``tensor name -> Format`` of one variant (``exact``, ``accurate`` or ``approximate``)."""
+    if variant not in VARIANTS:
+        raise SieveError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+    doc = load_plan_document(path)
+    plan: dict[str, Format] = {}
+    for t in doc["variants"][variant]["tensors"]:
+        if t["format"] == "fp32":
+            continue
+        try:
+            fmt = Format.parse(t["format"])
+        except FormatError as exc:
+            raise SieveError(f"{path}: tensor {t['name']!r} has an unreadable format {t['format']!r} ({exc})") from exc
+        if fmt.width != t["bits"]:
+            raise SieveError(f"{path}: tensor {t['name']!r} says {t['bits']} bits but {fmt} has {fmt.width}")
+        plan[t["name"]] = fmt
+    return plan
+
+
+def write_plan(path: str | os.PathLike, doc: dict) -> None:
+    """Validate and atomically write a plan document."""
+    validate_plan_document(doc, str(path))
+    write_json(path, doc)

@@ -1,0 +1,1 @@
+"""Human-readable reports (Markdown + PNG) of SIEVE results."""

@@ -1,0 +1,151 @@
+"""report.md and plots of a search: the per-layer table, the variant summary, the exponent
+histograms with the chosen ranges (like the dissertation's Fig. 4.7) and the bits-vs-accuracy
+Pareto frontier of every evaluated plan (like its Fig. 4.9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..cfloat import Format
+from ..histograms import EXP_OFFSET, ExponentHistogram
+from ..io_utils import atomic_path, write_text
+
+__all__ = ["write_report"]
+
+VARIANTS = ("exact", "accurate", "approximate")
+
+
+def _fmt_range(text: str) -> str:
+    if text == "fp32":
+        return ""
+    f = Format.parse(text)
+    return f"2^{f.min_exponent}..2^{f.max_exponent}"
+
+
+def _table(doc: dict, hists: dict[str, ExponentHistogram]) -> list[str]:
+    rows = ["| tensor | kind | elements | observed binades | never negative | "
+            + " | ".join(VARIANTS) + " | accurate range |",
+            "|---|---|---:|---|---|" + "---|" * len(VARIANTS) + "---|"]
+    per_variant = {v: {t["name"]: t for t in doc["variants"][v]["tensors"]} for v in VARIANTS}
+    for t in doc["variants"]["accurate"]["tensors"]:
+        h = hists.get(t["name"])
+        lo, hi = h.exponent_range() if h is not None else (0, 0)
+        fmts = [f"`{per_variant[v][t['name']]['format']}` ({per_variant[v][t['name']]['bits']})" for v in VARIANTS]
+        rows.append(f"| {t['name']} | {t['kind']} | {t['elements']:,} | 2^{lo}..2^{hi} | "
+                    f"{'yes' if h is not None and h.never_negative else 'no'} | " + " | ".join(fmts)
+                    + f" | {_fmt_range(t['format'])} |")
+    return rows
+
+
+def _summary(doc: dict) -> list[str]:
+    b = doc["baseline"]
+    rows = ["| variant | val acc | normalized val | test acc | normalized test | mean bits (weights / activations / all) | compression | meets target |",
+            "|---|---:|---:|---:|---:|---|---:|---|",
+            f"| fp32 | {b['val_accuracy']:.2%} | 100.00% | {b['test_accuracy']:.2%} | 100.00% | 32 / 32 / 32 | 1.0x | |"]
+    for v in VARIANTS:
+        d = doc["variants"][v]
+        rows.append(f"| {v} | {d['val_accuracy']:.2%} | {d['normalized_val_accuracy']:.2%} | {d['test_accuracy']:.2%} | "
+                    f"{d['normalized_test_accuracy']:.2%} | {d['mean_bits_weights']:.2f} / {d['mean_bits_activations']:.2f}"
+                    f" / **{d['mean_bits']:.2f}** | {d['compression_ratio']:.1f}x | {'yes' if d['meets_target'] else 'NO'} |")
+    return rows
+
+
+def _plot_histograms(path: Path, doc: dict, hists: dict[str, ExponentHistogram]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tensors = doc["variants"]["accurate"]["tensors"]
+    cols = 4
+    rows = max(1, -(-len(tensors) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.4 * rows), squeeze=False)
+    for ax, t in zip(axes.flat, tensors):
+        h = hists.get(t["name"])
+        if h is None or h.nonzero == 0:
+            ax.set_visible(False)
+            continue
+        lo, hi = h.exponent_range()
+        e = np.arange(lo, hi + 1)
+        ax.bar(e, h.counts[lo + EXP_OFFSET:hi + EXP_OFFSET + 1], color="#4c72b0", width=0.9)
+        if t["format"] != "fp32":
+            f = Format.parse(t["format"])
+            ax.axvspan(f.min_exponent - 0.5, f.max_exponent + 0.5, color="#dd8452", alpha=0.25,
+                       label=t["format"])
+            ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(t["name"], fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_yscale("log")
+    for ax in list(axes.flat)[len(tensors):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{doc['model']}: exponent histograms (binade e: 2^e <= |x| < 2^(e+1)), accurate variant's range shaded",
+                 fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+
+
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not beaten by another with fewer (or equal) bits and higher (or equal) accuracy."""
+    front, best = [], -np.inf
+    for bits, acc in sorted(points, key=lambda p: (p[0], -p[1])):
+        if acc > best:
+            front.append((bits, acc))
+            best = acc
+    return front
+
+
+def _plot_pareto(path: Path, doc: dict, frontier_points: list[tuple[float, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    if frontier_points:
+        xs, ys = zip(*frontier_points)
+        ax.scatter(xs, ys, s=6, color="#999999", label="evaluated plans")
+        fx, fy = zip(*pareto(frontier_points))
+        ax.step(fx, fy, where="post", color="#4c72b0", label="Pareto frontier")
+    for v, marker in zip(VARIANTS, "o^s"):
+        d = doc["variants"][v]
+        ax.scatter([d["mean_bits"]], [d["normalized_val_accuracy"] * 100], marker=marker, s=60, zorder=5,
+                   label=f"{v}: {d['mean_bits']:.2f} bits")
+    ax.axhline(100.0, color="k", lw=0.6, ls="--")
+    ax.axhline(99.9, color="k", lw=0.6, ls=":")
+    ax.set_xlabel("mean bits per element (weights + activations)")
+    ax.set_ylabel("normalized validation accuracy (%)")
+    ax.set_title(f"{doc['model']} ({doc['strategy']}): bits vs accuracy")
+    lo = min([98.0] + [d["normalized_val_accuracy"] * 100 - 0.5 for d in doc["variants"].values()])
+    ax.set_ylim(lo, None)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def write_report(out: Path, doc: dict, hists: dict[str, ExponentHistogram], points: list[tuple[float, float]]) -> Path:
+    """Write report.md plus histograms.png and pareto.png into ``out``; return the report path."""
+    out = Path(out)
+    _plot_histograms(out / "histograms.png", doc, hists)
+    _plot_pareto(out / "pareto.png", doc, points)
+    c = doc.get("cost", {})
+    lines = [f"# SIEVE search: {doc['model']} on {doc['dataset']} (strategy `{doc['strategy']}`)", "",
+             f"Validation images: {c.get('val_images')}, test images: {c.get('test_images')}. "
+             f"Search: {doc['search_seconds']:.1f} s, {doc['evaluations']} evaluations "
+             f"({c.get('evaluations_run')} run, {c.get('evaluations_replayed')} replayed from the cache), "
+             f"cost {c.get('search_fp32_passes', 0):.1f} fp32 passes over the validation split "
+             f"(one pass: {c.get('fp32_pass_seconds', 0):.2f} s).", "",
+             "Targets on the validation split: *exact* = every prediction equals fp32's; *accurate* = "
+             "normalized accuracy >= 100 %; *approximate* >= 99.9 %. Test accuracy is held out.", "",
+             "## Variants", "", *_summary(doc), "",
+             "## Per-tensor formats", "",
+             "Formats in the text form `[s|u]e<E>m<M>b<bias>` (bits in parentheses); "
+             "`fp32` = left unquantized.", "", *_table(doc, hists), "",
+             "## Plots", "", "![exponent histograms](histograms.png)", "", "![Pareto frontier](pareto.png)", ""]
+    write_text(out / "report.md", "\n".join(lines))
+    return out / "report.md"
