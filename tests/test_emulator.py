@@ -254,6 +254,7 @@ def test_quantize_equals_decode_of_encode():
 
 def test_lookup_table_encoder_equals_the_general_encoder():
     """Formats with <= 6 mantissa bits encode by table; the table must equal the arithmetic."""
+    from sieve import emulator
     from sieve.emulator import _encode_chunk, _encode_plan
 
     rng = np.random.default_rng(11)
@@ -262,16 +263,17 @@ def test_lookup_table_encoder_equals_the_general_encoder():
         (rng.integers(100, 150, 100_000, dtype=np.uint32) << 23) | rng.integers(0, 1 << 23, 100_000, dtype=np.uint32),
         np.array([0, 1, 0x7F800000, 0x7F800001, 0x7FC00000, 0xFF800000, 0x80000001, 0x00800000], dtype=np.uint32),
     ])
+    assert x.size >= emulator._LUT_MIN_SIZE  # so encode() takes the table path
     used = 0
-    for fmt in small_formats(max_width=9, biases=("default", "low", "high")):
+    for i, fmt in enumerate(small_formats(max_width=9, biases=("default", "low", "high"))):
         plan = _encode_plan(fmt)
-        if plan.table is None:
-            continue
+        if not plan.table_ok or i % 11:
+            continue  # a sample of eligible formats: all policies and widths still occur
         used += 1
         ref = np.empty(x.size, dtype=fmt.code_dtype)
         _encode_chunk(x, plan, ref)
         assert np.array_equal(encode(x.view(F32), fmt), ref), fmt
-    assert used > 500
+    assert used > 50
 
 
 def test_byte_codes_decode_in_pairs_like_single_codes():

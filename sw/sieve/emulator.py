@@ -25,6 +25,7 @@ __all__ = ["encode", "decode", "quantize", "pack", "unpack", "decode_table", "as
 
 _CHUNK = 1 << 16  # elements per encode chunk: its temporaries stay in L2 cache
 _LUT_MAX_MAN_BITS = 6  # encode by table look-up up to this many mantissa bits (see _encode_table)
+_LUT_MIN_SIZE = 1 << 17  # inputs at least as large as the table it costs to build
 _NAN = -1  # marker for "NaN result" inside the encoder; replaced by the NaN code and sign
 
 _WIDENING = {np.dtype(np.float16)}
@@ -74,15 +75,19 @@ class _EncodePlan:
         # subnormal grid: code = |x| * 2^(M - emin) rounded, done in float64 (always exact)
         self.sub_scale = float(np.ldexp(1.0, m - fmt.min_exponent))
         self.inf_code = fmt.inf_magnitude_code
-        self.table = None  # filled by _encode_plan for formats the look-up table serves
+        self.table_ok = fmt.man_bits <= _LUT_MAX_MAN_BITS and fmt.min_exponent >= -126
+        self._table: np.ndarray | None = None
+
+    def table(self) -> np.ndarray:
+        """The look-up table encoder (built on first use; see :func:`_encode_table`)."""
+        if self._table is None:
+            self._table = _encode_table(self)
+        return self._table
 
 
 @lru_cache(maxsize=256)
 def _encode_plan(fmt: Format) -> _EncodePlan:
-    plan = _EncodePlan(fmt)
-    if fmt.man_bits <= _LUT_MAX_MAN_BITS and fmt.min_exponent >= -126:
-        plan.table = _encode_table(plan)
-    return plan
+    return _EncodePlan(fmt)
 
 
 def _encode_table(plan: _EncodePlan) -> np.ndarray:
@@ -196,14 +201,15 @@ def encode(x, fmt: Format | str) -> np.ndarray:
     flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint32)
     out = np.empty(flat.shape, dtype=fmt.code_dtype)
     plan = _encode_plan(fmt)
-    if plan.table is not None:
+    if plan.table_ok and flat.size >= _LUT_MIN_SIZE:
+        table = plan.table()
         index = np.empty(min(flat.size, _CHUNK), dtype=np.intp)  # take() wants intp indices
         scratch = np.empty(index.size, dtype=np.uint32)
         for start in range(0, flat.size, _CHUNK):
             stop = min(start + _CHUNK, flat.size)
             n = stop - start
             idx = _lut_index(flat[start:stop], index[:n], scratch[:n])
-            np.take(plan.table, idx, out=out[start:stop])
+            np.take(table, idx, out=out[start:stop])
     else:
         for start in range(0, flat.size, _CHUNK):
             stop = min(start + _CHUNK, flat.size)
