@@ -89,7 +89,7 @@ def split_test_only(labels: np.ndarray, class_ordered: bool) -> tuple[np.ndarray
 def to_split(images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> Split:
     """A :class:`Split` from arrays (images already preprocessed float32 N×C×H×W)."""
     img = torch.as_tensor(images, dtype=torch.float32).contiguous()
-    lab = torch.as_tensor(np.asarray(labels), dtype=torch.int64).contiguous()
+    lab = torch.tensor(np.asarray(labels), dtype=torch.int64)   # a copy: never alias cached arrays
     return Split(img, lab)
 
 

@@ -86,8 +86,6 @@ def load(name: str, data: str | None = None, weights: str | None = None,
     model, dataset = loaders[s.family](s, None if data is None else str(data),
                                        None if weights is None else str(weights))
     model = model.float().eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     return model, dataset.truncated(val, test)
 
 
@@ -108,10 +106,17 @@ def evaluate(model: torch.nn.Module, split: Split, batch_size: int = 500) -> tup
 
 # --------------------------------------------------------------------------- idx (MNIST-style)
 
+def _train_count(idx) -> int:
+    """Training images of an idx directory: the first 55,000 (Fashion-MNIST/MNIST have 60,000);
+    a smaller custom training set keeps its last twelfth for validation."""
+    return min(FASHION_TRAIN, len(idx.train_labels) * 11 // 12)
+
+
 def _idx_dataset(idx, preprocess) -> Dataset:
     """Splits of an idx directory: train[55000:]/t10k with a training set, else even/odd t10k."""
     if idx.has_train:
-        val = to_split(preprocess(idx.train_images[FASHION_TRAIN:]), idx.train_labels[FASHION_TRAIN:])
+        first = _train_count(idx)
+        val = to_split(preprocess(idx.train_images[first:]), idx.train_labels[first:])
         test = to_split(preprocess(idx.test_images), idx.test_labels)
     else:
         val_idx, test_idx = split_test_only(idx.test_labels, class_ordered=False)
@@ -143,11 +148,12 @@ def _load_fashion(s: ModelSpec, data: str | None, weights: str | None):
         raise SieveError(f"{s.name} is trained on the train-* idx files, and {idx.directory} has none; "
                          f"pass a directory with train-images-idx3-ubyte[.gz] (default {DEFAULT_FASHION}) "
                          "or trained --weights")
-    rec = training.recipe(s.name, idx.fingerprint("train"), mean, std, FASHION_TRAIN)
+    first = _train_count(idx)
+    rec = training.recipe(s.name, idx.fingerprint("train"), mean, std, first)
 
     def train_fn():
-        images = preprocess(idx.train_images[:FASHION_TRAIN])
-        labels = torch.from_numpy(idx.train_labels[:FASHION_TRAIN])
+        images = preprocess(idx.train_images[:first])
+        labels = torch.from_numpy(np.array(idx.train_labels[:first]))
         return training.train(s.name, rec, images, labels)
 
     def evaluate_fn(trained):
@@ -168,7 +174,7 @@ def fashion_record(name: str, data: str | None = None) -> dict | None:
     if not idx.has_train:
         return None
     mean, std = NORMALISATION[idx.name]
-    return training.read_record(training.recipe(name, idx.fingerprint("train"), mean, std, FASHION_TRAIN))
+    return training.read_record(training.recipe(name, idx.fingerprint("train"), mean, std, _train_count(idx)))
 
 
 def _load_lenet_caffe(s: ModelSpec, data: str | None, weights: str | None):

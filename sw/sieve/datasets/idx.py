@@ -3,6 +3,7 @@ Fashion-MNIST.  A directory may hold the training files, the ``t10k`` test files
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import struct
@@ -66,7 +67,13 @@ class IdxData:
         return self.train_images is not None
 
     def fingerprint(self, part: str = "train") -> str:
-        """SHA-256 (prefix) of the decoded images and labels of one part."""
+        """SHA-256 (prefix) of the decoded images and labels of one part (memoised)."""
+        memo = self.__dict__.setdefault("_fingerprints", {})
+        if part not in memo:
+            memo[part] = self._fingerprint(part)
+        return memo[part]
+
+    def _fingerprint(self, part: str) -> str:
         h = hashlib.sha256()
         imgs, labs = ((self.train_images, self.train_labels) if part == "train"
                       else (self.test_images, self.test_labels))
@@ -98,14 +105,26 @@ def _pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
         raise SieveError(f"{img_path} and {lab_path} do not match: images {images.shape}, labels {labels.shape}")
     if images.dtype != np.uint8:
         raise SieveError(f"{img_path} holds {images.dtype} pixels; expected uint8 idx images")
-    return images, labels.astype(np.int64)
+    labels = labels.astype(np.int64)
+    labels.flags.writeable = False      # shared by the memo below: nobody may change it
+    return images, labels
 
 
 def load_idx_dir(directory: str | Path) -> IdxData:
-    """Read the ``train-*`` (optional) and ``t10k-*`` idx files of ``directory``."""
+    """Read the ``train-*`` (optional) and ``t10k-*`` idx files of ``directory``.
+
+    The decoded arrays are read-only, so the last few directories are memoised (keyed by
+    every file's name, size and mtime): the search loads the same model many times.
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise SieveError(f"data directory {directory} does not exist; pass a directory of MNIST-style idx files")
+    stamp = tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in directory.iterdir() if p.is_file()))
+    return _load_idx_dir(directory, stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_idx_dir(directory: Path, stamp: tuple) -> IdxData:
     test = _pair(directory, "t10k")
     train = _pair(directory, "train")
     if test is None:
