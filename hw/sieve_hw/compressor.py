@@ -45,52 +45,79 @@ def _shift_right_grs(m: Module, word, amt, name: str):
     return w[1:], w[0], sticky
 
 
+def _lzc23(m: Module, v, name: str):
+    """Leading zeros of a 23-bit value counted from bit 22 (23 when the value is zero)."""
+    lz = Signal(5, name=name)
+    expr = Const(23, 5)
+    for i in range(23):  # the highest set bit is applied last, so it wins
+        expr = Mux(v[i], 22 - i, expr)
+    m.d.comb += lz.eq(expr)
+    return lz
+
+
 def compress_stage_a(m: Module, x, k):
-    """Classification and the pre-shift word; returns a dict of signals for stage B."""
+    """Classification and the pre-shift word; returns a dict of signals for stage B.
+
+    fp32 subnormal inputs are normalised first (leading-zero count, left shift), so every
+    nonzero input is ``2^(e_v-127) * 1.g`` and the code exponent is ``ec = e_v - adj``:
+    below the smallest normal iff ``ec <= 0``, in ``[Min/2, Min)`` iff ``ec == 0``.
+    """
     s = x[31]
     mag = x[:31]
     ex = x[23:31]
     f = x[:23]
-    ex_zero = ex == 0
+    ex_zero = Signal(name="c_ex_zero")
+    m.d.comb += ex_zero.eq(ex == 0)
     ex_ones = ex == 0xFF
     f_nz = f.any()
     is_nan = ex_ones & f_nz
     is_inf = ex_ones & ~f_nz
+    zero_in = ex_zero & ~f_nz
+
+    lz = _lzc23(m, f, "c_lz")
+    nsh = Signal(5, name="c_nsh")
+    m.d.comb += nsh.eq(Mux(ex_zero, lz + 1, 0))
+    g = Signal(23, name="c_g")  # normalised mantissa (hidden bit dropped)
+    m.d.comb += g.eq(f << nsh)
+    e_v = Signal(signed(10), name="c_ev")
+    m.d.comb += e_v.eq(Mux(ex_zero, -lz, ex))
+    ec = Signal(signed(11), name="c_ec")
+    m.d.comb += ec.eq(e_v - k.adjusted_bias)
 
     low = Signal(name="c_low")
-    ovf = Signal(name="c_ovf")
+    m.d.comb += low.eq((ec <= 0) | zero_in)
     half = Signal(name="c_half")
-    m.d.comb += [low.eq(mag < k.min_normal_bits), ovf.eq(mag > k.ovf_bits),
-                 half.eq(mag >= k.half_normal_thr)]
+    m.d.comb += half.eq((ec == 0) & ~zero_in & k.rne)
+    ovf = Signal(name="c_ovf")
+    m.d.comb += ovf.eq(mag > k.ovf_bits)
 
-    ec = Signal(8, name="c_ec")  # exponent field of a normal code (low 8 bits suffice)
-    m.d.comb += ec.eq(ex - k.adjusted_bias)
-    e_eff = Cat(ex[0] | ex_zero, ex[1:])
     r = Signal(signed(12), name="c_r")
-    m.d.comb += r.eq(k.kr - e_eff)
-    amt_low = Mux(r[5:].any(), 31, r[:5])  # r >= 0 on the underflow path
+    m.d.comb += r.eq(k.kr - ec)
+    amt_low = Mux(r[5:].any(), 31, r[:5])  # r > 0 on the underflow path
     lowsub = low & k.sub_en
 
     p = Signal(31, name="c_p")
-    hidden = Mux(k.sub_en, ~ex_zero, half & k.rne)
-    m.d.comb += p.eq(Mux(low, Cat(f & k.sub_en.replicate(23), hidden), Cat(f, ec)))
+    keep_g = ~low | k.sub_en
+    hidden = Mux(low, Mux(k.sub_en, ~zero_in, half), ec[0])
+    m.d.comb += p.eq(Cat(g & keep_g.replicate(23), hidden, ec[1:8] & (~low).replicate(7)))
     amt = Signal(5, name="c_amt")
     m.d.comb += amt.eq(Mux(lowsub, amt_low, k.man_shift))
 
     nan_sel = Signal(name="c_nan_sel")
-    m.d.comb += nan_sel.eq(is_nan | (is_inf & k.inf_nan) | (~ex_ones & ~low & ovf & k.ovf_nan))
+    m.d.comb += nan_sel.eq(is_nan | (is_inf & k.inf_nan) | (~ex_ones & ovf & k.ovf_nan))
     const_sel = Signal(name="c_const_sel")
-    m.d.comb += const_sel.eq((is_inf | (~low & ovf)) & ~nan_sel)
-    lsb_fix = Signal(name="c_lsb_fix")
-    m.d.comb += lsb_fix.eq(k.lsb_fix & ~low)
+    m.d.comb += const_sel.eq((is_inf | ovf) & ~nan_sel)
+    lsb0 = Signal(name="c_lsb0")  # tie parity when man_bits == 0 (the emulator's rule)
+    m.d.comb += lsb0.eq(ex_zero | ex[0])
     return {"s": s, "p": p, "amt": amt, "nan_sel": nan_sel, "const_sel": const_sel,
-            "is_inf": is_inf, "lsb_fix": lsb_fix}
+            "is_inf": is_inf, "lsb0": lsb0}
 
 
 def compress_stage_b(m: Module, a: dict, k):
     """Shift, round, select the special codes, place the sign: the 32-bit code."""
     t, guard, sticky = _shift_right_grs(m, a["p"], a["amt"], "c_sh")
-    round_up = k.rne & guard & (sticky | (t[0] ^ a["lsb_fix"]))
+    lsb = Mux(k.m0, a["lsb0"], t[0])
+    round_up = k.rne & guard & (sticky | lsb)
     code_c = Signal(32, name="c_code")
     m.d.comb += code_c.eq(t + round_up)
     magk = Mux(a["is_inf"], k.inf_mag, k.ovf_mag)

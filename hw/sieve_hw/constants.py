@@ -35,11 +35,9 @@ CONST_LAYOUT = data.StructLayout({
     "exp_shift": unsigned(5),
     "man_shift": unsigned(5),
     # --- derived, compressor
-    "min_normal_bits": unsigned(31),   # below this magnitude: the underflow path
-    "half_normal_thr": unsigned(31),   # subnormals off: at/above this, round up to Min
     "ovf_bits": unsigned(31),          # above this magnitude: overflow
-    "kr": signed(11),                  # subnormal shift = kr - max(e_x, 1)
-    "lsb_fix": unsigned(1),            # M == 0 and adj odd: tie parity from the fp32 exponent
+    "kr": unsigned(5),                 # subnormal shift = kr - ec  (= man_shift + 1)
+    "m0": unsigned(1),                 # man_bits == 0 (tie parity from the fp32 exponent)
     "sub_en": unsigned(1),             # subnormals on and man_bits > 0
     "rne": unsigned(1),                # round to nearest even (else truncate)
     "ovf_mag": unsigned(31),           # magnitude code of an overflowing value
@@ -55,7 +53,8 @@ CONST_LAYOUT = data.StructLayout({
     "sign_onehot": unsigned(32),       # 1 << (width - 1) when signed, else 0
     # --- derived, decompressor
     "man_mask": unsigned(23),          # (1 << M) - 1
-    "exp_field_mask": unsigned(31),    # exp_mask << M
+    "m_onehot": unsigned(24),          # 1 << M (the hidden bit under the code's mantissa)
+    "sign_win": unsigned(9),           # 1 << exp_bits when signed: the sign in (code >> M)
     "dec_k": unsigned(10),             # adj + man_shift (>= 0 for legal formats)
     "dec_kc": unsigned(5),             # min(dec_k, 24)
     "ieee": unsigned(1),
@@ -118,33 +117,32 @@ def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
     max_e = Signal(signed(11), name="max_e")
     m.d.comb += max_e.eq(top + adj)
     max_bits = _fp32_bits(m, "max_bits_w", max_e, (max_man << man_shift)[:23])
-    minn_e = Signal(signed(11), name="minn_e")
-    m.d.comb += minn_e.eq(adj + 1)
     min_e = Signal(signed(11), name="min_e")
     m.d.comb += min_e.eq(Mux(sub_en, adj + 1 - M, adj + 1))
     zero23 = Const(0, 23)
-    min_normal_bits = _fp32_bits(m, "min_normal_bits_w", minn_e, zero23)
     min_bits = _fp32_bits(m, "min_bits_w", min_e, zero23)
     half_min_bits = _fp32_bits(m, "half_min_bits_w", min_e - 1, zero23)
-    half_normal_bits = _fp32_bits(m, "half_normal_bits_w", minn_e - 1, zero23)
 
-    # overflow threshold, in the emulator's linear code domain L = (mag + rnd) >> shift
-    lmax = Signal(signed(40), name="lmax")
-    m.d.comb += lmax.eq(max_code + (adj << M))
-    base = Signal(signed(40), name="ovf_base")
-    m.d.comb += base.eq(lmax << man_shift)
-    half_ulp = Signal(24, name="half_ulp")
-    m.d.comb += half_ulp.eq((Const(1, 25) << man_shift) >> 1)
+    # overflow threshold: the largest fp32 pattern whose rounded value is still <= Max.
+    # ulp of Max in fp32 bit units: 2^man_shift when Max is an fp32 normal, finer below.
+    ulp_sh = Signal(6, name="ulp_sh")
+    m.d.comb += ulp_sh.eq(Mux(max_e >= 1, man_shift, man_shift + max_e - 1))
     ulp_m1 = Signal(24, name="ulp_m1")
-    m.d.comb += ulp_m1.eq((Const(1, 25) << man_shift) - 1)
-    thr = Signal(signed(41), name="ovf_thr")
+    m.d.comb += ulp_m1.eq((Const(1, 25) << ulp_sh) - 1)
+    half_ulp = Signal(24, name="half_ulp")
+    m.d.comb += half_ulp.eq((Const(1, 25) << ulp_sh) >> 1)
+    # tie parity of Max: its mantissa LSB; with M == 0 the emulator takes the fp32 exponent
+    # LSB (fp32 normal Max) or the hidden one (fp32 subnormal Max, always odd)
+    odd = Signal(name="max_odd")
+    m.d.comb += odd.eq(Mux(m0, Mux(max_e >= 1, max_e[0], 1), max_man[0]))
+    thr = Signal(33, name="ovf_thr")
     rne = fmt.rounding == 0
     with m.If(~rne):
-        m.d.comb += thr.eq(base + ulp_m1)
-    with m.Elif(man_shift == 0):
-        m.d.comb += thr.eq(base)
+        m.d.comb += thr.eq(max_bits + ulp_m1)
+    with m.Elif(ulp_sh == 0):
+        m.d.comb += thr.eq(max_bits)
     with m.Else():
-        m.d.comb += thr.eq(base + half_ulp - lmax[0])
+        m.d.comb += thr.eq(max_bits + half_ulp - odd)
 
     ovf_mag = Signal(31, name="ovf_mag_w")
     m.d.comb += ovf_mag.eq(Mux(ov_inf, inf_code, max_code))
@@ -182,11 +180,9 @@ def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
         k.exp_mask.eq(exp_mask),
         k.exp_shift.eq(M),
         k.man_shift.eq(man_shift),
-        k.min_normal_bits.eq(min_normal_bits),
-        k.half_normal_thr.eq(Mux(half_normal_bits == 0, 1, half_normal_bits)),
-        k.ovf_bits.eq(Mux(thr < 0, 0, thr)),
-        k.kr.eq(man_shift + adj + 1),
-        k.lsb_fix.eq(m0 & adj[0]),
+        k.ovf_bits.eq(thr),
+        k.kr.eq(man_shift + 1),
+        k.m0.eq(m0),
         k.sub_en.eq(sub_en),
         k.rne.eq(rne),
         k.ovf_mag.eq(ovf_mag),
@@ -201,7 +197,8 @@ def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
         k.signed.eq(sgn),
         k.sign_onehot.eq(Mux(sgn, Const(1, 32) << w1, 0)),
         k.man_mask.eq(man_all),
-        k.exp_field_mask.eq(exp_mask << M),
+        k.m_onehot.eq(Const(1, 24) << M),
+        k.sign_win.eq(Mux(sgn, Const(1, 9) << E, 0)),
         k.dec_k.eq(adj + man_shift),
         k.dec_kc.eq(Mux(adj + man_shift > 24, 24, adj + man_shift)),
         k.ieee.eq(ieee),

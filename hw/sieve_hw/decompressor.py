@@ -42,51 +42,55 @@ def _lzc23(m: Module, v, name: str):
 
 
 def decompress_stage_a(m: Module, code, k):
-    """Everything that depends only on the code and constants: flags and the shift amount."""
+    """Field extraction, classification, fp32 exponent and the shift of the significand."""
+    win = Signal(9, name="d_win")  # {sign?, exponent field} moved down to bit 0
+    m.d.comb += win.eq(code >> k.exp_shift)
+    e_code = Signal(8, name="d_ecode")
+    m.d.comb += e_code.eq(win[:8] & k.exp_mask)
+    sign = Signal(name="d_sign")
+    m.d.comb += sign.eq((win & k.sign_win).any())
+    ez = e_code == 0
+    efull = e_code == k.exp_mask
     mm = Signal(23, name="d_mm")
     m.d.comb += mm.eq(code[:23] & k.man_mask)
     man_nz = mm.any()
-    ef = code[:31] & k.exp_field_mask
-    ez = Signal(name="d_ez")
-    efull = Signal(name="d_efull")
-    m.d.comb += [ez.eq(~ef.any()), efull.eq((code[:31] | ~k.exp_field_mask).all())]
     man_full = (code[:23] | ~k.man_mask).all()
-    sign = Signal(name="d_sign")
-    m.d.comb += sign.eq((code & k.sign_onehot).any())
 
     lz = _lzc23(m, mm, "d_lz")
-    sub_norm = Signal(name="d_sub_norm")
-    m.d.comb += sub_norm.eq(ez & man_nz & k.sub_en)
-    cap = Signal(name="d_cap")
-    m.d.comb += cap.eq(lz >= k.dec_kc)
+    sub = Signal(name="d_sub")  # subnormal code: normalise
+    m.d.comb += sub.eq(ez & man_nz & k.sub_en)
+    e_sum = Signal(signed(11), name="d_esum")
+    m.d.comb += e_sum.eq(Mux(sub, k.dec_k - lz, e_code + k.adjusted_bias))
+    tiny = Signal(name="d_tiny")  # the value is an fp32 subnormal
+    m.d.comb += tiny.eq(e_sum <= 0)
+    cap = lz >= k.dec_kc
     amt = Signal(5, name="d_amt")
-    m.d.comb += amt.eq(Mux(sub_norm, Mux(cap, k.dec_kc, lz + 1), k.man_shift))
+    with m.If(sub):
+        m.d.comb += amt.eq(Mux(cap, k.dec_kc, lz + 1))
+    with m.Elif(tiny):
+        m.d.comb += amt.eq(k.man_shift - 1 + e_sum[:5])
+    with m.Else():
+        m.d.comb += amt.eq(k.man_shift)
 
-    is_inf = Signal(name="d_is_inf")
+    is_inf = k.ieee & efull & ~man_nz
     is_nan = Signal(name="d_is_nan")
-    m.d.comb += [
-        is_inf.eq(k.ieee & efull & ~man_nz),
-        is_nan.eq((k.ieee & efull & man_nz) | (k.fn & efull & man_full) | (k.fnuz & sign & ez & ~man_nz)),
-    ]
-    zero = Signal(name="d_zero")  # the value is +-0: exponent field 0, not a subnormal
-    m.d.comb += zero.eq(ez & ~sub_norm)
-    return {"code": code, "amt": amt, "sign": sign, "sub_norm": sub_norm, "cap": cap, "lz": lz,
-            "is_inf": is_inf, "is_nan": is_nan, "zero": zero}
+    m.d.comb += is_nan.eq((k.ieee & efull & man_nz) | (k.fn & efull & man_full) | (k.fnuz & sign & ez & ~man_nz))
+    zero = ez & ~sub  # +-0 (or a subnormal code with subnormals off)
+    special = is_inf | is_nan
+    e_out = Signal(8, name="d_eout")
+    m.d.comb += e_out.eq(Mux(special, 0xFF, Mux(zero | tiny, 0, e_sum[:8])))
+    sig = Signal(24, name="d_sig")  # significand with the hidden bit of normal codes
+    m.d.comb += sig.eq(Mux(zero | is_nan | is_inf, 0, mm | (k.m_onehot & (~ez).replicate(24))))
+    return {"sig": sig, "amt": amt, "sign": sign, "e_out": e_out, "is_nan": is_nan}
 
 
 def decompress_stage_b(m: Module, a: dict, k):
-    """Shift, exponent add, overrides: the fp32 bit pattern."""
-    shifted = Signal(31, name="d_shifted")
-    m.d.comb += shifted.eq(a["code"] << a["amt"])
-    e_code = shifted[23:31] & k.exp_mask
-    e_sum = Signal(signed(11), name="d_esum")
-    m.d.comb += e_sum.eq(Mux(a["sub_norm"], k.dec_k - a["lz"], e_code + k.adjusted_bias))
-    special = a["is_inf"] | a["is_nan"]
-    e_out = Mux(special, 0xFF, Mux(a["zero"] | (a["sub_norm"] & a["cap"]), 0, e_sum[:8]))
-    kill_f = a["is_nan"] | a["zero"]
-    f_out = (shifted[:23] & ~kill_f.replicate(23)) | Cat(Const(0, 22), a["is_nan"])
+    """Shift the significand into place; assemble the fp32 bit pattern."""
+    shifted = Signal(23, name="d_shifted")
+    m.d.comb += shifted.eq(a["sig"] << a["amt"])
+    f_out = shifted | Cat(Const(0, 22), a["is_nan"])
     out = Signal(32, name="d_out")
-    m.d.comb += out.eq(Cat(f_out, e_out, a["sign"]))
+    m.d.comb += out.eq(Cat(f_out, a["e_out"], a["sign"]))
     return out
 
 
