@@ -69,9 +69,10 @@ def _stage_rtlil(writer: RtlilWriter, workdir: Path) -> str:
     src = Path(writer(workdir)).resolve()
     if not src.exists():
         raise SieveError(f"the RTLIL writer returned {src}, which does not exist")
+    if src.parent == workdir.resolve():
+        return src.name
     dst = workdir.resolve() / "design.il"
-    if src != dst:
-        shutil.copyfile(src, dst)
+    shutil.copyfile(src, dst)
     return dst.name
 
 

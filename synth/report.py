@@ -30,10 +30,22 @@ def _ok(rec: dict | None) -> bool:
     return rec is not None and rec.get("status") == "ok"
 
 
-def checks(records: list[dict]) -> list[dict]:
+def checks(records: list[dict], throughput: list[dict] | None = None) -> list[dict]:
     """The issue's per-engine targets, evaluated on the configurable engines."""
     idx = _index(records)
     out = []
+    for run in throughput or []:
+        for engine in ENGINES:
+            if "error" in run:
+                out.append({"engine": engine, "check": f"values per cycle, steady state ({run['format']})",
+                            "value": "error", "limit": run["error"], "pass": False})
+                continue
+            t = run[engine]
+            out.append({
+                "engine": engine, "check": f"values per cycle, steady state ({run['format']}, {run['values']} values)",
+                "value": t["values_per_cycle"], "limit": "= 1, no bubbles, all equal to the emulator",
+                "pass": t["bubbles"] == 0 and t["mismatches_vs_emulator"] == 0,
+            })
     for engine in ENGINES:
         gen = idx.get((engine, "configurable", "generic"))
         if _ok(gen):
@@ -77,23 +89,28 @@ def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 2) if b else None
 
 
-def dominant_cells(records: list[dict], top: int = 6) -> dict[str, list[tuple[str, int]]]:
-    """Per configurable engine: the cell types with the most transistors."""
-    idx = _index(records)
+def dominant_cells(records: list[dict], top: int = 6) -> dict[str, dict]:
+    """Per engine variant: logic vs register transistors and the costliest cell types."""
     out = {}
-    for engine in ENGINES:
-        gen = idx.get((engine, "configurable", "generic"))
-        if _ok(gen):
-            out[engine] = list(gen["transistors_by_type"].items())[:top]
+    for rec in records:
+        if rec["design"] in ENGINES and rec["target"] == "generic" and _ok(rec):
+            out[f"{rec['design']} {rec['variant']}"] = {
+                "transistors": rec["transistors"],
+                "logic": rec.get("transistors_logic"),
+                "registers": rec.get("transistors_registers"),
+                "ff_bits": rec["ff_bits"],
+                "top_cells": list(rec["transistors_by_type"].items())[:top],
+            }
     return out
 
 
-def build(records: list[dict], meta: dict) -> dict:
+def build(records: list[dict], meta: dict, throughput: list[dict] | None = None) -> dict:
     """The whole report as one JSON-able dict."""
     return {
         "meta": meta,
         "records": records,
-        "checks": checks(records),
+        "throughput": throughput or [],
+        "checks": checks(records, throughput),
         "configurability": configurability(records),
         "dominant_cells": dominant_cells(records),
     }
@@ -103,6 +120,10 @@ def _fmt(value, spec: str = "") -> str:
     if value is None:
         return "–"
     return format(value, spec) if spec else str(value)
+
+
+def _num(value) -> str:
+    return f"{value:,}" if isinstance(value, (int, float)) else str(value)
 
 
 def _fmax_cell(rec: dict | None) -> str:
@@ -126,7 +147,7 @@ def markdown(report: dict) -> str:
         "",
         f"Reproduce: `{meta['command']}`  ",
         f"Yosys: {meta['yosys']}  ",
-        f"nextpnr-ice40: {meta.get('nextpnr_ice40', '–')} (clock constraint {meta['freq_mhz']:g} MHz, seed {meta['seed']})  ",
+        f"nextpnr-ice40: {meta.get('nextpnr_ice40') or '–'} (clock constraint {meta['freq_mhz']:g} MHz, seed {meta['seed']})  ",
         f"Run: {meta['date']}, {meta['seconds']:.0f} s",
         "",
         "## Area and Fmax",
@@ -177,10 +198,26 @@ def markdown(report: dict) -> str:
     if report["checks"]:
         lines += ["| engine | check | value | target | pass |", "|---|---|---:|---|---|"]
         for c in report["checks"]:
-            lines.append(f"| {c['engine']} | {c['check']} | {c['value']:,} | {c['limit']} | {'yes' if c['pass'] else '**NO**'} |")
+            lines.append(f"| {c['engine']} | {c['check']} | {_num(c['value'])} | {c['limit']} | {'yes' if c['pass'] else '**NO**'} |")
+        lines.append("")
+        lines.append(f"Per-engine budget: {TRANSISTOR_LIMIT:,} transistors; Fmax target {FMAX_TARGET_MHZ:g} MHz on iCE40 HX8K.")
     else:
         lines.append("No engine records (compressor / decompressor) in this run.")
     lines.append("")
+
+    if report.get("throughput"):
+        lines += ["## Throughput (Amaranth simulation of a configurable 1-lane unit, valid and ready held high)", "",
+                  "| format | engine | values | first output (cycle) | span (cycles) | bubbles | values / cycle | mismatches |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for run in report["throughput"]:
+            if "error" in run:
+                lines.append(f"| {run['format']} | – | {run['values']} | error: {run['error']} | | | | |")
+                continue
+            for engine in ENGINES:
+                t = run[engine]
+                lines.append(f"| {run['format']} | {engine} | {run['values']} | {t['first_output_cycle']} | {t['span_cycles']} "
+                             f"| {t['bubbles']} | {t['values_per_cycle']} | {t['mismatches_vs_emulator']} |")
+        lines.append("")
 
     lines += ["## Cost of configurability (configurable ÷ fixed-format)", ""]
     if report["configurability"]:
@@ -196,9 +233,13 @@ def markdown(report: dict) -> str:
     lines.append("")
 
     if report["dominant_cells"]:
-        lines += ["## Where the transistors go (configurable engines, after `dffunmap`)", ""]
-        for engine, cells in report["dominant_cells"].items():
-            lines.append(f"- {engine}: " + ", ".join(f"`{t}` {n:,}" for t, n in cells))
+        lines += ["## Where the transistors go (engines, after `dffunmap`)", "",
+                  "| engine | transistors | logic | registers (FF + enable/reset gates) | FF bits | costliest cell types |",
+                  "|---|---:|---:|---:|---:|---|"]
+        for name, d in report["dominant_cells"].items():
+            cells = ", ".join(f"`{t}` {n:,}" for t, n in d["top_cells"])
+            lines.append(f"| {name} | {d['transistors']:,} | {_fmt(d['logic'], ',')} | {_fmt(d['registers'], ',')} "
+                         f"| {d['ff_bits']} | {cells} |")
         lines.append("")
 
     paths = [r for r in records if r.get("target") == "ice40-hx8k" and r.get("pnr") == "ok" and r.get("critical_path")]
@@ -224,7 +265,8 @@ def markdown(report: dict) -> str:
         "- iCE40 counts: `synth_ice40` of the bare design (same netlist for HX8K and UP5K). Fmax: the design inside a"
         " shift-register / signature-register harness (4 pins, every design path register to register), `synth_ice40`,"
         f" `nextpnr-ice40 --hx8k --package ct256` / `--up5k --package sg48`, `--freq {meta['freq_mhz']:g}`, worst clock of"
-        " the `--report` JSON.",
+        " the `--report` JSON. A design without flip-flops (constcalc) is timed from the harness's input register"
+        " to its signature register.",
         "- ECP5: `synth_ecp5`; LUT4 + 2 × CCU2C (each carry cell holds two LUT4s). Xilinx: `synth_xilinx -family xc7"
         " -flatten -noiopad`; LUT1…LUT6.",
         "",
@@ -232,9 +274,9 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write(out_dir: Path, records: list[dict], meta: dict) -> dict:
+def write(out_dir: Path, records: list[dict], meta: dict, throughput: list[dict] | None = None) -> dict:
     """Write ``report.json`` and ``report.md`` atomically; return the report dict."""
-    report = build(records, meta)
+    report = build(records, meta, throughput)
     write_json(Path(out_dir) / "report.json", report)
     write_text(Path(out_dir) / "report.md", markdown(report))
     return report

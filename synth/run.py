@@ -23,7 +23,7 @@ from tqdm import tqdm
 from sieve.cfloat import Format, FormatError
 from sieve.errors import SieveError
 
-from . import TARGETS, report
+from . import TARGETS, report, throughput
 from .flow import FlowSettings, RtlilWriter, Variant, hw_rtlil_writer, run_variant
 from .nextpnr import PnrSettings
 from .tools import nextpnr_ice40, yosys
@@ -53,8 +53,19 @@ def plan_variants(designs: list[str], fixed: list[Format]) -> list[Variant]:
     return out
 
 
+def measure_throughput(formats: list[Format], values: int) -> list[dict]:
+    """Steady-state throughput per format (a failure is recorded, not raised)."""
+    runs = []
+    for fmt in tqdm(formats, desc="throughput", unit="format", file=sys.stderr):
+        try:
+            runs.append(throughput.measure(fmt, values))
+        except (SieveError, ImportError) as exc:
+            runs.append({"format": str(fmt), "values": values, "error": str(exc)})
+    return runs
+
+
 def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings: FlowSettings,
-               command: str, workers: int = 1) -> dict:
+               command: str, workers: int = 1, throughput_runs: list[dict] | None = None) -> dict:
     """Run every (variant, RTLIL writer) through the flow; write and return the report."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -67,9 +78,13 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
 
     def one(job: tuple[Variant, RtlilWriter]) -> list[dict]:
         variant, writer = job
+        started = []
 
-        def tick(label: str) -> None:
-            bar.set_postfix_str(label, refresh=False)
+        def tick(label: str) -> None:  # called as each target starts: the previous one is done
+            if started:
+                bar.update(1)
+            started.append(label)
+            bar.set_postfix_str(label)
 
         try:
             recs = run_variant(variant, writer, out_dir / variant.slug, settings, tick)
@@ -77,7 +92,7 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
             recs = [{"design": variant.design, "variant": variant.name,
                      "format": None if variant.fixed_format is None else str(variant.fixed_format),
                      "target": t, "status": "failed", "error": str(exc)} for t in settings.targets]
-        bar.update(len(settings.targets))
+        bar.update(len(settings.targets) - max(0, len(started) - 1))
         return recs
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -94,7 +109,7 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    return report.write(out_dir, records, meta)
+    return report.write(out_dir, records, meta, throughput_runs)
 
 
 def _csv(text: str) -> list[str]:
@@ -114,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     p.add_argument("--pnr-timeout", type=float, default=900.0, help="seconds per nextpnr run (default 900)")
     p.add_argument("--no-pnr", default="", help="comma-separated designs whose place and route is skipped")
+    p.add_argument("--throughput-values", type=int, default=1000,
+                   help="values streamed per engine in the throughput simulation (0 skips it; default 1000)")
     p.add_argument("--jobs", type=int, default=1, help="design variants synthesised in parallel (default 1)")
     return p
 
@@ -146,11 +163,15 @@ def main(argv: list[str] | None = None) -> int:
             skip_pnr=frozenset(_csv(args.no_pnr)),
         )
         jobs = [(v, hw_rtlil_writer(v.design, v.fixed_format)) for v in plan_variants(designs, fixed)]
-        rep = synthesize(Path(args.out), jobs, settings, command, workers=args.jobs)
+        values = min(args.throughput_values, 200) if args.quick else args.throughput_values
+        runs = measure_throughput(fixed or [Format.parse(DEFAULT_FIXED[0])], values) if values > 0 else []
+        rep = synthesize(Path(args.out), jobs, settings, command, workers=args.jobs, throughput_runs=runs)
     except SieveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bad_records = [r for r in rep["records"] if r["status"] not in {"ok", "skipped"}]
+    bad_records += [{"design": "lanes1", "variant": "throughput", "target": t["format"], "status": "failed",
+                     "error": t["error"]} for t in rep["throughput"] if "error" in t]
     print(f"wrote {args.out}/report.json and report.md ({len(rep['records'])} records)")
     for c in rep["checks"]:
         print(f"  {c['engine']:<13} {c['check']}: {c['value']} ({c['limit']}) {'pass' if c['pass'] else 'MISS'}")

@@ -111,7 +111,10 @@ def generic(il_name: str, top: str, cwd: Path, timeout: float | None) -> dict:
         "transistors_complete": complete,
         "transistors_uncosted_cells": uncosted,
         "transistors_ff": ff_transistors,
-        "transistors_logic": transistors - ff_transistors,
+        # before dffunmap Yosys costs only the combinational cells: that is the logic; the
+        # rest is storage (flip-flops plus the enable / sync-reset gates dffunmap exposes)
+        "transistors_logic": raw_transistors if complete else None,
+        "transistors_registers": transistors - raw_transistors if complete else None,
         "transistors_without_dffunmap": raw_transistors,
         "transistors_without_dffunmap_complete": raw_complete,
         "nand2_eq": round(transistors / TRANSISTORS_PER_NAND2, 1),
