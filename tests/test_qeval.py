@@ -123,3 +123,15 @@ def test_apply_plan_rejects_unknown_tensor() -> None:
         apply_plan(Tiny(), {"nope.weight": Format(4, 3)})
     with pytest.raises(SieveError, match="not a sieve.Format"):
         apply_plan(Tiny(), {"fc.weight": "e4m3"})
+
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f.specials == "none" and not f.subnormals], ids=str)
+def test_fast_path_bit_identical_on_finite_inputs(fmt: Format) -> None:
+    """Finite tensors take the search's fast path: it must agree with the emulator too."""
+    x = np.concatenate([_corner_values(fmt), _random_values(3000, 7)])
+    x = x[np.isfinite(x)]
+    want = sieve.quantize(x, fmt).view(np.uint32)
+    n = len(x) // 7 * 7
+    got = quantize_tensor(torch.from_numpy(x[:n].copy()).reshape(-1, 7), fmt).numpy().reshape(-1).view(np.uint32)
+    bad = np.flatnonzero(want[:n] != got)
+    assert bad.size == 0, f"{fmt}: {x[bad[0]]!r} -> {got[bad[0]]:#x}, emulator {want[bad[0]]:#x}"

@@ -59,7 +59,7 @@ def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
         else:
             raise TypeError(f"expected a floating-point tensor, got {t.dtype}")
     bits = t.contiguous().view(torch.int32)
-    if fmt.specials == "none" and not fmt.subnormals:
+    if fmt.specials == "none" and not fmt.subnormals and fmt.min_normal >= _FP32_MIN_NORMAL:
         fast = _quantize_plain(t.contiguous(), bits, fmt)
         if fast is not None:
             return fast
@@ -431,7 +431,8 @@ class PrefixEvaluator:
                 if on_batch is not None and not on_batch(b, logits):
                     new_states = []  # incomplete: do not store
                     break
-        if save_at is not None and len(new_states) == len(outs) and len(outs) * self.batch_size >= self.n:
+        if (save_at is not None and self.max_states > 0 and len(new_states) == len(outs)
+                and len(outs) * self.batch_size >= self.n):
             if len(self.states) >= self.max_states:
                 self.states.pop(next(iter(self.states)))
             self.states[(save_at, self._prefix_key(plan, save_at))] = new_states

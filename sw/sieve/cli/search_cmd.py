@@ -10,7 +10,7 @@ def register(sub) -> None:
     p.add_argument("--model", "-m", default="lenet5", help="model name (see `sieve models`), default lenet5")
     p.add_argument("--data", help="dataset path (default: the model's standard data)")
     p.add_argument("--weights", help="weights file (default: the model's standard/cached weights)")
-    p.add_argument("--strategy", default=None, help="greedy (default; meets targets by construction) or sieve (the dissertation's)")
+    p.add_argument("--strategy", default=None, help="greedy (default; meets targets by construction), sieve (the dissertation's) or uniform (one format for all)")
     p.add_argument("--val", type=int, default=None, help="use at most N validation images (default: the whole split)")
     p.add_argument("--test", type=int, default=None, help="use at most N test images (default: the whole split)")
     p.add_argument("--out", default=None, help="output directory (default build/search/<model>)")

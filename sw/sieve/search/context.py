@@ -73,14 +73,14 @@ class SearchContext:
         self.early_tolerance = early_tolerance
         self.progress = progress
         t0 = time.perf_counter()
-        self.full_eval = PrefixEvaluator(model, images, batch_size=batch_size)
+        full_eval = PrefixEvaluator(model, images, batch_size=batch_size, max_states=0)
         collector = HistogramCollector()
-        logits = self.full_eval.fp32_logits(observer=collector)
+        logits = full_eval.fp32_logits(observer=collector)
         self.fp32_seconds_with_histograms = time.perf_counter() - t0
         t0 = time.perf_counter()
-        self.full_eval.run({})  # timed plain fp32 pass: the unit of search cost
+        full_eval.run({})  # timed plain fp32 pass: the unit of search cost
         self.fp32_pass_seconds = time.perf_counter() - t0
-        self.infos: list[TensorInfo] = self.full_eval.infos
+        self.infos: list[TensorInfo] = full_eval.infos
         self.histograms: dict[str, ExponentHistogram] = dict(collector.histograms)
         self.histograms.update(weight_histograms(model, [i.name for i in self.infos if i.kind == "weight"]))
         self.fp32_logits = logits
@@ -106,7 +106,10 @@ class SearchContext:
         return math.ceil(TARGETS[variant] * self.base_correct - 1e-9)
 
     def sample_set(self, indices) -> SampleSet:
-        s = SampleSet(self, list(indices), self.batch_size)
+        indices = list(indices)
+        # small sets run in ~8 batches, so a failing candidate is dropped after a few images
+        batch = self.batch_size if len(indices) == self.n else min(self.batch_size, max(50, len(indices) // 8))
+        s = SampleSet(self, indices, batch)
         if s.key not in self._sets:
             self._sets[s.key] = s
         return self._sets[s.key]

@@ -21,10 +21,11 @@ from .evalcache import digest
 from .formats import plan_bits
 from .greedy import search_greedy
 from .sieve_strategy import search_sieve
+from .uniform import search_uniform
 
 __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "run_search", "model_digest"]
 
-STRATEGIES: dict[str, Callable] = {"greedy": search_greedy, "sieve": search_sieve}
+STRATEGIES: dict[str, Callable] = {"greedy": search_greedy, "sieve": search_sieve, "uniform": search_uniform}
 DEFAULT_STRATEGY = "greedy"
 ALGORITHM_VERSION = "1"  # bump when a strategy changes, so stale cached outcomes are not replayed
 

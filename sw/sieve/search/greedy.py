@@ -34,6 +34,7 @@ ROUNDS = 3
 LOOKAHEAD = 1       # widths tried below the first failing one
 LOOKAHEAD_BIG = 2   # ... for a tensor holding at least BIG_SHARE of all elements
 BIG_SHARE = 0.1
+SMALL_SHARE = 0.01  # tensors below this share of all elements are searched together as one group
 
 
 def _ladders(ctx: SearchContext) -> dict[str, list[Candidate]]:
@@ -44,30 +45,71 @@ def _ladders(ctx: SearchContext) -> dict[str, list[Candidate]]:
     return out
 
 
-def _greedy_pass(ctx: SearchContext, sset, variant: str, ladders, trace, log) -> dict[str, Format]:
-    plan: dict[str, Format] = {}
-    level = {"weight": START_ERROR, "activation": START_ERROR}
+class _Unit:
+    """What one width walk decides: a single tensor, or a group of small tensors that move
+    together (each takes its cheapest ladder format within a shared relative-error level)."""
+
+    def __init__(self, infos, ladders, levels=None):
+        self.infos = infos
+        self.elements = sum(i.elements for i in infos)
+        if levels is None:  # single tensor: its own ladder
+            self.steps = [{infos[0].name: c} for c in ladders[infos[0].name]]
+        else:
+            self.steps = []
+            for level in levels:
+                step = {}
+                for info in infos:
+                    cand = next((c for c in ladders[info.name] if c.rel_error <= level), None)
+                    if cand is not None:
+                        step[info.name] = cand
+                if len(step) == len(infos) and (not self.steps or step != self.steps[-1]):
+                    self.steps.append(step)
+        self.checkpoint = infos[0].module_name if len(infos) == 1 else None
+
+    def rel_error(self, i: int) -> float:
+        return max(c.rel_error for c in self.steps[i].values())
+
+    def formats(self, i: int) -> dict[str, Format]:
+        return {name: c.fmt for name, c in self.steps[i].items()}
+
+
+def _units(ctx: SearchContext, ladders) -> list[_Unit]:
+    """Tensors in the order they choose: most elements first; the small ones as one last group."""
     position = {info.name: k for k, info in enumerate(ctx.infos)}
     total = sum(info.elements for info in ctx.infos)
-    # the tensors holding the most bits choose first, while the accuracy budget is still whole
-    for info in sorted(ctx.infos, key=lambda i: (-i.elements, position[i.name])):
-        lad = ladders[info.name]
-        cache: dict[int, bool] = {len(lad): True}  # index len(lad) = fp32: the current plan, passed
+    order = sorted(ctx.infos, key=lambda i: (-i.elements, position[i.name]))
+    big = [i for i in order if i.elements >= SMALL_SHARE * total]
+    small = sorted((i for i in order if i.elements < SMALL_SHARE * total), key=lambda i: position[i.name])
+    units = [_Unit([i], ladders) for i in big]
+    if small:
+        units.append(_Unit(small, ladders, levels=[2.0 ** (-k / 2) for k in range(4, 61)]))
+    return units
+
+
+def _greedy_pass(ctx: SearchContext, sset, variant: str, units: list[_Unit], trace, log) -> dict[str, Format]:
+    plan: dict[str, Format] = {}
+    level = {"weight": START_ERROR, "activation": START_ERROR, "group": START_ERROR}
+    total = sum(info.elements for info in ctx.infos)
+    for unit in units:
+        kind = unit.infos[0].kind if len(unit.infos) == 1 else "group"
+        n = len(unit.steps)
+        cache: dict[int, bool] = {n: True}  # index n = fp32: the current plan, which passed
 
         def ok(i: int) -> bool:
             if i not in cache:
-                out = ctx.evaluate({**plan, info.name: lad[i].fmt}, sset, variant, checkpoint=info.module_name)
+                out = ctx.evaluate({**plan, **unit.formats(i)}, sset, variant, checkpoint=unit.checkpoint)
                 cache[i] = out.passed
-                trace.append({"variant": variant, "set": sset.size, "tensor": info.name,
-                              "format": str(lad[i].fmt), "passed": out.passed, "evaluated": out.evaluated})
+                trace.append({"variant": variant, "set": sset.size, "tensor": ",".join(i.name for i in unit.infos),
+                              "format": ",".join(str(f) for f in unit.formats(i).values()),
+                              "passed": out.passed, "evaluated": out.evaluated})
             return cache[i]
 
-        guess = next((i for i, c in enumerate(lad) if c.rel_error <= level[info.kind]), len(lad))
+        guess = next((i for i in range(n) if unit.rel_error(i) <= level[kind]), n)
         i = guess
         if ok(i):
             # walk down; accuracy is not strictly monotone in width, so look past a failure
             # (further for the tensors holding the most elements)
-            look = LOOKAHEAD_BIG if info.elements >= BIG_SHARE * total else LOOKAHEAD
+            look = LOOKAHEAD_BIG if unit.elements >= BIG_SHARE * total else LOOKAHEAD
             j = i - 1
             while j >= 0 and j >= i - look:
                 if ok(j):
@@ -77,17 +119,18 @@ def _greedy_pass(ctx: SearchContext, sset, variant: str, ladders, trace, log) ->
             while not ok(i + 1):
                 i += 1
             i += 1
-        if i < len(lad):
-            plan[info.name] = lad[i].fmt
-            level[info.kind] = max(lad[i].rel_error, 1e-30)
+        if i < n:
+            plan.update(unit.formats(i))
+            level[kind] = max(unit.rel_error(i), 1e-30)
         if log is not None:
-            log(f"  [{variant}, {sset.size} images] {info.name} ({info.elements:,}): {plan.get(info.name, 'fp32')}")
+            chosen = ", ".join(f"{info.name}={plan.get(info.name, 'fp32')}" for info in unit.infos)
+            log(f"  [{variant}, {sset.size} images] {chosen}")
     return plan
 
 
 def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_FRACTION):
     """Per-variant plans (each passes its target on the whole validation split) and a trace."""
-    ladders = _ladders(ctx)
+    units = _units(ctx, _ladders(ctx))
     plans: dict[str, dict[str, Format]] = {}
     trace: list[dict] = []
     size = min(ctx.n, max(ACTIVE_MIN, int(round(active_fraction * ctx.n))))
@@ -98,7 +141,7 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
             if round_ == ROUNDS - 1:
                 active = list(range(ctx.n))
             sset = ctx.sample_set(active)
-            plan = _greedy_pass(ctx, sset, variant, ladders, trace, log)
+            plan = _greedy_pass(ctx, sset, variant, units, trace, log)
             if sset.size == ctx.n:
                 break  # every step was checked on the whole split: passes by construction
             check = ctx.evaluate(plan, ctx.full, variant, early=False)

@@ -1,0 +1,59 @@
+"""``--strategy uniform``: the best single format for every tensor (the baseline to beat).
+
+One signed format ``e<E>m<M>`` for every conv/linear weight and input, the bias set per
+tensor from its largest observed binade, no subnormals (the setting of the issue's quick
+CIFAR-10 measurement).  Widths are tried from small to large, every exponent width at each
+width, each on the whole validation split; each variant takes the narrowest format meeting its
+target (ties: the more accurate one).
+"""
+
+from __future__ import annotations
+
+from ..cfloat import Format
+from .context import VARIANTS, SearchContext
+from .formats import cover_format
+
+__all__ = ["search_uniform", "uniform_plan"]
+
+MIN_WIDTH, MAX_WIDTH = 3, 16
+
+
+def uniform_plan(ctx: SearchContext, exp_bits: int, man_bits: int) -> dict[str, Format]:
+    plan = {}
+    for info in ctx.infos:
+        top = cover_format(ctx.histograms[info.name], man_bits)  # bias from the largest binade
+        bias = (1 << exp_bits) - 1 - (top.max_exponent)
+        bias = min(max(bias, (1 << exp_bits) - 1 - 127), 127)
+        plan[info.name] = Format(exp_bits, man_bits, bias)
+    return plan
+
+
+def _meets(ctx: SearchContext, variant: str, out) -> bool:
+    if variant == "exact":
+        return out.agree == ctx.n
+    return out.correct >= ctx.need(variant)
+
+
+def search_uniform(ctx: SearchContext, log=None):
+    plans: dict[str, dict[str, Format]] = {v: {} for v in VARIANTS}  # fp32 when nothing fits
+    trace: list[dict] = []
+    todo = set(VARIANTS)
+    for width in range(MIN_WIDTH, MAX_WIDTH + 1):
+        found: dict[str, tuple] = {}
+        for exp_bits in range(2, min(8, width - 1) + 1):
+            man_bits = width - 1 - exp_bits
+            plan = uniform_plan(ctx, exp_bits, man_bits)
+            out = ctx.evaluate(plan, ctx.full, "measure", early=False)
+            trace.append({"tensor": "*", "format": f"e{exp_bits}m{man_bits}",
+                          "normalized_val_accuracy": out.correct / ctx.base_correct, "agreement": out.agree / ctx.n})
+            for v in todo:
+                if _meets(ctx, v, out) and (v not in found or out.correct > found[v][0]):
+                    found[v] = (out.correct, plan)
+        for v, (_, plan) in found.items():
+            plans[v] = plan
+            todo.discard(v)
+            if log is not None:
+                log(f"  [{v}] uniform e{next(iter(plan.values())).exp_bits}m{next(iter(plan.values())).man_bits}")
+        if not todo:
+            break
+    return plans, trace

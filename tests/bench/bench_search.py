@@ -1,0 +1,130 @@
+"""Benchmark ``search``: cost and compression of the per-layer search, against its peers in one run.
+
+* Search cost in units of one fp32 pass over the same validation split (``search_seconds /
+  fp32_pass_seconds``, both measured in the run) for resnet20 on CIFAR-10: the default
+  strategy (target <= 30x) next to the dissertation's ``sieve`` strategy.
+* Compression (element-weighted mean bits of weights + activations) of the *accurate* variant
+  for lenet5 on Fashion-MNIST (target <= 4.0) and resnet20 (target <= 7.0), with its
+  normalized test accuracy, next to ``sieve`` and the best single uniform format.
+
+Every search starts fresh (no replayed outcomes).  Writes ``out_dir/search.json`` and
+``out_dir/search.md``; each search's plan.json and report.md go to ``out_dir/search/<model>-<strategy>/``.
+Environment knobs (defaults in brackets): ``SIEVE_BENCH_LENET_VAL`` [all 5000],
+``SIEVE_BENCH_RESNET_VAL`` [2000], ``SIEVE_BENCH_RESNET_TEST`` [all 5000].
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from sieve.errors import SieveError
+from sieve.io_utils import write_json, write_text
+
+STRATEGIES = ("greedy", "sieve", "uniform")
+TARGET_BITS = {"lenet5": 4.0, "resnet20": 7.0}
+TARGET_COST = {"resnet20": 30.0}
+
+
+def _env_int(name: str, default: int | None) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _cases(quick: bool) -> list[tuple[str, int | None, int | None]]:
+    if quick:
+        return [("lenet5", 1000, 2000)]
+    return [("lenet5", _env_int("SIEVE_BENCH_LENET_VAL", None), None),
+            ("resnet20", _env_int("SIEVE_BENCH_RESNET_VAL", 2000), _env_int("SIEVE_BENCH_RESNET_TEST", None))]
+
+
+def _summary(doc: dict) -> dict:
+    out = {"search_seconds": round(doc["search_seconds"], 1), "evaluations": doc["evaluations"],
+           "cost_fp32_passes": round(doc["cost"]["search_fp32_passes"], 1),
+           "fp32_pass_seconds": round(doc["cost"]["fp32_pass_seconds"], 3),
+           "val_images": doc["cost"]["val_images"], "test_images": doc["cost"]["test_images"],
+           "baseline": doc["baseline"], "variants": {}}
+    for name, v in doc["variants"].items():
+        out["variants"][name] = {k: v[k] for k in ("mean_bits", "mean_bits_weights", "mean_bits_activations",
+                                                   "compression_ratio", "val_accuracy", "test_accuracy",
+                                                   "normalized_val_accuracy", "normalized_test_accuracy",
+                                                   "meets_target")}
+        formats = sorted({t["format"] for t in v["tensors"]})
+        out["variants"][name]["formats"] = formats if len(formats) <= 3 else f"{len(formats)} distinct"
+    return out
+
+
+def run(out_dir: Path, quick: bool) -> dict:
+    from sieve import zoo
+    from sieve.search import run_search
+
+    torch.set_num_threads(1)
+    results: dict = {"models": {}, "skipped": {}}
+    for model_name, val, test in _cases(quick):
+        try:
+            model, data = zoo.load(model_name, val=val, test=test)
+        except SieveError as exc:
+            results["skipped"][model_name] = str(exc)
+            print(f"   skip {model_name}: {exc}", flush=True)
+            continue
+        per = {}
+        for strategy in STRATEGIES:
+            where = out_dir / "search" / f"{model_name}-{strategy}"
+            shutil.rmtree(where / "cache", ignore_errors=True)  # fresh: cost must not include replays
+            print(f"   {model_name} / {strategy} ...", flush=True)
+            doc = run_search(model, data, model_name=model_name, strategy=strategy, out_dir=where,
+                             progress=False, threads=1)
+            per[strategy] = _summary(doc)
+            acc = per[strategy]["variants"]["accurate"]
+            print(f"   {model_name} / {strategy}: accurate {acc['mean_bits']:.2f} bits, normalized test "
+                  f"{acc['normalized_test_accuracy']:.2%}, cost {per[strategy]['cost_fp32_passes']}x fp32, "
+                  f"{per[strategy]['evaluations']} evaluations, {per[strategy]['search_seconds']} s", flush=True)
+        bits = {s: per[s]["variants"]["accurate"]["mean_bits"] for s in STRATEGIES}
+        best_peer = min(("sieve", "uniform"), key=lambda s: bits[s])
+        per["comparison"] = {
+            "accurate_mean_bits": bits,
+            "target_mean_bits": TARGET_BITS.get(model_name),
+            "greedy_meets_bits_target": bits["greedy"] <= TARGET_BITS.get(model_name, float("inf")),
+            "greedy_normalized_test_accuracy": per["greedy"]["variants"]["accurate"]["normalized_test_accuracy"],
+            "greedy_test_at_least_100pct": per["greedy"]["variants"]["accurate"]["normalized_test_accuracy"] >= 1.0,
+            "winner": min(STRATEGIES, key=lambda s: bits[s]),
+            "greedy_vs_best_peer": f"{bits[best_peer] / bits['greedy']:.2f}x fewer bits than {best_peer}",
+            "cost_fp32_passes": {s: per[s]["cost_fp32_passes"] for s in STRATEGIES},
+            "cost_target": TARGET_COST.get(model_name),
+            "sieve_cost_over_greedy": round(per["sieve"]["cost_fp32_passes"] / max(1e-9, per["greedy"]["cost_fp32_passes"]), 1),
+        }
+        results["models"][model_name] = per
+    write_json(out_dir / "search.json", results)
+    write_text(out_dir / "search.md", _markdown(results))
+    return results
+
+
+def _markdown(results: dict) -> str:
+    lines = ["# Search benchmark", "",
+             "Accurate variant = normalized validation accuracy >= 100 % (by construction for `greedy`; "
+             "measured honestly for `sieve` and `uniform`). Cost = search wall time / one fp32 pass over the "
+             "same validation split, single thread, fresh cache.", "",
+             "| model | strategy | variant | mean bits (w / a / all) | normalized val | normalized test | meets target | cost (fp32 passes) | evaluations | seconds |",
+             "|---|---|---|---|---:|---:|---|---:|---:|---:|"]
+    for model, per in results["models"].items():
+        for s in STRATEGIES:
+            for vname, v in per[s]["variants"].items():
+                lines.append(f"| {model} | {s} | {vname} | {v['mean_bits_weights']:.2f} / {v['mean_bits_activations']:.2f} / "
+                             f"**{v['mean_bits']:.2f}** | {v['normalized_val_accuracy']:.2%} | {v['normalized_test_accuracy']:.2%} | "
+                             f"{'yes' if v['meets_target'] else 'no'} | {per[s]['cost_fp32_passes']} | {per[s]['evaluations']} | "
+                             f"{per[s]['search_seconds']} |")
+    lines += ["", "## Verdict", ""]
+    for model, per in results["models"].items():
+        c = per["comparison"]
+        lines.append(f"- **{model}**: accurate mean bits greedy {c['accurate_mean_bits']['greedy']:.2f} "
+                     f"(target <= {c['target_mean_bits']}, {'met' if c['greedy_meets_bits_target'] else 'MISSED'}; "
+                     f"normalized test {c['greedy_normalized_test_accuracy']:.2%}), sieve {c['accurate_mean_bits']['sieve']:.2f}, "
+                     f"uniform {c['accurate_mean_bits']['uniform']:.2f}: winner {c['winner']}, greedy {c['greedy_vs_best_peer']}. "
+                     f"Cost greedy {c['cost_fp32_passes']['greedy']}x vs sieve {c['cost_fp32_passes']['sieve']}x fp32 passes"
+                     + (f" (target <= {c['cost_target']}x)" if c.get("cost_target") else "") + ".")
+    for model, why in results["skipped"].items():
+        lines.append(f"- {model}: skipped ({why})")
+    return "\n".join(lines) + "\n"
