@@ -1,0 +1,71 @@
+"""``sieve export`` (compressed ONNX of a searched model) and ``sieve inspect`` (what a file stores)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import SieveError
+
+VARIANTS = ("accurate", "approximate", "exact")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="write a compressed ONNX file (packed weights, rounded activations)")
+    p.add_argument("--model", required=True, help="zoo model name, e.g. lenet5 or resnet20")
+    p.add_argument("--plan", help="plan.json from `sieve search` (default build/search/MODEL/plan.json)")
+    p.add_argument("--variant", default="accurate", choices=VARIANTS, help="which plan variant (default accurate)")
+    p.add_argument("--out", required=True, help="output .onnx file")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--fp32", action="store_true", help="the uncompressed fp32 reference (plan ignored)")
+    mode.add_argument("--weights-only", action="store_true", help="packed weights, activations left in fp32")
+    p.add_argument("--data", help="dataset path for the model (default: the model's default)")
+    p.add_argument("--weights", help="weights file for the model (default: the model's default)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run_export)
+
+    q = sub.add_parser("inspect", help="list the compressed tensors of a SIEVE ONNX file")
+    q.add_argument("file", help="an .onnx file written by `sieve export`")
+    q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    q.set_defaults(func=run_inspect)
+
+
+def run_export(args) -> int:
+    from .. import zoo
+    from ..export.exporter import export_onnx
+    from ..export.plan_file import read_plan
+
+    mode = "fp32" if args.fp32 else "weights-only" if args.weights_only else "full"
+    zoo.spec(args.model)  # unknown model -> clear error before anything slow
+    plan, elements = {}, None
+    if mode != "fp32":
+        plan_path = Path(args.plan or f"build/search/{args.model}/plan.json")
+        plan, elements = read_plan(plan_path, args.variant, args.model)
+    model, _ = zoo.load(args.model, data=args.data, weights=args.weights, val=1, test=1)
+    shape = tuple(zoo.model_info(args.model)["input_shape"])
+    result = export_onnx(model, plan, args.out, shape, mode=mode, model_name=args.model,
+                         variant=args.variant if mode != "fp32" else "", elements=elements, progress=True)
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
+    weights = [t for t in result.tensors if t.kind == "weight"]
+    acts = [t for t in result.tensors if t.kind == "activation"]
+    stored = sum(t.bytes_stored for t in weights)
+    fp32 = sum(t.bytes_fp32 for t in weights)
+    print(f"wrote {result.path}: {result.file_bytes:,} bytes, opset {result.opset}, mode {mode}")
+    if weights:
+        print(f"  {len(weights)} packed weights: {stored:,} bytes stored vs {fp32:,} as fp32 ({fp32 / stored:.2f}x)")
+    if acts:
+        print(f"  {len(acts)} activations rounded in the graph")
+    return 0
+
+
+def run_inspect(args) -> int:
+    from ..export.inspect import format_table, inspect_onnx
+
+    info = inspect_onnx(args.file)
+    print(json.dumps(info, indent=2) if args.json else format_table(info))
+    return 0
+
+
+__all__ = ["register", "run_export", "run_inspect", "SieveError"]

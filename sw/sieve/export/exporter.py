@@ -1,0 +1,265 @@
+"""Torch model + plan -> standard ONNX file that stores packed custom-float weights.
+
+The model is exported once in fp32 with PyTorch's TorchScript exporter (it keeps parameter names
+such as ``conv1.weight`` as initializer names and, with ``TrainingMode.PRESERVE``, does not fold
+BatchNorm into the convolution weights the plan refers to).  The graph is then edited with
+``onnx.helper``: each planned weight initializer is replaced by its packed codes plus a decode
+subgraph producing a tensor of the same name, and a rounding subgraph is inserted in front of the
+activation input of each planned Conv/Gemm/MatMul.  Nothing is written unless the whole model
+validates (``onnx.checker`` full check); the file appears atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+
+from .. import __version__
+from ..cfloat import Format
+from ..errors import SieveError
+from ..io_utils import atomic_path
+from .onnx_graph import (ACTIVATION_OPSET, WEIGHT_OPSET, GraphBuilder, add_rounding, add_weight_decode,
+                         rounding_method)
+
+__all__ = ["MODES", "TensorEntry", "ExportResult", "quantizable_names", "check_plan", "export_onnx",
+           "build_model", "METADATA_KEY"]
+
+MODES = ("full", "weights-only", "fp32")
+METADATA_KEY = "sieve.tensors"
+_LAYERS = (torch.nn.Conv2d, torch.nn.Linear)
+_CONSUMERS = ("Conv", "Gemm", "MatMul")
+
+
+@dataclass
+class TensorEntry:
+    """One planned tensor as stored in the file (also the JSON in the model's metadata)."""
+
+    name: str
+    kind: str            # "weight" or "activation"
+    format: str
+    elements: int        # weight: numel; activation: numel per image
+    bytes_stored: int    # packed bytes for a weight; 0 for an activation (nothing stored)
+    bytes_fp32: int      # 4 * elements
+    method: str          # weight: "table"/"arithmetic"; activation: "veltkamp"/"integer"
+    tensor: str          # the decoded (weight) or rounded (activation) tensor name in the graph
+    packed: str = ""     # initializer with the packed codes (weights)
+    source: str = ""     # the fp32 tensor an activation rounding reads
+
+
+@dataclass
+class ExportResult:
+    path: str
+    mode: str
+    opset: int
+    file_bytes: int
+    tensors: list[TensorEntry] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "mode": self.mode, "opset": self.opset, "file_bytes": self.file_bytes,
+                "tensors": [asdict(t) for t in self.tensors]}
+
+
+def quantizable_names(model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[str, int]]:
+    """``{tensor name: (kind, elements)}`` for every Conv2d/Linear weight and input (contracts.md)."""
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, _LAYERS)}
+    sizes: dict[str, int] = {}
+    hooks = [m.register_forward_pre_hook(
+        lambda mod, args, _n=name: sizes.__setitem__(_n, int(args[0][0].numel())))
+        for name, m in layers.items()]
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape)))
+    finally:
+        for h in hooks:
+            h.remove()
+    out: dict[str, tuple[str, int]] = {}
+    for name, m in layers.items():
+        out[f"{name}.weight"] = ("weight", int(m.weight.numel()))
+        if name in sizes:
+            out[f"{name}.input"] = ("activation", sizes[name])
+    return out
+
+
+def check_plan(known: dict[str, tuple[str, int]], plan: dict[str, Format],
+               elements: dict[str, int] | None = None, model_name: str = "the model") -> None:
+    """Raise one SieveError line listing every way ``plan`` does not fit the model."""
+    problems = []
+    unknown = sorted(n for n in plan if n not in known)
+    if unknown:
+        problems.append(f"not in the model: {', '.join(unknown)}")
+    bad_type = sorted(n for n, f in plan.items() if not isinstance(f, Format))
+    if bad_type:
+        problems.append(f"not a Format: {', '.join(bad_type)}")
+    if elements:
+        wrong = [f"{n} (plan {e}, model {known[n][1]})" for n, e in sorted(elements.items())
+                 if n in known and int(e) != known[n][1]]
+        if wrong:
+            problems.append(f"element counts differ: {', '.join(wrong)}")
+    if problems:
+        example = ", ".join(list(known)[:4])
+        raise SieveError(f"plan does not match {model_name}: {'; '.join(problems)} "
+                         f"(the model's tensors are named like {example}, ...); search this model again")
+
+
+def _torch_to_onnx(model: torch.nn.Module, input_shape: tuple[int, ...]) -> onnx.ModelProto:
+    """fp32 ONNX of ``model`` with parameter names kept and a dynamic batch axis."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (torch.zeros((1, *input_shape)),), buf, dynamo=False, export_params=True,
+            do_constant_folding=False, keep_initializers_as_inputs=False, opset_version=WEIGHT_OPSET,
+            training=torch.onnx.TrainingMode.PRESERVE, input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    proto = onnx.load_from_string(buf.getvalue())
+    _materialize_aliases(proto.graph)
+    return proto
+
+
+def _materialize_aliases(graph: onnx.GraphProto) -> None:
+    """Turn ``Identity(initializer)`` aliases (the exporter deduplicates equal parameters) into
+    initializers of their own, so every parameter name is an initializer that can be replaced alone."""
+    inits = {t.name: t for t in graph.initializer}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            graph.initializer.append(copy)
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def _consumer(graph: onnx.GraphProto, weight: str) -> int:
+    """Index of the Conv/Gemm/MatMul node that uses ``weight`` (directly or via Transpose/Identity)."""
+    names = {weight}
+    for _ in range(4):  # follow short chains of layout ops
+        for index, node in enumerate(graph.node):
+            if node.op_type in _CONSUMERS and len(node.input) > 1 and node.input[1] in names:
+                return index
+        names |= {o for node in graph.node if node.op_type in ("Transpose", "Identity")
+                  and node.input[0] in names for o in node.output}
+    raise SieveError(f"cannot find the Conv/Gemm/MatMul that uses {weight} in the exported graph; "
+                     "the layer must be an nn.Conv2d or nn.Linear called in forward()")
+
+
+def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tuple[int, ...],
+                mode: str = "full", model_name: str = "model", variant: str = "",
+                elements: dict[str, int] | None = None, progress: bool = False
+                ) -> tuple[onnx.ModelProto, list[TensorEntry]]:
+    """The edited ONNX model and what it stores (no file is written)."""
+    if mode not in MODES:
+        raise SieveError(f"unknown export mode {mode!r}; use one of {', '.join(MODES)}")
+    model = model.eval()
+    known = quantizable_names(model, input_shape)
+    check_plan(known, plan, elements, model_name)
+    proto = _torch_to_onnx(model, input_shape)
+    graph = proto.graph
+    entries: list[TensorEntry] = []
+    b = GraphBuilder()
+    params = dict(model.named_parameters())
+    weights = [n for n in plan if known[n][0] == "weight"] if mode != "fp32" else []
+    acts = [n for n in plan if known[n][0] == "activation"] if mode == "full" else []
+    todo = [*weights, *acts]
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo), desc="export", unit="tensor", leave=False)
+
+    # weights: initializer -> packed codes + decode nodes producing the same tensor name
+    inits = {t.name: t for t in graph.initializer}
+    decoded: set[str] = set()
+    for name in weights:
+        if name not in inits:
+            raise SieveError(f"the exported graph has no initializer {name}; cannot compress it")
+        fmt = plan[name]
+        value = params[name].detach().cpu().numpy().astype(np.float32)
+        onnx_value = numpy_helper.to_array(inits[name])
+        if onnx_value.shape != value.shape:
+            raise SieveError(f"{name}: ONNX shape {onnx_value.shape} differs from the model's {value.shape}")
+        rec = add_weight_decode(b, name, value, fmt, original_name=name)
+        decoded.add(name)
+        entries.append(TensorEntry(name, "weight", str(fmt), rec.elements, rec.bytes_stored,
+                                   4 * rec.elements, rec.method, name, rec.packed))
+        if bar:
+            bar.update()
+    decode_nodes = list(b.nodes)
+    b.nodes.clear()
+
+    # activations: rounding nodes right before each planned layer
+    before: dict[int, list[onnx.NodeProto]] = {}
+    for name in acts:
+        layer = name[: -len(".input")]
+        index = _consumer(graph, f"{layer}.weight")
+        node = graph.node[index]
+        fmt = plan[name]
+        rounded = f"{name}.rounded"
+        source = node.input[0]
+        try:
+            add_rounding(b, source, rounded, fmt, original_name=name)
+        except ValueError as exc:
+            raise SieveError(f"{name}: {exc}") from exc
+        method = rounding_method(fmt)
+        node.input[0] = rounded
+        before.setdefault(index, []).extend(b.nodes)
+        b.nodes.clear()
+        entries.append(TensorEntry(name, "activation", str(fmt), known[name][1], 0, 4 * known[name][1],
+                                   method, rounded, source=source))
+        if bar:
+            bar.update()
+    if bar:
+        bar.close()
+
+    nodes = list(decode_nodes)
+    for index, node in enumerate(graph.node):
+        nodes.extend(before.get(index, []))
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    kept = [t for t in graph.initializer if t.name not in decoded]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + b.initializers)
+
+    opset = ACTIVATION_OPSET if acts else WEIGHT_OPSET
+    del proto.opset_import[:]
+    proto.opset_import.extend([helper.make_opsetid("", opset)])
+    proto.producer_name = "sieve"
+    proto.producer_version = __version__
+    proto.doc_string = (f"SIEVE export of {model_name} ({variant or 'no plan'}, mode {mode}): "
+                        f"{len(weights)} packed weights, {len(acts)} rounded activations")
+    meta = {"sieve.model": model_name, "sieve.variant": variant, "sieve.mode": mode,
+            METADATA_KEY: json.dumps([asdict(e) for e in entries])}
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:  # a bug here, not the user's
+        raise SieveError(f"the edited ONNX graph failed validation: {str(exc).splitlines()[0]}") from exc
+    return proto, entries
+
+
+def export_onnx(model: torch.nn.Module, plan: dict[str, Format], out: str | Path,
+                input_shape: tuple[int, ...], mode: str = "full", model_name: str = "model",
+                variant: str = "", elements: dict[str, int] | None = None,
+                progress: bool = False) -> ExportResult:
+    """Write the ONNX file for ``model`` under ``plan`` (``mode``: full, weights-only or fp32)."""
+    proto, entries = build_model(model, plan, input_shape, mode, model_name, variant, elements, progress)
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise SieveError(f"output file {out} should end in .onnx")
+    with atomic_path(out) as tmp:
+        onnx.save_model(proto, str(tmp))
+    opset = proto.opset_import[0].version
+    return ExportResult(str(out), mode, opset, out.stat().st_size, entries)

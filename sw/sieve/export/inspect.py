@@ -1,0 +1,91 @@
+"""``sieve inspect FILE.onnx``: what a SIEVE export stores, read back from the file itself.
+
+The list comes from the model's ``sieve.tensors`` metadata; the bytes stored are measured on the
+packed initializers actually present, so a file edited by another tool cannot misreport.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+
+from ..cfloat import Format, FormatError
+from ..errors import SieveError
+from .exporter import METADATA_KEY
+
+__all__ = ["inspect_onnx", "format_table"]
+
+
+def inspect_onnx(path: str | Path) -> dict:
+    """Every compressed tensor of a SIEVE ONNX file: format, elements, bytes stored, bytes as fp32."""
+    path = Path(path)
+    if not path.is_file():
+        raise SieveError(f"{path} does not exist; give an .onnx file written by `sieve export`")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises several types for a corrupt file
+        raise SieveError(f"cannot read {path} as ONNX ({exc}); is it an .onnx file?") from exc
+    meta = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in meta:
+        raise SieveError(f"{path} has no SIEVE metadata ('{METADATA_KEY}'); it was not written by `sieve export`")
+    try:
+        entries = json.loads(meta[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise SieveError(f"{path}: the '{METADATA_KEY}' metadata is not valid JSON ({exc})") from exc
+    inits = {t.name: t for t in model.graph.initializer}
+    rows = []
+    for e in entries:
+        try:
+            fmt = Format.parse(e["format"])
+        except (FormatError, KeyError) as exc:
+            raise SieveError(f"{path}: bad tensor record {e!r} ({exc})") from exc
+        stored = 0
+        if e["kind"] == "weight":
+            packed = inits.get(e.get("packed", ""))
+            if packed is None:
+                raise SieveError(f"{path}: packed initializer {e.get('packed')!r} of {e['name']} is missing")
+            stored = len(packed.raw_data)
+            expected = (e["elements"] * fmt.width + 7) // 8
+            if stored != expected:
+                raise SieveError(f"{path}: {e['name']} stores {stored} bytes, {e['elements']} codes of "
+                                 f"{fmt.width} bits need {expected}")
+        rows.append({"name": e["name"], "kind": e["kind"], "format": str(fmt), "bits": fmt.width,
+                     "elements": e["elements"], "bytes_stored": stored, "bytes_fp32": 4 * e["elements"],
+                     "method": e.get("method", "")})
+    weights = [r for r in rows if r["kind"] == "weight"]
+    stored = sum(r["bytes_stored"] for r in weights)
+    fp32 = sum(r["bytes_fp32"] for r in weights)
+    elements = sum(r["elements"] for r in weights)
+    return {
+        "path": str(path),
+        "file_bytes": path.stat().st_size,
+        "model": meta.get("sieve.model", ""),
+        "variant": meta.get("sieve.variant", ""),
+        "mode": meta.get("sieve.mode", ""),
+        "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0),
+        "tensors": rows,
+        "weights": {"count": len(weights), "elements": elements, "bytes_stored": stored, "bytes_fp32": fp32,
+                    "mean_bits": (8.0 * stored / elements) if elements else 32.0,
+                    "ratio": (fp32 / stored) if stored else 1.0},
+    }
+
+
+def format_table(info: dict) -> str:
+    """The inspection as an aligned text table with a totals line."""
+    lines = [f"{info['path']}: model {info['model'] or '?'}, variant {info['variant'] or '-'}, mode {info['mode']},"
+             f" opset {info['opset']}, {info['file_bytes']:,} bytes"]
+    if not info["tensors"]:
+        lines.append("no compressed tensors (fp32 reference)")
+        return "\n".join(lines)
+    width = max(len(r["name"]) for r in info["tensors"])
+    lines.append(f"{'tensor':<{width}}  {'kind':<10} {'format':<22} {'elements':>10} {'bytes stored':>13}"
+                 f" {'bytes fp32':>11}  method")
+    for r in info["tensors"]:
+        lines.append(f"{r['name']:<{width}}  {r['kind']:<10} {r['format']:<22} {r['elements']:>10,}"
+                     f" {r['bytes_stored']:>13,} {r['bytes_fp32']:>11,}  {r['method']}")
+    w = info["weights"]
+    lines.append(f"weights: {w['count']} tensors, {w['elements']:,} elements, {w['bytes_stored']:,} bytes stored"
+                 f" vs {w['bytes_fp32']:,} as fp32 ({w['ratio']:.2f}x smaller, {w['mean_bits']:.2f} bits/weight)")
+    return "\n".join(lines)
