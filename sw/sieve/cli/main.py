@@ -20,6 +20,7 @@ COMMANDS = [
     "sieve.cli.quantize_cmd",
     "sieve.cli.models_cmd",
     "sieve.cli.search_cmd",
+    "sieve.cli.export_cmd",
 ]
 
 
