@@ -56,7 +56,7 @@ verify-exhaustive: setup
 	$(PY) -m sim.exhaustive --out build/verify
 
 cascade: setup
-	$(SIEVE) cascade --pool lenet5,convnet,$(or $(DEEP),deepnet) --target 1.0
+	$(SIEVE) cascade --pool $(or $(POOL),lenet5,convnet,minivgg) --target 1.0
 
 bench: setup
 	$(PY) -m tests.bench.run --out build/bench

@@ -19,6 +19,7 @@ COMMANDS = [
     "sieve.cli.format_cmd",
     "sieve.cli.quantize_cmd",
     "sieve.cli.models_cmd",
+    "sieve.cli.runtime_cmd",
     "sieve.cli.search_cmd",
     "sieve.cli.export_cmd",
 ]
