@@ -37,7 +37,8 @@ test-all: setup
 	$(PY) -m pytest -q -n $(JOBS)
 
 search: setup
-	$(SIEVE) search --model $(or $(MODEL),lenet5) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS))
+	$(SIEVE) search --model $(or $(MODEL),lenet5) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+	  $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(VAL),--val $(VAL))
 
 export: setup
 	$(SIEVE) export --model $(or $(MODEL),lenet5) --plan build/search/$(or $(MODEL),lenet5)/plan.json \

@@ -34,7 +34,9 @@ ROUNDS = 3
 LOOKAHEAD = 1       # widths tried below the first failing one
 LOOKAHEAD_BIG = 2   # ... for a tensor holding at least BIG_SHARE of all elements
 BIG_SHARE = 0.1
-SMALL_SHARE = 0.01  # tensors below this share of all elements are searched together as one group
+SMALL_SHARE = 0.01
+SEARCH_ORDER = ("accurate", "approximate", "exact")
+SEEDS = {"approximate": "accurate"}  # approximate tightens the accurate plan (which meets its target)  # tensors below this share of all elements are searched together as one group
 
 
 def _ladders(ctx: SearchContext) -> dict[str, list[Candidate]]:
@@ -86,14 +88,21 @@ def _units(ctx: SearchContext, ladders) -> list[_Unit]:
     return units
 
 
-def _greedy_pass(ctx: SearchContext, sset, variant: str, units: list[_Unit], trace, log) -> dict[str, Format]:
-    plan: dict[str, Format] = {}
+def _greedy_pass(ctx: SearchContext, sset, variant: str, units: list[_Unit], trace, log,
+                 seed: dict[str, Format] | None = None, hint: dict[str, Format] | None = None) -> dict[str, Format]:
+    """One greedy pass; ``seed`` (a plan that passes this target) makes it a tightening pass;
+    ``hint`` (the previous round's plan) supplies the first guess of each width walk."""
+    plan: dict[str, Format] = dict(seed or {})
     level = {"weight": START_ERROR, "activation": START_ERROR, "group": START_ERROR}
     total = sum(info.elements for info in ctx.infos)
     for unit in units:
         kind = unit.infos[0].kind if len(unit.infos) == 1 else "group"
         n = len(unit.steps)
-        cache: dict[int, bool] = {n: True}  # index n = fp32: the current plan, which passed
+        current = n  # index n = fp32
+        if seed is not None:
+            mine = {i.name: plan.get(i.name) for i in unit.infos}
+            current = next((k for k in range(n) if unit.formats(k) == mine), n)
+        cache: dict[int, bool] = {current: True}  # the current plan passed
 
         def ok(i: int) -> bool:
             if i not in cache:
@@ -104,21 +113,25 @@ def _greedy_pass(ctx: SearchContext, sset, variant: str, units: list[_Unit], tra
                               "passed": out.passed, "evaluated": out.evaluated})
             return cache[i]
 
-        guess = next((i for i in range(n) if unit.rel_error(i) <= level[kind]), n)
-        i = guess
-        if ok(i):
-            # walk down; accuracy is not strictly monotone in width, so look past a failure
-            # (further for the tensors holding the most elements)
-            look = LOOKAHEAD_BIG if unit.elements >= BIG_SHARE * total else LOOKAHEAD
-            j = i - 1
-            while j >= 0 and j >= i - look:
-                if ok(j):
-                    i = j
-                j -= 1
+        look = LOOKAHEAD_BIG if unit.elements >= BIG_SHARE * total else LOOKAHEAD
+        if seed is not None:
+            i = current  # tightening: only narrower widths are tried
         else:
-            while not ok(i + 1):
+            i = next((k for k in range(n) if unit.rel_error(k) <= level[kind]), n)
+            if hint is not None:
+                mine = {info.name: hint.get(info.name) for info in unit.infos}
+                i = next((k for k in range(n) if unit.formats(k) == mine), n)
+            if not ok(i):
+                while not ok(i + 1):
+                    i += 1
                 i += 1
-            i += 1
+                look = -1  # the next narrower width just failed
+        # walk down; accuracy is not strictly monotone in width, so look past a failure
+        j = i - 1
+        while j >= 0 and j >= i - 1 - look:
+            if ok(j):
+                i = j
+            j -= 1
         if i < n:
             plan.update(unit.formats(i))
             level[kind] = max(unit.rel_error(i), 1e-30)
@@ -135,13 +148,15 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
     trace: list[dict] = []
     size = min(ctx.n, max(ACTIVE_MIN, int(round(active_fraction * ctx.n))))
     base_active = sorted(range(ctx.n), key=lambda i: ctx.margin_rank[i])[:size]
-    for variant in VARIANTS:
+    for variant in SEARCH_ORDER:
+        seed = plans.get(SEEDS.get(variant, ""))
         active = list(base_active)
+        hint = None
         for round_ in range(ROUNDS):
             if round_ == ROUNDS - 1:
                 active = list(range(ctx.n))
             sset = ctx.sample_set(active)
-            plan = _greedy_pass(ctx, sset, variant, units, trace, log)
+            plan = _greedy_pass(ctx, sset, variant, units, trace, log, seed=seed, hint=hint)
             if sset.size == ctx.n:
                 break  # every step was checked on the whole split: passes by construction
             check = ctx.evaluate(plan, ctx.full, variant, early=False)
@@ -152,6 +167,7 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
             if log is not None:
                 log(f"  [{variant}] fails on the whole split ({len(check.mismatches)} flipped images); widening")
             active = sorted(set(active) | set(check.mismatches))
+            hint = plan
         plans[variant] = plan
     # a stricter variant's plan also meets a looser target: keep whichever holds fewer bits
     for looser, stricter in (("accurate", "exact"), ("approximate", "accurate")):
