@@ -145,6 +145,11 @@ def _ice40(variant: Variant, device: str, workdir: Path, settings: FlowSettings,
     if variant.design in settings.skip_pnr:
         out.update(fmax_mhz=None, pnr="skipped", pnr_reason="place and route not requested for this design")
         return out
+    bare = max(out["lut4"], out["ff"])  # the harness only adds to this lower bound
+    if bare > capacity:
+        out.update(fmax_mhz=None, pnr="skipped",
+                   pnr_reason=f"does not fit: the design alone needs >= {bare} logic cells, device has {capacity}")
+        return out
     netlist, wrapped = harness()
     out["harness"] = {**wrapped, "input_bits": iface.input_bits, "output_bits": iface.output_bits}
     need = max(wrapped["lut4"], wrapped["ff"])  # a lower bound on logic cells

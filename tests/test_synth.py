@@ -250,3 +250,12 @@ def test_cli_rejects_bad_fixed_format(capsys):
 
     assert main(["--fixed", "e9m99", "--out", "unused"]) == 2
     assert capsys.readouterr().err.startswith("error: bad --fixed format")
+
+
+def test_pnr_skipped_when_design_cannot_fit(tmp_path, monkeypatch):
+    from synth import nextpnr
+
+    monkeypatch.setitem(nextpnr.DEVICES, "hx8k", ("--hx8k", "ct256", 4))  # a 4-cell "device"
+    (rec,) = run_variant(Variant("adder"), writer(Adder, "adder"), tmp_path, FlowSettings(targets=("ice40-hx8k",)))
+    assert rec["status"] == "ok" and rec["pnr"] == "skipped" and "does not fit" in rec["pnr_reason"]
+    assert rec["fmax_mhz"] is None and not (tmp_path / "harness_ice40.json").exists()
