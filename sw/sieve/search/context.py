@@ -47,17 +47,31 @@ class Outcome:
 
 
 class SampleSet:
-    """A subset of the validation split in evaluation order (lowest fp32 margin first)."""
+    """A subset of the validation split in evaluation order (lowest fp32 margin first).
 
-    def __init__(self, ctx: "SearchContext", indices: Sequence[int], batch_size: int):
-        order = sorted(indices, key=lambda i: (ctx.margin_rank[i]))
+    It holds *covered* images (the lowest-margin ones, whose change is counted exactly) and
+    optionally a uniform random *sample* of the other images, whose net change is scaled up to
+    all of them: an unbiased estimate of what the images outside the covered part do.
+    """
+
+    def __init__(self, ctx: "SearchContext", covered: Sequence[int], sample: Sequence[int], batch_size: int):
+        covered_set = set(covered)
+        sample = [i for i in sample if i not in covered_set]
+        order = sorted(set(covered) | set(sample), key=lambda i: ctx.margin_rank[i])
+        sampled = set(sample)
         self.indices = torch.tensor(order, dtype=torch.long)
-        self.key = digest(*order)[:16]
+        self.is_sample = torch.tensor([i in sampled for i in order], dtype=torch.bool)
+        self.key = digest(*order, "|", *sorted(sampled))[:16]
         self.evaluator = PrefixEvaluator(ctx.model, ctx.images[self.indices], batch_size=batch_size)
         self.labels = ctx.labels[self.indices]
         self.ref_pred = ctx.fp32_pred[self.indices]
-        self.ref_correct = int((self.ref_pred == self.labels).sum())
+        ref_ok = self.ref_pred == self.labels
+        self.ref_correct_covered = int((ref_ok & ~self.is_sample).sum())
+        self.ref_correct_sample = int((ref_ok & self.is_sample).sum())
+        self.ref_correct = self.ref_correct_covered + self.ref_correct_sample
         self.size = len(order)
+        self.covered = self.size - len(sampled)
+        self.scale = (ctx.n - self.covered) / len(sampled) if sampled else 0.0
 
 
 class SearchContext:
@@ -105,11 +119,12 @@ class SearchContext:
         """Correct validation predictions a plan needs for ``accurate``/``approximate``."""
         return math.ceil(TARGETS[variant] * self.base_correct - 1e-9)
 
-    def sample_set(self, indices) -> SampleSet:
-        indices = list(indices)
+    def sample_set(self, covered, sample=()) -> SampleSet:
+        covered, sample = list(covered), list(sample)
+        size = len(set(covered) | set(sample))
         # small sets run in ~8 batches, so a failing candidate is dropped after a few images
-        batch = self.batch_size if len(indices) == self.n else min(self.batch_size, max(50, len(indices) // 8))
-        s = SampleSet(self, indices, batch)
+        batch = self.batch_size if size == self.n else min(self.batch_size, max(50, size // 8))
+        s = SampleSet(self, covered, sample, batch)
         if s.key not in self._sets:
             self._sets[s.key] = s
         return self._sets[s.key]
@@ -137,37 +152,48 @@ class SearchContext:
 
     def _judge(self, raw: dict, sset: SampleSet, criterion: str) -> Outcome:
         complete = raw["n"] == sset.size
-        est = raw["correct"] + self.base_correct - sset.ref_correct if complete else -1
+        est = -1
+        if complete:
+            est_f = (raw["correct_covered"] + self.base_correct - sset.ref_correct_covered
+                     + sset.scale * (raw["correct_sample"] - sset.ref_correct_sample))
+            est = math.floor(est_f + 1e-9)
         if criterion == "exact":
             passed = complete and raw["agree"] == sset.size
         elif criterion in ("accurate", "approximate"):
             passed = complete and est >= self.need(criterion)
         else:
             passed = complete
-        return Outcome(passed, raw["correct"], raw["agree"], raw["n"], complete, est, raw["mismatches"])
+        correct = raw["correct_covered"] + raw["correct_sample"]
+        return Outcome(passed, correct, raw["agree"], raw["n"], complete, est, raw["mismatches"])
 
     def _run(self, plan, sset: SampleSet, criterion: str, checkpoint, early: bool) -> dict:
         self.computed += 1
         need = self.need(criterion) if criterion in ("accurate", "approximate") else None
         bs = sset.evaluator.batch_size
-        stats = {"correct": 0, "agree": 0, "ref": 0, "n": 0}
+        stats = {"cc": 0, "cs": 0, "rc": 0, "rs": 0, "agree": 0, "n": 0}
 
         def on_batch(b: int, logits: torch.Tensor) -> bool:
             lo = b * bs
             pred = logits.argmax(1)
-            labels = sset.labels[lo:lo + len(pred)]
-            ref = sset.ref_pred[lo:lo + len(pred)]
-            stats["correct"] += int((pred == labels).sum())
+            hi = lo + len(pred)
+            ok = pred == sset.labels[lo:hi]
+            ref = sset.ref_pred[lo:hi]
+            ref_ok = ref == sset.labels[lo:hi]
+            samp = sset.is_sample[lo:hi]
+            stats["cc"] += int((ok & ~samp).sum())
+            stats["cs"] += int((ok & samp).sum())
+            stats["rc"] += int((ref_ok & ~samp).sum())
+            stats["rs"] += int((ref_ok & samp).sum())
             stats["agree"] += int((pred == ref).sum())
-            stats["ref"] += int((ref == labels).sum())
             stats["n"] += len(pred)
             if not early:
                 return True
             if criterion == "exact":
                 return stats["agree"] == stats["n"]
             remaining = sset.size - stats["n"]
-            tol = min(remaining, math.ceil(self.early_tolerance * remaining))
-            return stats["ref"] - stats["correct"] <= self.base_correct - need + tol
+            tol = min(remaining, math.ceil(self.early_tolerance * remaining)) + 2 * sset.scale
+            deficit = (stats["rc"] - stats["cc"]) + sset.scale * (stats["rs"] - stats["cs"])
+            return deficit <= self.base_correct - need + tol
 
         logits = sset.evaluator.run(plan, checkpoint=checkpoint, on_batch=on_batch)
         self.samples_run += len(logits)
@@ -177,4 +203,5 @@ class SearchContext:
         if not early and stats["n"] == sset.size:
             diff = torch.nonzero(logits.argmax(1) != sset.ref_pred).flatten()
             mismatches = sset.indices[diff].tolist()
-        return {"correct": stats["correct"], "agree": stats["agree"], "n": stats["n"], "mismatches": mismatches}
+        return {"correct_covered": stats["cc"], "correct_sample": stats["cs"], "agree": stats["agree"],
+                "n": stats["n"], "mismatches": mismatches}

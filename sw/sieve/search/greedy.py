@@ -5,8 +5,9 @@ How it beats the dissertation's search:
 * **Meets targets by construction.**  Tensors are fixed one at a time, each on top of the
   formats already fixed; a choice is kept only if the *combined* plan passes the
   variant's target, so the final plan is the last one that passed.  The per-tensor search runs
-  on an *active set* (the validation images with the smallest fp32 margin, assumed to be the
-  only ones that can flip); the final plan is then checked on the whole validation split and,
+  on an *active set*: the validation images with the smallest fp32 margin (counted exactly)
+  plus a random sample of the others whose net change is scaled up to all of them (an unbiased
+  estimate of what the many confident images do); the final plan is then checked on the whole validation split and,
   if it fails there, the images that flipped join the active set and the variant is searched
   again — the last round uses the whole split, where passing is exact.
 * **Fewer bits.**  Memory is weighted by elements (parameters, activation elements per image);
@@ -21,6 +22,8 @@ How it beats the dissertation's search:
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..cfloat import Format
 from .context import VARIANTS, SearchContext
 from .formats import Candidate, ladder, plan_bits
@@ -28,8 +31,9 @@ from .formats import Candidate, ladder, plan_bits
 __all__ = ["search_greedy"]
 
 START_ERROR = 2.0 ** -12  # first guess: relative error level of the first tensor of each kind
-ACTIVE_FRACTION = 0.2
-ACTIVE_MIN = 500
+ACTIVE_FRACTION = 0.15  # lowest-margin images counted exactly ...
+ACTIVE_MIN = 300
+SAMPLE_FRACTION = 0.1   # ... plus this share of the others, a random sample scaled up to all of them
 ROUNDS = 3
 LOOKAHEAD = 1       # widths tried below the first failing one
 LOOKAHEAD_BIG = 2   # ... for a tensor holding at least BIG_SHARE of all elements
@@ -147,7 +151,11 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
     plans: dict[str, dict[str, Format]] = {}
     trace: list[dict] = []
     size = min(ctx.n, max(ACTIVE_MIN, int(round(active_fraction * ctx.n))))
-    base_active = sorted(range(ctx.n), key=lambda i: ctx.margin_rank[i])[:size]
+    by_margin = sorted(range(ctx.n), key=lambda i: ctx.margin_rank[i])
+    base_active = by_margin[:size]
+    rest = by_margin[size:]
+    rng = np.random.default_rng(0)  # fixed: the same sample on every (resumed) run
+    sample = sorted(rng.choice(rest, size=min(len(rest), int(round(SAMPLE_FRACTION * len(rest)))), replace=False).tolist()) if rest else []
     for variant in SEARCH_ORDER:
         seed = plans.get(SEEDS.get(variant, ""))
         active = list(base_active)
@@ -155,7 +163,7 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
         for round_ in range(ROUNDS):
             if round_ == ROUNDS - 1:
                 active = list(range(ctx.n))
-            sset = ctx.sample_set(active)
+            sset = ctx.sample_set(active, sample if len(active) < ctx.n else ())
             plan = _greedy_pass(ctx, sset, variant, units, trace, log, seed=seed, hint=hint)
             if sset.size == ctx.n:
                 break  # every step was checked on the whole split: passes by construction
