@@ -32,7 +32,9 @@ def test_execute_matches_simulation(combine, stages):
             [Thresholds("score_margin", np.array([0.2]), False)] * (len(stages) - 2)
     pol = Policy(stages, rules, combine)
     sim_pred, sim_exit = simulate(pol, probs)
-    ex_pred, ex_exit, secs = execute(pol, models, x, batch_size=64)
+    timing = {}
+    ex_pred, ex_exit, secs = execute(pol, models, x, batch_size=64, timing=timing)
+    assert set(timing) == {"wall", "cpu"} and timing["wall"] == secs
     assert (sim_exit == ex_exit).all()
     assert (sim_pred == ex_pred).all()
     assert secs > 0
@@ -127,3 +129,20 @@ def test_chain_extremes_and_grid():
     flex = ensemble.fit_flexible(order, probs, y, lat, lam=10.0, points=12)
     assert flex.latency <= full.latency
     assert ensemble.fit_for_accuracy(order, probs, y, lat, len(y) + 1, points=6) is None
+
+
+def test_grid_search_equals_brute_force():
+    import itertools
+
+    probs, y, lat = _pool(seed=3, n=800)
+    order = ["small", "mid", "large"]
+    need = int(0.8 * len(y))
+    got = ensemble.fit_for_accuracy(order, probs, y, lat, need, points=8)
+    preds, confs = ensemble.stage_outputs([probs[m] for m in order], True, "score_margin")
+    best = None
+    for ts in itertools.product(*[ensemble._candidates(confs[i], 8) for i in range(2)]):
+        r = ensemble.evaluate_chain(ensemble.Chain(order, list(ts)), probs, y, lat)
+        if r.accuracy * len(y) >= need - 1e-6 and (best is None or r.latency < best.latency - 1e-12):
+            best = r
+    assert got.latency == pytest.approx(best.latency)
+    assert got.accuracy * len(y) >= need - 1e-6

@@ -127,14 +127,19 @@ def stream_order(labels: np.ndarray, run: int = 8, seed: int = 0) -> np.ndarray:
 
 def simulate_stream(recover: np.ndarray, correct_spec: np.ndarray, correct_cloud: np.ndarray,
                     c: Costs, mode: str, p_prior: float, history: bool = True,
-                    decay: float = 0.5) -> dict:
+                    window: int = 4, prior_weight: float = 2.0) -> dict:
     """Walk a stream of inputs and decide each one; totals per input.
 
     ``recover[i]``: the detector doubts input i's little answer; ``correct_spec[i]``: the
     speculative path (little, or recovery when doubted) is right; ``correct_cloud[i]``: big is right.
+    With ``history`` the recovery probability of the next input is estimated from the last
+    ``window`` speculated inputs, shrunk towards the calibrated rate ``p_prior`` with the weight
+    of ``prior_weight`` inputs; without it every input uses ``p_prior``.
     """
+    from collections import deque
+
     n = len(recover)
-    p = p_prior
+    recent: deque = deque(maxlen=window)
     energy = latency = right = offloaded = 0.0
     for i in range(n):
         if mode == "private":
@@ -142,7 +147,7 @@ def simulate_stream(recover: np.ndarray, correct_spec: np.ndarray, correct_cloud
             t = c.little_s + (c.big_local_s if recover[i] else 0.0)
             energy, latency, right = energy + e, latency + t, right + correct_spec[i]
             continue
-        est = p if history else p_prior
+        est = (prior_weight * p_prior + sum(recent)) / (prior_weight + len(recent)) if history else p_prior
         if mode == "mission-critical":
             speculate = c.little_s + est * c.cloud_s < c.cloud_s
         else:
@@ -152,11 +157,11 @@ def simulate_stream(recover: np.ndarray, correct_spec: np.ndarray, correct_cloud
             t = c.little_s + (c.cloud_s if recover[i] else 0.0)
             ok = correct_spec[i]
             offloaded += float(recover[i])
-            p = decay * p + (1 - decay) * float(recover[i])  # the history only learns from speculation
+            recent.append(float(recover[i]))
         else:
             e, t, ok = c.cloud_j, c.cloud_s, correct_cloud[i]
             offloaded += 1.0
-            p = decay * p + (1 - decay) * p_prior  # drift back towards the calibrated rate
+            recent.append(p_prior)  # nothing learnt about the little model: decay towards the prior
         energy, latency, right = energy + e, latency + t, right + ok
     return {"energy_mj": 1e3 * energy / n, "latency_ms": 1e3 * latency / n,
             "accuracy": right / n, "offloaded": offloaded / n}
