@@ -40,11 +40,13 @@ CONST_LAYOUT = data.StructLayout({
     "m0": unsigned(1),                 # man_bits == 0 (tie parity from the fp32 exponent)
     "sub_en": unsigned(1),             # subnormals on and man_bits > 0
     "rne": unsigned(1),                # round to nearest even (else truncate)
-    "ovf_mag": unsigned(31),           # magnitude code of an overflowing value
+    "ovf_mag": unsigned(31),           # magnitude code of an overflowing value (Max, or Inf)
     "ovf_nan": unsigned(1),            # overflow gives NaN
-    "inf_mag": unsigned(31),           # magnitude code of an Inf input
     "inf_nan": unsigned(1),            # an Inf input gives NaN
-    "nan_mag": unsigned(31),           # magnitude code of NaN (0 when the format has none)
+    "bump_inf": unsigned(1),           # Inf input code = ovf_mag + 1 (ieee, Max saturation)
+    "bump_nan": unsigned(1),           # NaN code = ovf_mag + 1 (+ nan_bit): ieee w/o ovinf, fn
+    "nan_bit": unsigned(31),           # 1 << (M-1) for ieee (the quiet bit), else 0
+    "nan_zero": unsigned(1),           # NaN magnitude is 0 (specials none, fnuz)
     "nan_sign_keep": unsigned(1),      # NaN sign bit = input sign (ieee, fn)
     "nan_sign_inv": unsigned(1),       # NaN sign bit = inverted input sign (no NaN code)
     "nan_sign_one": unsigned(1),       # NaN sign bit = 1 (fnuz)
@@ -56,6 +58,7 @@ CONST_LAYOUT = data.StructLayout({
     "m_onehot": unsigned(24),          # 1 << M (the hidden bit under the code's mantissa)
     "sign_win": unsigned(9),           # 1 << exp_bits when signed: the sign in (code >> M)
     "dec_k": unsigned(10),             # adj + man_shift (>= 0 for legal formats)
+    "dec_k1": unsigned(10),            # dec_k + 1
     "dec_kc": unsigned(5),             # min(dec_k, 24)
     "ieee": unsigned(1),
     "fn": unsigned(1),
@@ -146,11 +149,6 @@ def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
 
     ovf_mag = Signal(31, name="ovf_mag_w")
     m.d.comb += ovf_mag.eq(Mux(ov_inf, inf_code, max_code))
-    nan_mag = Signal(31, name="nan_mag_w")
-    with m.If(ieee):
-        m.d.comb += nan_mag.eq(inf_code | ((Const(1, 24) << M) >> 1)[:23])
-    with m.Elif(fn):
-        m.d.comb += nan_mag.eq((Const(1, 32) << (E + M)) - 1)
 
     # legality (mirrors sieve.Format.validate)
     max_exponent = Signal(signed(11), name="max_exponent")
@@ -187,9 +185,11 @@ def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
         k.rne.eq(rne),
         k.ovf_mag.eq(ovf_mag),
         k.ovf_nan.eq(ov_nan),
-        k.inf_mag.eq(Mux(ieee, inf_code, ovf_mag)),
         k.inf_nan.eq(~ieee & ov_nan),
-        k.nan_mag.eq(nan_mag),
+        k.bump_inf.eq(ieee & ~ov_inf),
+        k.bump_nan.eq((ieee & ~ov_inf) | fn),
+        k.nan_bit.eq(Mux(ieee, (Const(1, 24) << M) >> 1, 0)),
+        k.nan_zero.eq(none | fnuz),
         k.nan_sign_keep.eq(sgn & (ieee | fn)),
         k.nan_sign_inv.eq(sgn & none),
         k.nan_sign_one.eq(sgn & fnuz),
@@ -200,6 +200,7 @@ def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
         k.m_onehot.eq(Const(1, 24) << M),
         k.sign_win.eq(Mux(sgn, Const(1, 9) << E, 0)),
         k.dec_k.eq(adj + man_shift),
+        k.dec_k1.eq(adj + man_shift + 1),
         k.dec_kc.eq(Mux(adj + man_shift > 24, 24, adj + man_shift)),
         k.ieee.eq(ieee),
         k.fn.eq(fn),
