@@ -48,13 +48,13 @@ rtl: setup
 	$(PY) -m sieve_hw.generate --out build/rtl
 
 sim: setup
-	$(PY) -m pytest -q -n $(JOBS) sim
+	$(PY) -m pytest -q -n $(JOBS) -m "not slow" sim
 
 synth: setup
 	$(PY) -m synth.run --out build/synth
 
 verify-exhaustive: setup
-	$(PY) -m sim.exhaustive --out build/verify
+	$(PY) -m sim.exhaustive --out build/verify $(if $(FORMAT),--format $(FORMAT)) $(if $(FRACTION),--fraction $(FRACTION))
 
 cascade: setup
 	$(SIEVE) cascade --pool $(or $(POOL),lenet5,convnet,minivgg) --target 1.0
