@@ -10,7 +10,9 @@
 Every search starts fresh (no replayed outcomes).  Writes ``out_dir/search.json`` and
 ``out_dir/search.md``; each search's plan.json and report.md go to ``out_dir/search/<model>-<strategy>/``.
 Environment knobs (defaults in brackets): ``SIEVE_BENCH_LENET_VAL`` [all 5000],
-``SIEVE_BENCH_RESNET_VAL`` [2000], ``SIEVE_BENCH_RESNET_TEST`` [all 5000].
+``SIEVE_BENCH_RESNET_VAL`` [2000], ``SIEVE_BENCH_RESNET_TEST`` [all 5000],
+``SIEVE_BENCH_SEARCH_MODELS`` [lenet5,resnet20] (run models as separate jobs; search.json
+combines every ``search-<model>.json`` present).
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ def _env_int(name: str, default: int | None) -> int | None:
 def _cases(quick: bool) -> list[tuple[str, int | None, int | None]]:
     if quick:
         return [("lenet5", 1000, 2000)]
-    return [("lenet5", _env_int("SIEVE_BENCH_LENET_VAL", None), None),
-            ("resnet20", _env_int("SIEVE_BENCH_RESNET_VAL", 2000), _env_int("SIEVE_BENCH_RESNET_TEST", None))]
+    cases = [("lenet5", _env_int("SIEVE_BENCH_LENET_VAL", None), None),
+             ("resnet20", _env_int("SIEVE_BENCH_RESNET_VAL", 2000), _env_int("SIEVE_BENCH_RESNET_TEST", None))]
+    only = os.environ.get("SIEVE_BENCH_SEARCH_MODELS")
+    return [c for c in cases if not only or c[0] in only.split(",")]
 
 
 def _summary(doc: dict) -> dict:
@@ -97,6 +101,14 @@ def run(out_dir: Path, quick: bool) -> dict:
             "sieve_cost_over_greedy": round(per["sieve"]["cost_fp32_passes"] / max(1e-9, per["greedy"]["cost_fp32_passes"]), 1),
         }
         results["models"][model_name] = per
+        write_json(out_dir / f"search-{model_name}.json", per)
+    # the combined report holds every model measured so far (models may run as separate jobs)
+    for path in sorted(out_dir.glob("search-*.json")):
+        name = path.stem[len("search-"):]
+        if name not in results["models"]:
+            import json
+
+            results["models"][name] = json.loads(path.read_text())
     write_json(out_dir / "search.json", results)
     write_text(out_dir / "search.md", _markdown(results))
     return results
