@@ -169,7 +169,8 @@ def quantizable_tensors(model: nn.Module, input_shape: tuple[int, ...] | None = 
     """Every quantizable tensor of ``model`` in module order (activation before weight).
 
     Activation sizes come from one forward pass on a zero image of ``input_shape`` (C, H, W);
-    it is inferred from the first layer when not given (works for the zoo's image models).
+    when not given it is inferred from the first layer (28x28 for one channel, 224x224 for an
+    ImageNet stem, else 32x32: the zoo's models); pass it for anything else.
     """
     modules = [(name, m) for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)]
     if not modules:
@@ -186,7 +187,11 @@ def quantizable_tensors(model: nn.Module, input_shape: tuple[int, ...] | None = 
 def _guess_input_shape(modules) -> tuple[int, ...]:
     first = modules[0][1]
     if isinstance(first, nn.Conv2d):
-        for side in (28, 32, 224):  # the zoo's image sizes; the first that runs wins
+        # the zoo's image sizes, the likeliest first (models with adaptive pooling run on any
+        # size): an ImageNet stem (large kernel or stride) means 224, one channel 28, else 32
+        imagenet = first.kernel_size[0] >= 7 or first.stride[0] >= 2
+        sides = (224, 32, 28) if imagenet else (28, 32, 224) if first.in_channels == 1 else (32, 28, 224)
+        for side in sides:
             yield (first.in_channels, side, side)
     else:
         yield (first.in_features,)
