@@ -3,21 +3,25 @@
 How it beats the dissertation's search:
 
 * **Meets targets by construction.**  Tensors are fixed one at a time, each on top of the
-  formats already fixed; a choice is kept only if the *combined* plan passes the
-  variant's target, so the final plan is the last one that passed.  The per-tensor search runs
-  on an *active set*: the validation images with the smallest fp32 margin (counted exactly)
-  plus a random sample of the others whose net change is scaled up to all of them (an unbiased
-  estimate of what the many confident images do); the final plan is then checked on the whole validation split and,
-  if it fails there, the images that flipped join the active set and the variant is searched
-  again — the last round uses the whole split, where passing is exact.
-* **Fewer bits.**  Memory is weighted by elements (parameters, activation elements per image);
+  formats already fixed; a choice is kept only if the *combined* plan passes the variant's
+  target, so the final plan is the last one that passed.  The width walks run on an *active
+  set*: the validation images with the smallest fp32 margin (counted exactly) plus a random
+  sample of the others whose net change is scaled up to all of them (an unbiased estimate of
+  what the many confident images do); on it a plan must clear the target by a small surplus.
+  The final plan is then checked on the whole validation split and, if it fails there, the
+  images that flipped join the active set and the variant is searched again (starting from
+  the previous choices) — the last round uses the whole split, where passing is exact.
+* **Fewer bits.**  Memory is weighted by elements (parameters, activation elements per image)
+  and the tensors holding the most elements choose first, while the accuracy budget is whole;
   never-negative tensors get unsigned formats (one bit less); for each width the exponent
   width and bias come from an analytic error estimate on the exponent histogram, so only the
-  width is searched.
-* **Far cheaper.**  The prefix cache reruns only the layers after the tensor being tried
-  (tensors are visited largest first, so each one's first run may restart earlier);
-  the width search starts from a guess (the error level accepted for the previous tensor of
-  the same kind) and walks from there; runs stop early once a candidate is clearly failing.
+  width is searched.  A stricter variant's plan replaces a looser one's when it holds fewer
+  bits (it meets the looser target too).
+* **Far cheaper.**  The prefix cache reruns only the layers after the tensor being tried; the
+  width walk starts from a guess (the error level accepted for the previous tensor of the same
+  kind); runs stop early once a candidate is clearly failing; tensors below 1 % of all
+  elements move together as one group (a shared error level); the approximate variant starts
+  from the accurate plan and only tries narrower widths (mostly cheap rejections).
 """
 
 from __future__ import annotations
