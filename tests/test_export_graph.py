@@ -15,7 +15,8 @@ from onnx import TensorProto, helper
 import sieve
 from sieve import Format
 from sieve.export.onnx_graph import (ACTIVATION_OPSET, WEIGHT_OPSET, GraphBuilder, add_codes_decode,
-                                     add_rounding, add_weight_decode, rounding_method)
+                                     add_rounding, add_weight_decode, add_weight_decodes,
+                                     rounding_method)
 from tests.formats import formats, small_formats
 
 # one of every policy, widths 1..32, the presets, biases far from the default
@@ -68,14 +69,17 @@ def _values(fmt: Format, seed: int = 0, random: int = 1 << 17, stride: int = 655
     return np.concatenate([pos, pos | np.uint32(0x80000000)]).view(np.float32)
 
 
-def _check_rounding(fmts: list[Format], methods=("auto", "integer"), **kw) -> None:
+def _methods(fmt: Format) -> list[str]:
+    """Every rounding method valid for ``fmt`` (the chosen one first)."""
+    best = rounding_method(fmt)
+    return {"fast": ["fast", "veltkamp", "integer"], "veltkamp": ["veltkamp", "integer"]}.get(best, [best])
+
+
+def _check_rounding(fmts: list[Format], all_methods: bool = True, **kw) -> None:
     b = GraphBuilder()
     outs = []
-    for i, fmt in enumerate(fmts):
-        for method in methods:
-            m = rounding_method(fmt) if method == "auto" else method
-            if method != "auto" and m == rounding_method(fmt):
-                continue
+    for fmt in fmts:
+        for m in _methods(fmt) if all_methods else [rounding_method(fmt)]:
             outs.append((fmt, m, add_rounding(b, "x", f"y{len(outs)}", fmt, method=m)))
     sess = _session(b, ["x"], [o for _, _, o in outs], ACTIVATION_OPSET)
     xs = {fmt: _values(fmt, seed=i, **kw) for i, fmt in enumerate(fmts)}
@@ -106,7 +110,7 @@ def test_rounding_small_formats_sample():
     """A fixed fifth of every legal policy combination up to 8 bits (all of them: the slow test)."""
     fmts = _small_formats()[::5]
     for start in range(0, len(fmts), 64):
-        _check_rounding(fmts[start:start + 64], methods=("auto",), random=1 << 10, stride=(1 << 22) + 15)
+        _check_rounding(fmts[start:start + 64], all_methods=False, random=1 << 10, stride=(1 << 22) + 15)
 
 
 @pytest.mark.slow
@@ -114,7 +118,7 @@ def test_rounding_every_small_format():
     """Every legal policy combination up to 8 bits (biases kept in float32's normal range)."""
     fmts = _small_formats()
     for start in range(0, len(fmts), 64):
-        _check_rounding(fmts[start:start + 64], methods=("auto",), random=1 << 10, stride=(1 << 22) + 15)
+        _check_rounding(fmts[start:start + 64], all_methods=False, random=1 << 10, stride=(1 << 22) + 15)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -128,13 +132,17 @@ def test_rounding_random_formats(fmt):
 
 
 def test_veltkamp_is_used_only_where_proven():
-    assert rounding_method(Format.parse("e4m3")) == "veltkamp"
-    assert rounding_method(Format.parse("ue4m3b5")) == "veltkamp"
+    assert rounding_method(Format.parse("e4m3")) == "fast"
+    assert rounding_method(Format.parse("ue4m3b5")) == "fast"
+    assert rounding_method(Format.parse("e4m3+sub")) == "veltkamp"
+    assert rounding_method(Format.parse("e4m3+fn+ovnan")) == "veltkamp"
     assert rounding_method(Format.parse("e3m0")) == "integer"      # ties follow fp32 exponent parity
     assert rounding_method(Format.parse("e4m3+rtz")) == "integer"  # truncation
     assert rounding_method(Format.parse("bfloat16")) == "integer"  # 2^128 * (2^16+1) would overflow
     with pytest.raises(ValueError, match="not exact"):
         add_rounding(GraphBuilder(), "x", "y", Format.parse("e3m0"), method="veltkamp")
+    with pytest.raises(ValueError, match="corner cases"):
+        add_rounding(GraphBuilder(), "x", "y", Format.parse("e4m3+sub"), method="fast")
 
 
 @pytest.mark.slow
@@ -211,3 +219,24 @@ def test_constants_are_shared_between_tensors():
     tables = [t for t in b.initializers if len(t.dims) == 1 and t.dims[0] == 1 << fmt.width
               and t.data_type == TensorProto.FLOAT]
     assert len(tables) == 1  # one decode table per format, not per tensor
+
+
+@pytest.mark.parametrize("text", ["ue1m0", "e2m0", "e2m1", "e3m1", "e4m2", "e3m6", "e4m6", "e4m8", "e5m7", "e6m8",
+                                  "e7m8b60", "e7m16b60"])
+def test_tensors_of_one_format_share_a_decode_chain(text):
+    """Several tensors of one Format (sizes that leave partial groups): one chain, exact values."""
+    fmt = Format.parse(text)
+    rng = np.random.default_rng(fmt.width)
+    shapes = [(1,), (7, 1), (3, 5, 7), (1001,), (16, 8)]
+    weights = [(f"t{i}.weight", (rng.standard_normal(s) * 0.3).astype(np.float32), fmt) for i, s in enumerate(shapes)]
+    b = GraphBuilder()
+    recs = add_weight_decodes(b, weights)
+    assert [r.bytes_stored for r in recs] == [(int(np.prod(s)) * fmt.width + 7) // 8 for s in shapes]
+    assert sum(n.op_type == "Gather" for n in b.nodes) <= 2  # one decode (table, or lead+scale), not one per tensor
+    graph = helper.make_graph(b.nodes, "g", [], [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(w.shape))
+                                                 for n, w, _ in weights], initializer=b.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", WEIGHT_OPSET)])
+    onnx.checker.check_model(model, full_check=True)
+    outs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})
+    for (name, w, _), got in zip(weights, outs):
+        np.testing.assert_array_equal(got.view(np.uint32), sieve.quantize(w, fmt).view(np.uint32), err_msg=name)

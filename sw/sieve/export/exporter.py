@@ -26,11 +26,11 @@ from .. import __version__
 from ..cfloat import Format
 from ..errors import SieveError
 from ..io_utils import atomic_path
-from .onnx_graph import (ACTIVATION_OPSET, WEIGHT_OPSET, GraphBuilder, add_rounding, add_weight_decode,
+from .onnx_graph import (ACTIVATION_OPSET, WEIGHT_OPSET, GraphBuilder, add_rounding, add_weight_decodes,
                          rounding_method)
 
 __all__ = ["MODES", "TensorEntry", "ExportResult", "quantizable_names", "check_plan", "export_onnx",
-           "build_model", "METADATA_KEY"]
+           "build_model", "read_records", "METADATA_KEY"]
 
 MODES = ("full", "weights-only", "fp32")
 METADATA_KEY = "sieve.tensors"
@@ -65,6 +65,32 @@ class ExportResult:
     def as_dict(self) -> dict:
         return {"path": self.path, "mode": self.mode, "opset": self.opset, "file_bytes": self.file_bytes,
                 "tensors": [asdict(t) for t in self.tensors]}
+
+
+def _compact(e: TensorEntry) -> dict:
+    """The metadata record of one tensor: only what cannot be derived (the file stores it once)."""
+    rec = {"name": e.name, "kind": e.kind, "format": e.format, "elements": e.elements, "method": e.method}
+    if e.kind == "weight":
+        rec["bytes"] = e.bytes_stored
+    else:
+        rec["tensor"], rec["source"] = e.tensor, e.source
+    return rec
+
+
+def read_records(proto: onnx.ModelProto) -> list[TensorEntry] | None:
+    """The tensors a SIEVE file records in its metadata (None when it has no SIEVE metadata)."""
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if METADATA_KEY not in meta:
+        return None
+    out = []
+    for r in json.loads(meta[METADATA_KEY]):
+        weight = r["kind"] == "weight"
+        out.append(TensorEntry(
+            name=r["name"], kind=r["kind"], format=r["format"], elements=int(r["elements"]),
+            bytes_stored=int(r.get("bytes", 0)), bytes_fp32=4 * int(r["elements"]), method=r.get("method", ""),
+            tensor=r["name"] if weight else r["tensor"], packed=f"{r['name']}.packed" if weight else "",
+            source="" if weight else r["source"]))
+    return out
 
 
 def quantizable_names(model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[str, int]]:
@@ -180,18 +206,19 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
     # weights: initializer -> packed codes + decode nodes producing the same tensor name
     inits = {t.name: t for t in graph.initializer}
     decoded: set[str] = set()
+    items = []
     for name in weights:
         if name not in inits:
             raise SieveError(f"the exported graph has no initializer {name}; cannot compress it")
-        fmt = plan[name]
         value = params[name].detach().cpu().numpy().astype(np.float32)
         onnx_value = numpy_helper.to_array(inits[name])
         if onnx_value.shape != value.shape:
             raise SieveError(f"{name}: ONNX shape {onnx_value.shape} differs from the model's {value.shape}")
-        rec = add_weight_decode(b, name, value, fmt, original_name=name)
-        decoded.add(name)
-        entries.append(TensorEntry(name, "weight", str(fmt), rec.elements, rec.bytes_stored,
-                                   4 * rec.elements, rec.method, name, rec.packed))
+        items.append((name, value, plan[name]))
+    for rec in add_weight_decodes(b, items):
+        decoded.add(rec.name)
+        entries.append(TensorEntry(rec.name, "weight", rec.format, rec.elements, rec.bytes_stored,
+                                   4 * rec.elements, rec.method, rec.name, rec.packed))
         if bar:
             bar.update()
     decode_nodes = list(b.nodes)
@@ -231,7 +258,9 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
     del graph.initializer[:]
     graph.initializer.extend(kept + b.initializers)
 
-    opset = ACTIVATION_OPSET if acts else WEIGHT_OPSET
+    # BitCast (opset 26) only where a rounding needs the sign bit of -0 or NaN; otherwise the
+    # file stays at opset 18 so that older runtimes load it too
+    opset = ACTIVATION_OPSET if any(n.op_type == "BitCast" for n in graph.node) else WEIGHT_OPSET
     del proto.opset_import[:]
     proto.opset_import.extend([helper.make_opsetid("", opset)])
     proto.producer_name = "sieve"
@@ -239,7 +268,7 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
     proto.doc_string = (f"SIEVE export of {model_name} ({variant or 'no plan'}, mode {mode}): "
                         f"{len(weights)} packed weights, {len(acts)} rounded activations")
     meta = {"sieve.model": model_name, "sieve.variant": variant, "sieve.mode": mode,
-            METADATA_KEY: json.dumps([asdict(e) for e in entries])}
+            METADATA_KEY: json.dumps([_compact(e) for e in entries], separators=(",", ":"))}
     del proto.metadata_props[:]
     for key, value in meta.items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))

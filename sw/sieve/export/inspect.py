@@ -6,14 +6,13 @@ packed initializers actually present, so a file edited by another tool cannot mi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import onnx
 
 from ..cfloat import Format, FormatError
 from ..errors import SieveError
-from .exporter import METADATA_KEY
+from .exporter import METADATA_KEY, read_records
 
 __all__ = ["inspect_onnx", "format_table"]
 
@@ -28,32 +27,32 @@ def inspect_onnx(path: str | Path) -> dict:
     except Exception as exc:  # protobuf raises several types for a corrupt file
         raise SieveError(f"cannot read {path} as ONNX ({exc}); is it an .onnx file?") from exc
     meta = {p.key: p.value for p in model.metadata_props}
-    if METADATA_KEY not in meta:
-        raise SieveError(f"{path} has no SIEVE metadata ('{METADATA_KEY}'); it was not written by `sieve export`")
     try:
-        entries = json.loads(meta[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise SieveError(f"{path}: the '{METADATA_KEY}' metadata is not valid JSON ({exc})") from exc
+        entries = read_records(model)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SieveError(f"{path}: the '{METADATA_KEY}' metadata is unreadable ({exc})") from exc
+    if entries is None:
+        raise SieveError(f"{path} has no SIEVE metadata ('{METADATA_KEY}'); it was not written by `sieve export`")
     inits = {t.name: t for t in model.graph.initializer}
     rows = []
     for e in entries:
         try:
-            fmt = Format.parse(e["format"])
-        except (FormatError, KeyError) as exc:
-            raise SieveError(f"{path}: bad tensor record {e!r} ({exc})") from exc
+            fmt = Format.parse(e.format)
+        except FormatError as exc:
+            raise SieveError(f"{path}: tensor {e.name} has an unreadable format ({exc})") from exc
         stored = 0
-        if e["kind"] == "weight":
-            packed = inits.get(e.get("packed", ""))
+        if e.kind == "weight":
+            packed = inits.get(e.packed)
             if packed is None:
-                raise SieveError(f"{path}: packed initializer {e.get('packed')!r} of {e['name']} is missing")
+                raise SieveError(f"{path}: packed initializer {e.packed!r} of {e.name} is missing")
             stored = len(packed.raw_data)
-            expected = (e["elements"] * fmt.width + 7) // 8
+            expected = (e.elements * fmt.width + 7) // 8
             if stored != expected:
-                raise SieveError(f"{path}: {e['name']} stores {stored} bytes, {e['elements']} codes of "
+                raise SieveError(f"{path}: {e.name} stores {stored} bytes, {e.elements} codes of "
                                  f"{fmt.width} bits need {expected}")
-        rows.append({"name": e["name"], "kind": e["kind"], "format": str(fmt), "bits": fmt.width,
-                     "elements": e["elements"], "bytes_stored": stored, "bytes_fp32": 4 * e["elements"],
-                     "method": e.get("method", "")})
+        rows.append({"name": e.name, "kind": e.kind, "format": str(fmt), "bits": fmt.width,
+                     "elements": e.elements, "bytes_stored": stored, "bytes_fp32": 4 * e.elements,
+                     "method": e.method})
     weights = [r for r in rows if r["kind"] == "weight"]
     stored = sum(r["bytes_stored"] for r in weights)
     fp32 = sum(r["bytes_fp32"] for r in weights)

@@ -2,11 +2,12 @@
 
 Two builders share one :class:`GraphBuilder` (nodes + deduplicated constant initializers):
 
-* :func:`add_weight_decode` stores a weight as ``ceil(n*w/8)`` packed bytes (``sieve.pack``'s
-  LSB-first stream) and emits the nodes that rebuild the float32 tensor: bits are peeled off the
-  bytes with ``BitShift``/``BitwiseAnd``, re-weighted and summed into int64 codes, then looked up
-  in the Format's ``sieve.decode_table`` (widths up to :data:`TABLE_MAX_WIDTH`) or decoded by
-  field arithmetic (wider formats).  Every input is a constant, so onnxruntime folds the whole
+* :func:`add_weight_decodes` stores each weight as ``ceil(n*w/8)`` packed bytes (``sieve.pack``'s
+  LSB-first stream, one uint8 initializer per tensor) and emits the nodes that rebuild the float32
+  tensors: the bytes of each group of codes become an int64 word cut into codes with Div/Mod (or,
+  for widths whose group exceeds 7 bytes, bits are peeled off with ``BitShift``/``BitwiseAnd``),
+  then looked up in the Format's ``sieve.decode_table`` (widths up to :data:`TABLE_MAX_WIDTH`) or
+  decoded by field arithmetic; tensors of one Format share the chain.  Every input is a constant, so onnxruntime folds the whole
   subgraph into one float32 initializer at session start.
 * :func:`add_rounding` rounds a float32 activation to a Format in the graph, bit-identical to
   ``sieve.quantize``.  The sign (including -0 and the sign of NaN, which no arithmetic operator
@@ -29,6 +30,9 @@ __all__ = [
     "GraphBuilder",
     "add_weight_decode",
     "add_codes_decode",
+    "add_codes_decodes",
+    "add_weight_decodes",
+    "CodesItem",
     "add_rounding",
     "rounding_method",
     "TABLE_MAX_WIDTH",
@@ -36,9 +40,9 @@ __all__ = [
     "ACTIVATION_OPSET",
 ]
 
-#: Widths decoded through a 2^w-entry float32 table; wider formats use field arithmetic
-#: (a 2^12 table is 16 KiB, already more than many packed tensors).
-TABLE_MAX_WIDTH = 12
+#: Widths decoded through a 2^w-entry float32 table (at most 1 KiB); wider formats use field
+#: arithmetic (a 2^11 table is 8 KiB, more than the packed codes of many CNN layers).
+TABLE_MAX_WIDTH = 8
 #: Opset needed by the weight decode (BitwiseAnd appeared in 18).
 WEIGHT_OPSET = 18
 #: Opset needed by activation rounding (BitCast appeared in 26).
@@ -94,23 +98,47 @@ class GraphBuilder:
 
 
 # ---------------------------------------------------------------------------- weights
-def _unpack_codes(b: GraphBuilder, packed: str, n: int, width: int) -> str:
-    """Nodes turning the packed uint8 stream into ``n`` int64 codes (LSB-first, see sieve.pack)."""
+def _group_shape(width: int) -> tuple[int, int]:
+    """(codes per group, bytes per group): the smallest whole number of bytes holding whole codes."""
+    g = 8 // int(np.gcd(width, 8))
+    return g, g * width // 8
+
+
+def _grouped(width: int) -> bool:
+    """Whether a group of codes fits a 48-bit word (widths 1-6, 8, 10, 12, 16, 24, 32 ...): words
+    stay below 2^53, where onnxruntime's int64 reductions were measured to lose bits (7-byte
+    groups, widths 7 and 14, came out wrong)."""
+    g, gbytes = _group_shape(width)
+    return gbytes <= 6 or (g == 1 and width <= 48)
+
+
+def _group_codes(b: GraphBuilder, stream: str, width: int) -> str:
+    """int64 codes of a uint8 stream made of whole groups: each group's bytes become one word,
+    and the codes are cut out of it with Div/Mod by powers of two."""
+    g, gbytes = _group_shape(width)
     if width == 8:
-        return b.op("Cast", [packed], to=TensorProto.INT64)
-    if width % 8 == 0:
-        per = width // 8
-        grid = b.op("Reshape", [packed, b.const([n, per], np.int64, "shape")])
-        wide = b.op("Cast", [grid], to=TensorProto.INT64)
-        scaled = b.op("Mul", [wide, b.const([1 << (8 * k) for k in range(per)], np.int64, "byte_weights")])
-        return b.op("ReduceSum", [scaled, b.const([1], np.int64, "axes")], keepdims=0)
+        return b.op("Cast", [stream], to=TensorProto.INT64)
+    grid = b.op("Cast", [b.op("Reshape", [stream, b.const([-1, gbytes], np.int64, "shape")])],
+                to=TensorProto.INT64)
+    if gbytes > 1:
+        grid = b.op("Mul", [grid, b.const([1 << (8 * k) for k in range(gbytes)], np.int64, "byte_weights")])
+        grid = b.op("ReduceSum", [grid, b.const([1], np.int64, "axes")], keepdims=1)
+    if g > 1:
+        grid = b.op("Mod", [b.op("Div", [grid, b.const([1 << (width * k) for k in range(g)], np.int64, "shifts")]),
+                            b.const(1 << width, np.int64, "i")])
+    return b.op("Reshape", [grid, b.const([-1], np.int64, "shape")])
+
+
+def _bit_codes(b: GraphBuilder, packed: str, n: int, width: int) -> str:
+    """int64 codes of one packed tensor by peeling every bit off its bytes (any width)."""
     col = b.op("Unsqueeze", [packed, b.const([1], np.int64, "axes")])
     shifted = b.op("BitShift", [col, b.const(np.arange(8, dtype=np.uint8)[None, :], hint="bit_shifts")],
                    direction="RIGHT")
     bits = b.op("BitwiseAnd", [shifted, b.const(np.uint8(1), hint="one_u8")])
     stream = b.op("Reshape", [bits, b.const([-1], np.int64, "shape")])
-    used = b.op("Slice", [stream, b.const([0], np.int64, "starts"), b.const([n * width], np.int64, "ends")])
-    grid = b.op("Reshape", [used, b.const([n, width], np.int64, "shape")])
+    if (n * width) % 8:  # drop the padding bits of the last byte
+        stream = b.op("Slice", [stream, b.const([0], np.int64, "starts"), b.const([n * width], np.int64, "ends")])
+    grid = b.op("Reshape", [stream, b.const([-1, width], np.int64, "shape")])
     wide = b.op("Cast", [grid], to=TensorProto.INT64)
     scaled = b.op("Mul", [wide, b.const([1 << k for k in range(width)], np.int64, "bit_weights")])
     return b.op("ReduceSum", [scaled, b.const([1], np.int64, "axes")], keepdims=0)
@@ -174,53 +202,172 @@ class WeightRecord:
     method: str         # "table" or "arithmetic"
 
 
-def add_codes_decode(b: GraphBuilder, out: str, codes: np.ndarray, fmt: Format, shape: tuple[int, ...],
-                     name: str, method: str = "auto") -> tuple[str, int, str]:
-    """Store ``codes`` packed and emit nodes producing their float32 values, shaped ``shape``, as ``out``.
+@dataclass(frozen=True)
+class CodesItem:
+    """One tensor to store packed: its codes, final shape, output tensor name and original name."""
+
+    out: str
+    codes: np.ndarray
+    shape: tuple[int, ...]
+    name: str
+
+
+def add_codes_decodes(b: GraphBuilder, fmt: Format, items: list[CodesItem], method: str = "auto"
+                      ) -> list[tuple[str, int, str]]:
+    """Store each item's codes packed (``ceil(n*w/8)`` bytes, its own initializer) and emit one
+    decode chain for all of them: the streams are padded to whole groups, concatenated, unpacked
+    and decoded once, then split back.  Sharing the chain keeps the graph small (its nodes are
+    stored in the file too).
 
     ``method``: ``table`` (Gather from ``sieve.decode_table``), ``arithmetic`` (field arithmetic) or
-    ``auto`` (table up to :data:`TABLE_MAX_WIDTH` bits).  Returns (packed initializer, bytes, method).
+    ``auto`` (table up to :data:`TABLE_MAX_WIDTH` bits).  Returns (packed name, bytes, method) per item.
     """
-    codes = np.asarray(codes).reshape(-1)
-    n = int(codes.size)
-    blob = np.frombuffer(pack(codes, fmt), dtype=np.uint8)
-    packed = b.initializer(blob.copy(), f"{name}.packed")
     if method == "auto":
         method = "table" if fmt.width <= TABLE_MAX_WIDTH else "arithmetic"
-    int_codes = _unpack_codes(b, packed, n, fmt.width)
-    if method == "table":
-        flat = b.op("Gather", [b.const(decode_table(fmt), hint="table"), int_codes])
-    elif method == "arithmetic":
-        flat = _decode_arithmetic(b, int_codes, fmt)
-    else:
+    if method not in ("table", "arithmetic"):
         raise ValueError(f"unknown decode method {method!r}; use table, arithmetic or auto")
-    doc = f"sieve: decode {name} from {fmt} ({n} codes, {blob.size} bytes, {method})"
-    b.op("Reshape", [flat, b.const(list(shape), np.int64, "shape")], out=out, doc=doc)
-    return packed, int(blob.size), method
+    width = fmt.width
+    g, gbytes = _group_shape(width)
+    records, parts, sizes = [], [], []
+    for item in items:
+        codes = np.asarray(item.codes).reshape(-1)
+        n = int(codes.size)
+        blob = np.frombuffer(pack(codes, fmt), dtype=np.uint8)
+        packed = b.initializer(blob.copy(), f"{item.name}.packed")
+        records.append((packed, int(blob.size), method))
+        if _grouped(width):
+            groups = -(-n // g)
+            if groups * gbytes > blob.size:  # complete the last group with zero bytes
+                packed = b.op("Pad", [packed, b.const([0, groups * gbytes - blob.size], np.int64, "pads")])
+            parts.append(packed)
+            sizes.append(groups * g)
+        else:
+            parts.append(_bit_codes(b, packed, n, width))
+            sizes.append(n)
+    if _grouped(width):
+        stream = parts[0] if len(parts) == 1 else b.op("Concat", parts, axis=0)
+        codes_all = _group_codes(b, stream, width)
+    else:
+        codes_all = parts[0] if len(parts) == 1 else b.op("Concat", parts, axis=0)
+    if method == "table":
+        values = b.op("Gather", [b.const(decode_table(fmt), hint="table"), codes_all])
+    else:
+        values = _decode_arithmetic(b, codes_all, fmt)
+    if len(items) == 1:
+        pieces = [values]
+    else:
+        pieces = [b.fresh("split") for _ in items]
+        b.nodes.append(helper.make_node("Split", [values, b.const(sizes, np.int64, "sizes")], pieces, axis=0))
+    for item, piece, size, (_, nbytes, _) in zip(items, pieces, sizes, records):
+        n = int(np.prod(item.shape, dtype=np.int64))
+        if size != n:  # codes of the padding in the last group
+            piece = b.op("Slice", [piece, b.const([0], np.int64, "starts"), b.const([n], np.int64, "ends")])
+        doc = f"sieve: decode {item.name} from {fmt} ({n} codes, {nbytes} bytes, {method})"
+        b.op("Reshape", [piece, b.const(list(item.shape), np.int64, "shape")], out=item.out, doc=doc)
+    return records
+
+
+def add_codes_decode(b: GraphBuilder, out: str, codes: np.ndarray, fmt: Format, shape: tuple[int, ...],
+                     name: str, method: str = "auto") -> tuple[str, int, str]:
+    """One tensor's codes, stored packed and decoded as ``out`` (see :func:`add_codes_decodes`)."""
+    return add_codes_decodes(b, fmt, [CodesItem(out, codes, tuple(shape), name)], method)[0]
+
+
+def add_weight_decodes(b: GraphBuilder, weights: list[tuple[str, np.ndarray, Format]],
+                       method: str = "auto") -> list[WeightRecord]:
+    """Store every ``(name, weight, fmt)`` packed and emit nodes producing each decoded float32
+    tensor under its own name; tensors of one Format share a decode chain.
+
+    Each decoded tensor equals ``sieve.quantize(weight, fmt)`` bit for bit.
+    """
+    by_format: dict[Format, list[tuple[str, np.ndarray]]] = {}
+    for name, weight, fmt in weights:
+        by_format.setdefault(fmt, []).append((name, np.ascontiguousarray(weight, dtype=np.float32)))
+    records: dict[str, WeightRecord] = {}
+    for fmt, group in by_format.items():
+        items = [CodesItem(name, encode(w.reshape(-1), fmt), tuple(w.shape), name) for name, w in group]
+        for (name, w), (packed, nbytes, used) in zip(group, add_codes_decodes(b, fmt, items, method)):
+            records[name] = WeightRecord(name, str(fmt), int(w.size), tuple(w.shape), packed, nbytes, used)
+    return [records[name] for name, _, _ in weights]
 
 
 def add_weight_decode(b: GraphBuilder, out: str, weight: np.ndarray, fmt: Format,
                       original_name: str | None = None, method: str = "auto") -> WeightRecord:
-    """Store ``weight`` packed in ``fmt`` and emit nodes producing its decoded float32 as ``out``.
-
-    The decoded tensor equals ``sieve.quantize(weight, fmt)`` bit for bit.
-    """
-    original_name = original_name or out
+    """One weight (see :func:`add_weight_decodes`); the decoded tensor is named ``out``."""
     w = np.ascontiguousarray(weight, dtype=np.float32)
-    packed, nbytes, method = add_codes_decode(b, out, encode(w.reshape(-1), fmt), fmt, w.shape,
-                                              original_name, method)
-    return WeightRecord(original_name, str(fmt), int(w.size), tuple(w.shape), packed, nbytes, method)
+    name = original_name or out
+    packed, nbytes, used = add_codes_decode(b, out, encode(w.reshape(-1), fmt), fmt, w.shape, name, method)
+    return WeightRecord(name, str(fmt), int(w.size), tuple(w.shape), packed, nbytes, used)
 
 
 # ---------------------------------------------------------------------------- activations
 def rounding_method(fmt: Format) -> str:
-    """``veltkamp`` where that float-only rounding is proven exact, else ``integer``."""
+    """The cheapest exact rounding for ``fmt``.
+
+    ``fast``: Veltkamp's splitting with the corner cases folded into one Clip and one Where (the
+    SIEVE default formats: no specials, saturation, nearest-even, no subnormals); ``veltkamp``: the
+    same splitting inside the general corner-case pipeline; ``integer``: the general pipeline with
+    the emulator's integer rounding on the fp32 bit pattern (any format).
+    """
+    if not _veltkamp_exact(fmt):
+        return "integer"
+    if (fmt.specials == "none" and fmt.overflow == "saturate" and not fmt.subnormals
+            and _lift_exponent(fmt) is not None):
+        return "fast"
+    return "veltkamp"
+
+
+def _veltkamp_exact(fmt: Format) -> bool:
+    """Veltkamp's splitting is exact round-to-nearest-even here (proven by the exhaustive tests):
+    1..22 mantissa bits (one-bit ties follow the fp32 exponent parity instead) and no overflow of
+    ``x * (2^(23-M) + 1)`` for ``|x| <= 2^(emax+1)``, no fp32 subnormal in the normal range."""
     s = 23 - fmt.man_bits
-    clip_exp = fmt.max_exponent + 1
-    if (fmt.rounding == "nearest_even" and 1 <= fmt.man_bits <= 22
-            and clip_exp + s + 1 <= 127 and fmt.min_exponent >= -126):
-        return "veltkamp"
-    return "integer"
+    return (fmt.rounding == "nearest_even" and 1 <= fmt.man_bits <= 22
+            and fmt.max_exponent + 1 + s + 1 <= 127 and fmt.min_exponent >= -126)
+
+
+def _veltkamp(b: GraphBuilder, c: str, man_bits: int) -> str:
+    """Round ``c`` to ``man_bits`` mantissa bits, nearest-even, with three float operations."""
+    g = b.op("Mul", [c, b.f32(np.ldexp(1.0, 23 - man_bits) + 1.0)])
+    return b.op("Add", [g, b.op("Sub", [c, g])])
+
+
+def _lift_exponent(fmt: Format) -> int | None:
+    """k with ``Min/2 * 2^k >= Max`` and 2^k a normal float32, or None (fast path unusable)."""
+    k = max(0, int(np.ceil(np.log2(fmt.max_value / (fmt.min_normal / 2)))))
+    return k if k <= 127 else None
+
+
+def _fast_magnitude(b: GraphBuilder, a: str, fmt: Format, out: str | None = None, doc: str | None = None) -> str:
+    """Rounded magnitude of ``a`` (>= 0 or anything for unsigned) in five cheap float ops.
+
+    ``t = ThresholdedRelu(a)`` keeps a >= Min/2 and gives +0 for everything else, NaN included;
+    ``Clip(t, Min, Max)`` lifts [Min/2, Min) to Min and saturates; Veltkamp rounds; and
+    ``Min(r, t * 2^k)`` restores the zeros (t * 2^k >= Max whenever t > 0).  No Where: it is ten
+    times slower than these in onnxruntime, and it turns a selected -0 into +0.
+    """
+    alpha = float(np.nextafter(np.float32(fmt.min_normal / 2), np.float32(0)))
+    t = b.op("ThresholdedRelu", [a], alpha=alpha)
+    r = _veltkamp(b, b.op("Clip", [t, b.f32(fmt.min_normal), b.f32(fmt.max_value)]), fmt.man_bits)
+    return b.op("Min", [r, b.op("Mul", [t, b.f32(np.ldexp(1.0, _lift_exponent(fmt)))])], out=out, doc=doc)
+
+
+def _add_fast_rounding(b: GraphBuilder, x: str, out: str, fmt: Format, doc: str) -> str:
+    """Rounding for formats without specials, saturating, nearest-even, no subnormals.
+
+    Unsigned: the magnitude pipeline on x itself (negatives, -0, -Inf and NaN all give +0).
+    Signed: the magnitude of |x|, then the sign bit ORed in.  The output is negative exactly when
+    x is negative (including -0 and -Inf) or a +NaN (a NaN becomes a zero of the opposite sign):
+    as uint32, ``bits(x) + 0x7FFFFF`` carries into the sign bit for +NaN and out of it for -NaN.
+    """
+    if not fmt.signed:
+        return _fast_magnitude(b, x, fmt, out=out, doc=doc)
+    m = _fast_magnitude(b, b.op("Abs", [x]), fmt)
+    u = b.op("BitCast", [x], to=TensorProto.UINT32)
+    sign = b.op("BitwiseAnd", [b.op("Add", [u, b.const(np.uint32(0x7FFFFF), hint="u")]),
+                               b.const(np.uint32(0x80000000), hint="u")])
+    bits = b.op("BitwiseOr", [b.op("BitCast", [m], to=TensorProto.UINT32), sign])
+    return b.op("BitCast", [bits], to=TensorProto.FLOAT, out=out, doc=doc)
 
 
 def _pow2_mul(b: GraphBuilder, x: str, k: int) -> str:
@@ -240,9 +387,7 @@ def _round_normal(b: GraphBuilder, a: str, fmt: Format, method: str) -> str:
     if m == 23:
         return a
     if method == "veltkamp":
-        g = b.op("Mul", [a, b.f32(np.ldexp(1.0, 23 - m) + 1.0)])
-        d = b.op("Sub", [a, g])
-        return b.op("Add", [g, d])
+        return _veltkamp(b, a, m)
     shift = 23 - m
     bits = b.op("BitCast", [a], to=TensorProto.INT32)
     keep = b.const(np.int32(-(1 << shift)), hint="mask")
@@ -279,8 +424,13 @@ def add_rounding(b: GraphBuilder, x: str, out: str, fmt: Format, method: str | N
             f" rounding supports formats whose smallest normal is >= 2^-126 (use a larger exponent"
             f" field offset: bias <= {fmt.bias + fmt.min_exponent + 126})")
     method = method or rounding_method(fmt)
-    if method == "veltkamp" and rounding_method(fmt) != "veltkamp":
+    if method in ("veltkamp", "fast") and not _veltkamp_exact(fmt):
         raise ValueError(f"Veltkamp rounding is not exact for {fmt}")
+    if method == "fast" and rounding_method(fmt) != "fast":
+        raise ValueError(f"the fast rounding does not cover the corner cases of {fmt}")
+    doc = f"sieve: round {original_name or x} to {fmt} ({method})"
+    if method == "fast":
+        return _add_fast_rounding(b, x, out, fmt, doc)
     # magnitude: |x|, or for unsigned formats max(x, +0) (negatives, -0 and -Inf become +0 at once)
     a = b.op("Abs", [x]) if fmt.signed else b.op("Max", [x, b.f32(0.0)])
     n = _round_normal(b, a, fmt, method)
@@ -325,7 +475,6 @@ def add_rounding(b: GraphBuilder, x: str, out: str, fmt: Format, method: str | N
         is_nan = b.op("Or", [is_nan, over])
     nan_pos, nan_neg = (int(v) for v in quantize(np.array([0x7FC00000, 0xFFC00000], np.uint32)
                                                  .view(np.float32), fmt).view(np.uint32))
-    doc = f"sieve: round {original_name or x} to {fmt} ({method})"
     if not fmt.signed:  # one NaN result whatever the sign (a NaN code, or +0)
         if fmt.overflow == "nan":  # the emulator rounds |x| first: a negative that overflows is NaN too
             over_abs = b.op("GreaterOrEqual", [b.op("Abs", [x]), b.f32(_overflow_threshold(fmt))])

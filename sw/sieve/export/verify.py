@@ -18,17 +18,14 @@ import torch
 
 from ..cfloat import Format
 from ..emulator import quantize
-from .exporter import METADATA_KEY
+from .exporter import read_records
 
 __all__ = ["file_plan", "session", "compare", "explain", "decoded_weights"]
 
 
 def file_plan(path: str, plan: dict[str, Format]) -> dict[str, Format]:
     """The part of ``plan`` that the ONNX file at ``path`` actually applies (from its metadata)."""
-    import json
-
-    meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-    names = {e["name"] for e in json.loads(meta.get(METADATA_KEY, "[]"))}
+    names = {e.name for e in read_records(onnx.load(path, load_external_data=False)) or []}
     return {n: f for n, f in plan.items() if n in names}
 
 
@@ -81,12 +78,8 @@ def compare(model: torch.nn.Module, plan: dict[str, Format], path: str, images: 
 
 def _rounding_io(path: str) -> tuple[onnx.ModelProto, list[tuple[str, str, str]]]:
     """The model with every rounding's fp32 input and rounded output exposed as graph outputs."""
-    import json
-
     proto = onnx.load(path)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    pairs = [(e["name"], e["source"], e["tensor"]) for e in json.loads(meta.get(METADATA_KEY, "[]"))
-             if e["kind"] == "activation"]
+    pairs = [(e.name, e.source, e.tensor) for e in read_records(proto) or [] if e.kind == "activation"]
     present = {o.name for o in proto.graph.output}
     for _, source, rounded in pairs:
         for t in (source, rounded):
@@ -145,11 +138,8 @@ def explain(model: torch.nn.Module, plan: dict[str, Format], path: str, images: 
 def decoded_weights(path: str) -> dict[str, np.ndarray]:
     """The float32 weights the file's decode subgraphs produce in onnxruntime (test-only variant:
     each decoded tensor is added as a graph output)."""
-    import json
-
     proto = onnx.load(path)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    weights = [e["tensor"] for e in json.loads(meta.get(METADATA_KEY, "[]")) if e["kind"] == "weight"]
+    weights = [e.tensor for e in read_records(proto) or [] if e.kind == "weight"]
     for t in weights:
         proto.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
     sess = session(proto.SerializeToString())
