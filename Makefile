@@ -42,7 +42,9 @@ search: setup
 
 export: setup
 	$(SIEVE) export --model $(or $(MODEL),lenet5) --plan build/search/$(or $(MODEL),lenet5)/plan.json \
-	  --variant $(VARIANT) --out build/export/$(or $(MODEL),lenet5)-$(VARIANT).onnx
+	  --variant $(VARIANT) --out build/export/$(or $(MODEL),lenet5)-$(VARIANT).onnx \
+	  $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(EXPORT_FLAGS)
+	$(SIEVE) inspect build/export/$(or $(MODEL),lenet5)-$(VARIANT).onnx
 
 rtl: setup
 	$(PY) -m sieve_hw.generate --out build/rtl
@@ -57,7 +59,7 @@ verify-exhaustive: setup
 	$(PY) -m sim.exhaustive --out build/verify $(if $(FORMAT),--format $(FORMAT)) $(if $(FRACTION),--fraction $(FRACTION))
 
 cascade: setup
-	$(SIEVE) cascade --pool $(or $(POOL),lenet5,convnet,minivgg) --target 1.0
+	$(SIEVE) cascade --pool "$${POOL:-lenet5,convnet,minivgg}" --target 1.0
 
 bench: setup
 	$(PY) -m tests.bench.run --out build/bench

@@ -144,3 +144,34 @@ def test_cli_cascade_fashion_small(tmp_path):
     assert data["dataset"] == "fashion-mnist" and data["calibration_images"] == 600
     assert (out / "report.md").is_file()
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_compressed_member_from_a_plan(tmp_path):
+    """A pool member NAME:VARIANT@PLAN is the zoo model with the search's plan applied."""
+    from sieve import zoo
+    from sieve.plan_io import write_plan
+    from sieve.qeval import quantizable_tensors
+    from sieve.runtime.sources import load_pool, parse_pool
+
+    if zoo.fashion_record("lenet5") is None:
+        pytest.skip("lenet5 is not trained yet on this machine (`make cascade` trains it once)")
+    model, _ = zoo.load("lenet5", val=8, test=8)
+    tensors = []
+    for t in quantizable_tensors(model):
+        fmt = "se4m3b10" if t.kind == "weight" else "fp32"
+        tensors.append({"name": t.name, "kind": t.kind, "elements": t.elements, "format": fmt,
+                        "bits": 8 if fmt != "fp32" else 32})
+    var = {"val_accuracy": 0, "test_accuracy": 0, "normalized_test_accuracy": 0, "mean_bits_weights": 6,
+           "mean_bits_activations": 32, "mean_bits": 6, "compression_ratio": 5.3, "tensors": tensors}
+    doc = {"model": "lenet5", "dataset": "fashion-mnist", "strategy": "test", "search_seconds": 0,
+           "evaluations": 0, "baseline": {"val_accuracy": 0, "test_accuracy": 0},
+           "variants": {v: var for v in ("exact", "accurate", "approximate")}}
+    plan = tmp_path / "plan.json"
+    write_plan(plan, doc)
+    pool = load_pool(parse_pool(f"lenet5:approximate@{plan},lenet5"), val=300, test=300,
+                     cache=tmp_path / "cache", progress=False)
+    assert pool.names == ["lenet5:approximate", "lenet5"]
+    q, f = pool.val_logits["lenet5:approximate"], pool.val_logits["lenet5"]
+    assert not np.allclose(q, f)  # 8-bit weights change the outputs ...
+    assert (q.argmax(1) == f.argmax(1)).mean() > 0.9  # ... but it is still the same classifier
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2

@@ -120,12 +120,12 @@ def write_cascade(result: dict, out: Path) -> Path:
         return out / "report.md"
     det = result["detector"]
     lines += ["", f"## Misspeculation detector: {det['little']} → {det['big']}", "",
-              "| probe | on recovery | thresholds | test accuracy | recovery | FN rate | FP rate | modelled speed-up |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| probe | on recovery | thresholds | target met on cal. | test accuracy | recovery | FN rate | FP rate | modelled speed-up |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for v in det["variants"]:
         t = v["test"]
         lines.append(f"| {v['probe']} | {'both combined' if v['combine'] else 'big'} | {v['rule']} | "
-                     f"{_pct(t['accuracy'])} | {_pct(t['recovery_rate'])} | {_pct(t['false_negative_rate'])} | "
+                     f"{'yes' if v['thresholds']['met_on_calibration'] else 'no'} | {_pct(t['accuracy'])} | {_pct(t['recovery_rate'])} | {_pct(t['false_negative_rate'])} | "
                      f"{_pct(t['false_positive_rate'])} | {v['modelled_speedup']:.2f}× |")
     eq = det["equal_accuracy"]
     lines += ["", f"At equal test accuracy {_pct(eq['accuracy'])}: per-class thresholds recover "

@@ -99,6 +99,7 @@ def _digest(*arrays) -> str:
 
 def _model_digest(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
+    h.update(getattr(model, "_sieve_plan_text", "fp32").encode())
     for name, t in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
@@ -117,7 +118,10 @@ def load_member(member: Member, data: str | None, val: int | None, test: int | N
         from ..plan_io import load_plan
         from ..qeval import apply_plan
 
-        model = apply_plan(model, load_plan(member.plan, member.variant))
+        plan = load_plan(member.plan, member.variant)
+        model = apply_plan(model, plan)
+        # activation rounding lives in hooks, not in the state dict: remember the plan for cache keys
+        model._sieve_plan_text = ";".join(f"{k}={v}" for k, v in sorted(plan.items()))
     return model, dataset
 
 
@@ -182,7 +186,8 @@ def load_pool(members: list[Member], data: str | None = None, val: int | None = 
 
 @torch.inference_mode()
 def measure_latencies(models: dict[str, torch.nn.Module], images: torch.Tensor, batch_sizes: list[int],
-                      reps: int = 5, budget_s: float = 60.0, clock: str = "cpu") -> dict[str, dict[int, float]]:
+                      reps: int = 5, budget_s: float = 60.0, clock: str = "cpu",
+                      progress: bool = False) -> dict[str, dict[int, float]]:
     """Seconds per batch of every model at every batch size: minimum over ``reps`` runs.
 
     The models take turns inside each repetition, so that a busy neighbour on the shared
@@ -192,9 +197,11 @@ def measure_latencies(models: dict[str, torch.nn.Module], images: torch.Tensor, 
     wall-clock time (``clock="wall"``).  Large batches get fewer repetitions once
     ``budget_s`` of measuring has been spent.
     """
+    from tqdm import tqdm
+
     now = time.process_time if clock == "cpu" else time.perf_counter
     result = {m: {} for m in models}
-    for b in batch_sizes:
+    for b in tqdm(batch_sizes, desc="latency (batch sizes)", disable=not progress, leave=False):
         x = images[:b]
         if len(x) < b:
             x = images[torch.arange(b) % len(images)]

@@ -101,7 +101,7 @@ def run_study(pool: PoolData, target: float = 1.0, batch_size: int = 500, reps: 
 
     # 1. measured latency
     sizes = sorted(set(latency_batches) | {batch_size})
-    timings = measure_latencies({m: pool.models[m] for m in names}, pool.test_images, sizes)
+    timings = measure_latencies({m: pool.models[m] for m in names}, pool.test_images, sizes, progress=progress)
     per_image = {m: per_image_latency(timings[m]) for m in names}
     table = pairing.model_table(vp, yv, per_image)
     for row in table:
