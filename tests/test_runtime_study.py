@@ -175,3 +175,22 @@ def test_compressed_member_from_a_plan(tmp_path):
     assert not np.allclose(q, f)  # 8-bit weights change the outputs ...
     assert (q.argmax(1) == f.argmax(1)).mean() > 0.9  # ... but it is still the same classifier
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_report_directory_is_atomic(tmp_path, monkeypatch):
+    """A writer that fails half-way leaves the previous report untouched and no debris."""
+    from sieve.runtime import report
+
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "report.md").write_text("old")
+
+    def boom(result, tmp):
+        (tmp / "cascade.json").write_text("{}")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "_write_cascade", boom)
+    with pytest.raises(RuntimeError):
+        report.write_cascade({}, out)
+    assert (out / "report.md").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]

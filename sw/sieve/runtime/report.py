@@ -9,11 +9,35 @@ atomically, so a failure never leaves a half-written report.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from ..io_utils import atomic_path, write_json, write_text
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside ``out``; it replaces ``out`` only on success.
+
+    A report is several files (JSON, Markdown, plots); a failure half-way must not leave a
+    mixture of new and stale ones behind.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def _plt():
@@ -93,7 +117,7 @@ def plot_load(rows: list[dict], path: Path, title: str) -> None:
     _save(fig, path)
 
 
-def write_cascade(result: dict, out: Path) -> Path:
+def _write_cascade(result: dict, out: Path) -> Path:
     """``cascade.json``, ``report.md`` and plots of a :func:`~.study.run_study` result."""
     out = Path(out)
     lines = [f"# Speculative cascade on {result['dataset']}", "",
@@ -181,7 +205,7 @@ def write_cascade(result: dict, out: Path) -> Path:
     return out / "report.md"
 
 
-def write_ensemble(result: dict, out: Path) -> Path:
+def _write_ensemble(result: dict, out: Path) -> Path:
     """``ensemble.json``, ``report.md`` and an accuracy-vs-latency plot of a flexible ensemble."""
     out = Path(out)
     full = result["full"]
@@ -224,7 +248,7 @@ def write_ensemble(result: dict, out: Path) -> Path:
     return out / "report.md"
 
 
-def write_selector(result: dict, out: Path) -> Path:
+def _write_selector(result: dict, out: Path) -> Path:
     """``selector.json``, ``report.md`` and energy/latency bars per network (Figs. 4.13–4.14)."""
     out = Path(out)
     dev = result["device"]
@@ -262,3 +286,24 @@ def write_selector(result: dict, out: Path) -> Path:
     write_json(out / "selector.json", result)
     write_text(out / "report.md", "\n".join(lines) + "\n")
     return out / "report.md"
+
+
+def write_cascade(result: dict, out: Path) -> Path:
+    """``cascade.json``, ``report.md`` and plots of a :func:`~.study.run_study` result (atomically)."""
+    with atomic_dir(out) as tmp:
+        _write_cascade(result, tmp)
+    return Path(out) / "report.md"
+
+
+def write_ensemble(result: dict, out: Path) -> Path:
+    """``ensemble.json``, ``report.md`` and a plot of a flexible-ensemble study (atomically)."""
+    with atomic_dir(out) as tmp:
+        _write_ensemble(result, tmp)
+    return Path(out) / "report.md"
+
+
+def write_selector(result: dict, out: Path) -> Path:
+    """``selector.json``, ``report.md`` and energy/latency plots of a selector study (atomically)."""
+    with atomic_dir(out) as tmp:
+        _write_selector(result, tmp)
+    return Path(out) / "report.md"
