@@ -273,10 +273,11 @@ def test_resnet20_on_shared_cifar_jpeg():
 @pytest.mark.slow
 @pytest.mark.parametrize("name,expected", [("resnet20", 0.810), ("resnet56", 0.837)])
 def test_resnets_full_jpeg_test_set(name, expected):
+    """Against ../shared/README.md's figures on all 10,000 JPEGs (measured here: 81.03 %, 83.20 %)."""
     shared_path("data", "cifar10-test-jpeg.tar")
     model, ds = zoo.load(name)
     hits = sum(zoo.evaluate(model, split)[0] * len(split) for split in (ds.val, ds.test))
-    assert abs(hits / 10000 - expected) < 0.006
+    assert abs(hits / 10000 - expected) < 0.008
 
 
 @pytest.mark.slow
@@ -304,3 +305,25 @@ def test_cli_errors_are_one_line(capsys):
     assert err.startswith("error: unknown model 'nonet'") and err.count("\n") == 1
     assert cli_main(["models", "--train", "resnet20"]) == 2
     assert "pretrained, not trained here" in capsys.readouterr().err
+
+
+def test_cli_eval_lenet_caffe_json(capsys):
+    import json
+
+    shared_path("models", "lenet-caffe-mnist", "lenet_caffe_mnist.npz")
+    shared_path("data", "mnist-test")
+    assert cli_main(["models", "--eval", "lenet_caffe", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["dataset"] == "mnist" and result["test_images"] == 5000
+    assert 0.985 < result["test_accuracy"] < 0.995
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_pool_spans_accuracy():
+    """lenet5 < convnet < minivgg on the Fashion-MNIST test set (trains what is not cached)."""
+    accs = []
+    for name in ("lenet5", "convnet", "minivgg"):
+        model, ds = zoo.load(name)
+        accs.append(zoo.evaluate(model, ds.test)[0])
+    assert 0.85 < accs[0] < accs[1] < accs[2]

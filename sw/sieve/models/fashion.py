@@ -1,7 +1,8 @@
 """The Fashion-MNIST pool SIEVE trains itself, chosen to span accuracy and cost:
 
 * ``lenet5``  – Caffe's LeNet exactly (:class:`CaffeLeNet`), ≈2.3 M MACs;
-* ``convnet`` – a three-convolution net in the style of Caffe's CIFAR-10 "quick" model, ≈8 M MACs;
+* ``convnet`` – a three-convolution net in the style of Caffe's CIFAR-10 "quick" model
+  (with batch norm), ≈8 M MACs;
 * ``minivgg`` – a six-convolution VGG-style net with batch normalisation, ≈17 M MACs.
 
 All take a 1×28×28 image normalised with the training set's mean and standard deviation.
@@ -16,29 +17,35 @@ from .caffe_lenet import CaffeLeNet
 
 
 class ConvNet(nn.Module):
-    """CIFAR-quick style: conv5×5(32) → maxpool → conv5×5(32) → avgpool → conv5×5(64) →
-    avgpool → fc 64 → fc 10, ReLU after every hidden layer."""
+    """CIFAR-quick style: three conv5×5 (32, 32, 64 channels), each followed by batch norm,
+    ReLU and a 3×3/2 max-pool (28 → 14 → 7 → 4), then fc 64 → ReLU → fc 10.
+
+    Batch norm is what lets this small net beat LeNet in three epochs: without it the
+    CIFAR-quick layout reached only 87.2 % (avg-pools) / 89.7 % (max-pools, fc 256)."""
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 5, padding=2)
-        self.pool1 = nn.MaxPool2d(3, 2, padding=1)      # 28 -> 14
+        self.conv1 = nn.Conv2d(1, 32, 5, padding=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(32)
         self.relu1 = nn.ReLU()
-        self.conv2 = nn.Conv2d(32, 32, 5, padding=2)
+        self.pool1 = nn.MaxPool2d(3, 2, padding=1)
+        self.conv2 = nn.Conv2d(32, 32, 5, padding=2, bias=False)
+        self.bn2 = nn.BatchNorm2d(32)
         self.relu2 = nn.ReLU()
-        self.pool2 = nn.AvgPool2d(3, 2, padding=1)      # 14 -> 7
-        self.conv3 = nn.Conv2d(32, 64, 5, padding=2)
+        self.pool2 = nn.MaxPool2d(3, 2, padding=1)
+        self.conv3 = nn.Conv2d(32, 64, 5, padding=2, bias=False)
+        self.bn3 = nn.BatchNorm2d(64)
         self.relu3 = nn.ReLU()
-        self.pool3 = nn.AvgPool2d(3, 2, padding=1)      # 7 -> 4
+        self.pool3 = nn.MaxPool2d(3, 2, padding=1)
         self.flatten = nn.Flatten()
         self.fc1 = nn.Linear(64 * 4 * 4, 64)
         self.relu4 = nn.ReLU()
         self.fc2 = nn.Linear(64, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu1(self.pool1(self.conv1(x)))
-        x = self.pool2(self.relu2(self.conv2(x)))
-        x = self.pool3(self.relu3(self.conv3(x)))
+        x = self.pool1(self.relu1(self.bn1(self.conv1(x))))
+        x = self.pool2(self.relu2(self.bn2(self.conv2(x))))
+        x = self.pool3(self.relu3(self.bn3(self.conv3(x))))
         return self.fc2(self.relu4(self.fc1(self.flatten(x))))
 
 

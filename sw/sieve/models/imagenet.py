@@ -122,8 +122,10 @@ def default_weights(name: str) -> str:
     """The torch hub checkpoint cache file of ``name``, or a SieveError saying what to pass."""
     path = Path(torch.hub.get_dir()) / "checkpoints" / HUB_FILES[name]
     if not path.is_file():
+        extra = (" or a Caffe Deep-Compression .npz such as ../shared/models/squeezenet1.0-deepcompression/"
+                 "squeezenet1.0_deepcompression_decoded.npz" if name == "squeezenet1_0" else "")
         raise SieveError(f"{name} needs ImageNet weights: pass --weights FILE (a torchvision state dict such as "
-                         f"{HUB_FILES[name]}) or place that file at {path}; nothing is downloaded")
+                         f"{HUB_FILES[name]}{extra}) or place that file at {path}; nothing is downloaded")
     return str(path)
 
 

@@ -31,7 +31,7 @@ TRAINING_CODE_VERSION = 1
 # one thread: on a shared 2-core machine two spinning threads run several times slower.
 HYPER = {
     "lenet5": {"epochs": 3, "lr": 1e-3, "threads": 2},
-    "convnet": {"epochs": 3, "lr": 2e-3, "threads": 1},
+    "convnet": {"epochs": 3, "lr": 2e-3, "threads": 1, "arch": 2},   # arch 2: batch norm, max-pools
     "minivgg": {"epochs": 3, "lr": 2e-3, "threads": 1},
 }
 COMMON = {"optimizer": "adam", "schedule": "linear-decay", "batch_size": 128, "seed": 20240607,
