@@ -47,7 +47,7 @@ class ModelSpec:
 
 _SPECS = [
     ModelSpec("lenet5", "fashion", "fashion-mnist", (1, 28, 28), 10, "Caffe's LeNet trained on Fashion-MNIST"),
-    ModelSpec("convnet", "fashion", "fashion-mnist", (1, 28, 28), 10, "CIFAR-quick style 3-conv net, Fashion-MNIST"),
+    ModelSpec("convnet", "fashion", "fashion-mnist", (1, 28, 28), 10, "CIFAR-quick style 3-conv net with BN, Fashion-MNIST"),
     ModelSpec("minivgg", "fashion", "fashion-mnist", (1, 28, 28), 10, "6-conv VGG-style net with BN, Fashion-MNIST"),
     ModelSpec("lenet_caffe", "caffe_lenet", "mnist", (1, 28, 28), 10, "Caffe's pretrained MNIST LeNet"),
     *[ModelSpec(f"resnet{d}", "cifar_resnet", "cifar10", (3, 32, 32), 10, f"CIFAR-10 ResNet-{d} (akamaster)")
