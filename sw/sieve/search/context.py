@@ -78,7 +78,8 @@ class SearchContext:
     """The fp32 reference on the validation split plus cached, counted plan evaluations."""
 
     def __init__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
-                 identity: str, cache_path=None, batch_size: int = 500, early_tolerance: float = 0.002, subset_surplus: float = 0.0005,
+                 identity: str, cache_path=None, batch_size: int = 500, early_tolerance: float = 0.002,
+                 subset_surplus: float = 0.0,
                  progress=None):
         self.model = model.eval()
         self.images = images

@@ -27,7 +27,7 @@ __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "run_search", "model_digest"]
 
 STRATEGIES: dict[str, Callable] = {"greedy": search_greedy, "sieve": search_sieve, "uniform": search_uniform}
 DEFAULT_STRATEGY = "greedy"
-ALGORITHM_VERSION = "4"  # bump when a strategy changes, so stale cached outcomes are not replayed
+ALGORITHM_VERSION = "5"  # bump when a strategy changes, so stale cached outcomes are not replayed
 
 
 def model_digest(model: torch.nn.Module) -> str:
