@@ -146,6 +146,7 @@ def markdown(report: dict) -> str:
         "# SIEVE hardware: synthesis report",
         "",
         f"Reproduce: `{meta['command']}`  ",
+        f"RTL: `hw/` at {meta.get('hw_revision') or 'unknown revision'}  ",
         f"Yosys: {meta['yosys']}  ",
         f"nextpnr-ice40: {meta.get('nextpnr_ice40') or '–'} (clock constraint {meta['freq_mhz']:g} MHz, seed {meta['seed']})  ",
         f"Run: {meta['date']}, {meta['seconds']:.0f} s",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,19 @@ def plan_variants(designs: list[str], fixed: list[Format]) -> list[Variant]:
     out = [Variant(d) for d in designs]
     out += [Variant(d, f) for d in designs if d in FIXED_DESIGNS for f in fixed]
     return out
+
+
+def hw_revision() -> str | None:
+    """The last git commit touching hw/ (``+dirty`` when hw/ has uncommitted changes)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "log", "-1", "--format=%h", "--", "hw"], cwd=root,
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hw"], cwd=root,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (rev + ("+dirty" if dirty else "")) or None
 
 
 def measure_throughput(formats: list[Format], values: int) -> list[dict]:
@@ -101,6 +115,7 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
     records = [r for recs in results for r in recs]
     meta = {
         "command": command,
+        "hw_revision": hw_revision(),
         "yosys": ys.version,
         "nextpnr_ice40": pnr_version,
         "freq_mhz": settings.pnr.freq_mhz,
