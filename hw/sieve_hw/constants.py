@@ -88,7 +88,7 @@ def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
     none = Signal(name="is_none")
     m.d.comb += [ieee.eq(fmt.specials == 1), fn.eq(fmt.specials == 2), fnuz.eq(fmt.specials == 3),
                  none.eq(fmt.specials == 0)]
-    ov_sat, ov_inf, ov_nan = (fmt.overflow == 0), (fmt.overflow == 1), (fmt.overflow == 2)
+    ov_inf, ov_nan = (fmt.overflow == 1), (fmt.overflow == 2)
 
     width = Signal(6, name="width")
     m.d.comb += width.eq(sgn + E + M)
@@ -116,7 +116,7 @@ def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
     sub_en = Signal(name="sub_en_w")
     m.d.comb += sub_en.eq(fmt.subnormals & ~m0)
 
-    # fp32 patterns of Max, Min normal, Min, Min/2
+    # fp32 patterns of Max, Min, Min/2 (Min is the smallest subnormal when subnormals are on)
     max_e = Signal(signed(11), name="max_e")
     m.d.comb += max_e.eq(top + adj)
     max_bits = _fp32_bits(m, "max_bits_w", max_e, (max_man << man_shift)[:23])

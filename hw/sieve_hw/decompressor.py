@@ -1,16 +1,15 @@
 """Decompressor engine: one custom-float code per clock in, one fp32 value per clock out.
 
 Datapath (equal bit for bit to :func:`sieve.decode`, including the canonical quiet NaN
-0x7FC00000/0xFFC00000 with the code's sign):
+0x7FC00000/0xFFC00000 with the code's sign); stage A, register, stage B:
 
-1. from the code alone: exponent field zero / all ones (masks from the calculator), the
-   mantissa's leading-zero count, the sign (one-hot select), Inf/NaN per the convention;
-2. one left shifter: by ``man_shift`` for normal codes (fp32 mantissa = shifted[22:0],
-   code exponent = shifted[30:23]); for subnormal codes by ``lz + 1`` so the leading one
-   lands on the hidden bit, capped at ``adj + man_shift`` when the value is an fp32
-   subnormal;
-3. one adder for the fp32 exponent: ``e_code + adj`` (normal) or ``adj + man_shift - lz``
-   (subnormal), then the zero / Inf / NaN overrides.
+A. a 9-bit window shifter brings ``{sign, exponent field}`` down from bit ``M``; the
+   mantissa is masked, its leading zeros counted; Inf/NaN/zero per the convention.  One
+   adder gives the fp32 exponent: ``e_code + adj`` for normal codes, ``adj + man_shift - lz``
+   for subnormal codes (normalised).  Results below 2^-126 become fp32 subnormals: the
+   shift is capped (subnormal codes) or shortened by ``1 - e`` (normal codes).  Out of A:
+   the significand (hidden bit included), its left-shift amount, the exponent, sign, NaN.
+B. one left shifter puts the significand in place; the NaN quiet bit is ORed in.
 
 Ports as the compressor's with data directions swapped: ``i_data`` is the right-aligned
 code (bits above the format width are ignored), ``o_data`` the fp32 bit pattern.
