@@ -140,7 +140,7 @@ def test_onnxruntime_matches_emulated_model(exported):
             # rounding boundary; the graph's rounding itself agrees with the emulator on its input
             for e in explain(model, PLAN, str(path), x[r["over_tolerance_indices"]]):
                 assert e["onnx_rounding_matches_emulator_on_onnx_inputs"], e
-                assert e["max_relative_input_diff"] < 1e-5, e
+                assert e["max_input_diff_vs_tensor_max"] < 1e-5, e
         assert r["images_over_tolerance"] <= 2, (mode, r)
 
 

@@ -192,8 +192,9 @@ def _markdown(results: list[dict]) -> str:
                          f"{a['images_over_tolerance']} images over {a['tolerance']:g}")
             for e in a["explanations"]:
                 lines.append(f"  - image {e['image']}: first differing rounding {e['tensor']} "
-                             f"({e['elements_differing']} of {e['elements']} elements); fp32 inputs differ by "
-                             f"{e['max_relative_input_diff']:.1e} relative (summation order); the graph's rounding "
+                             f"({e['elements_differing']} of {e['elements']} elements); their fp32 inputs were "
+                             f"{e['max_input_ulps_apart']} ulps apart = {e['max_input_diff_vs_tensor_max']:.1e} of the tensor's max "
+                             f"(summation order); the graph's rounding "
                              f"of its own input equals the emulator's: "
                              f"{e['onnx_rounding_matches_emulator_on_onnx_inputs']}; e.g. (torch in, onnx in, "
                              f"torch q, onnx q) = {e['values'][0]}")

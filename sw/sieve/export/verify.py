@@ -5,8 +5,8 @@ The emulated model is ``sieve.qeval.apply_plan(model, plan)`` restricted to what
 reports top-1 agreement and the per-image relative logit difference
 ``max|onnx - torch| / max|torch|``.  ``explain`` looks inside the images whose logits differ by
 more than the tolerance: it exposes every rounded activation of the ONNX graph and compares it with
-the emulator's, so a miss can be traced to the first layer where the two disagree and to how far
-the fp32 inputs of that rounding were apart.
+the emulator's, so a miss can be traced to the first layer where the two disagree and to how many
+ulps apart the fp32 inputs of that rounding were.
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def _rounding_io(path: str) -> tuple[onnx.ModelProto, list[tuple[str, str, str]]
 
 def explain(model: torch.nn.Module, plan: dict[str, Format], path: str, images: torch.Tensor) -> list[dict]:
     """For each image, the first planned activation whose rounded values differ between the file
-    and the emulator, with how many elements differ, by how many format steps, and the largest
-    relative difference of the fp32 values that went into the rounding (summation-order noise)."""
+    and the emulator: how many elements differ, whether the graph rounds its own input exactly as
+    the emulator would, and how many ulps apart the fp32 inputs of the differing elements were."""
     from ..qeval import apply_plan
 
     applied = file_plan(path, plan)
@@ -119,12 +119,19 @@ def explain(model: torch.nn.Module, plan: dict[str, Format], path: str, images: 
                 diff = got[rounded].view(np.uint32) != q_t.view(np.uint32)
                 if diff.any():
                     pre_o = got[source]
-                    rel = np.abs(pre_o - pre_t) / np.maximum(np.abs(pre_t), np.finfo(np.float32).tiny)
                     own = quantize(pre_o, applied[name]).view(np.uint32) == got[rounded].view(np.uint32)
+                    # how far apart the two fp32 inputs were, in units in the last place, where
+                    # the rounded values differ (same sign there, so the bit patterns subtract)
+                    ulps = np.abs(pre_o.view(np.int32).astype(np.int64)[diff]
+                                  - pre_t.view(np.int32).astype(np.int64)[diff])
                     out.append({"image": index, "tensor": name, "elements_differing": int(diff.sum()),
                                 "elements": int(diff.size),
                                 "onnx_rounding_matches_emulator_on_onnx_inputs": bool(own.all()),
-                                "max_relative_input_diff": float(rel.max()),
+                                "max_input_ulps_apart": int(ulps.max()),
+                                # the same gap against the tensor's largest value: the scale of a
+                                # convolution's accumulated rounding error
+                                "max_input_diff_vs_tensor_max": float(
+                                    np.abs(pre_o - pre_t)[diff].max() / max(float(np.abs(pre_t).max()), 1e-30)),
                                 "values": [(float(pre_t.reshape(-1)[i]), float(pre_o.reshape(-1)[i]),
                                             float(q_t.reshape(-1)[i]), float(got[rounded].reshape(-1)[i]))
                                            for i in np.nonzero(diff.reshape(-1))[0][:3]]})
