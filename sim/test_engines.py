@@ -135,12 +135,12 @@ def test_streaming_stalls_reset_and_format_changes():
                "error": 1, "c": np.zeros(8, np.uint64), "d": np.zeros(8, np.uint64),
                "p_valid": 1.0, "p_ready": 1.0, "reset_at": -1, "cfg_early": False}
     segments = [
-        big(fa, 16_000, p_valid=0.7, p_ready=0.6, cfg_early=True),
-        big(fb, 16_000, p_valid=0.5, p_ready=0.9, cfg_early=True),
-        big(fc, 16_000, p_valid=0.9, p_ready=0.5, reset_at=9_000),
+        big(fa, 10_000, p_valid=0.7, p_ready=0.6, cfg_early=True),
+        big(fb, 10_000, p_valid=0.5, p_ready=0.9, cfg_early=True),
+        big(fc, 10_000, p_valid=0.9, p_ready=0.5, reset_at=6_000),
         illegal,
-        big(fd, 16_000, p_valid=0.8, p_ready=0.8, cfg_early=True),
-        big(fa, 16_000, p_valid=1.0, p_ready=0.7),
+        big(fd, 10_000, p_valid=0.8, p_ready=0.8, cfg_early=True),
+        big(fa, 10_000, p_valid=1.0, p_ready=0.7),
     ]
     total = sum(s["c"].size + s["d"].size for s in segments)
     assert total >= 100_000
