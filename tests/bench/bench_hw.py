@@ -19,7 +19,7 @@ from sieve.cfloat import Format
 from sieve.io_utils import write_json, write_text
 from synth import TARGETS
 from synth.flow import FlowSettings, hw_rtlil_writer
-from synth.report import LANE_COUNTS, TRANSISTOR_LIMIT
+from synth.report import LANE_COUNTS, TRANSISTOR_LIMIT, _num
 from synth.run import DEFAULT_FIXED, measure_throughput, plan_variants, synthesize
 
 
@@ -61,7 +61,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     write_json(Path(out_dir) / "hw.json", result)
     lines = ["# bench hw", "", f"`{command}` — full table in `{result['report']}`", "",
              "| engine | check | value | target | pass |", "|---|---|---:|---|---|"]
-    lines += [f"| {c['engine']} | {c['check']} | {c['value']} | {c['limit']} | {'yes' if c['pass'] else 'NO'} |"
+    lines += [f"| {c['engine']} | {c['check']} | {_num(c['value'])} | {c['limit']} | {'yes' if c['pass'] else 'NO'} |"
               for c in result["checks"]]
     lines += ["", "| design | engines | transistors | per engine | ÷ 4,700 budget |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {r['design']} | {r['engines']} | {r['transistors']:,} | {r['transistors_per_engine']:,} | {r['vs_budget']} |"
