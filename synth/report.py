@@ -98,6 +98,7 @@ def dominant_cells(records: list[dict], top: int = 6) -> dict[str, dict]:
                 "transistors": rec["transistors"],
                 "logic": rec.get("transistors_logic"),
                 "registers": rec.get("transistors_registers"),
+                "cmos_mapped": rec.get("transistors_cmos_mapped"),
                 "ff_bits": rec["ff_bits"],
                 "top_cells": list(rec["transistors_by_type"].items())[:top],
             }
@@ -235,12 +236,13 @@ def markdown(report: dict) -> str:
 
     if report["dominant_cells"]:
         lines += ["## Where the transistors go (engines, after `dffunmap`)", "",
-                  "| engine | transistors | logic | registers (FF + enable/reset gates) | FF bits | costliest cell types |",
-                  "|---|---:|---:|---:|---:|---|"]
+                  "| engine | transistors | logic | registers (FF + enable/reset gates) | FF bits "
+                  "| re-mapped to CMOS gates | costliest cell types |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
         for name, d in report["dominant_cells"].items():
             cells = ", ".join(f"`{t}` {n:,}" for t, n in d["top_cells"])
             lines.append(f"| {name} | {d['transistors']:,} | {_fmt(d['logic'], ',')} | {_fmt(d['registers'], ',')} "
-                         f"| {d['ff_bits']} | {cells} |")
+                         f"| {d['ff_bits']} | {_fmt(d.get('cmos_mapped'), ',')} | {cells} |")
         lines.append("")
 
     paths = [r for r in records if r.get("target") == "ice40-hx8k" and r.get("pnr") == "ok" and r.get("critical_path")]
@@ -259,7 +261,8 @@ def markdown(report: dict) -> str:
         "- Generic cells: `synth -flatten`, `stat -json` (fine-grained `$_..._` cells; Amaranth `$scopeinfo` markers dropped).",
         "- Transistors: `dffunmap` then `stat -json -tech cmos` (Yosys's CMOS table: NAND2/NOR2 4, AND/OR 6, XOR/XNOR 12,"
         " MUX 12, DFF 16). Without `dffunmap` Yosys omits every enable / sync-reset flip-flop; the JSON keeps both figures"
-        " (`transistors_without_dffunmap`). A `+` would mark cells Yosys cannot cost.",
+        " (`transistors_without_dffunmap`). A `+` would mark cells Yosys cannot cost. Cross-check ('re-mapped to CMOS"
+        " gates'): the same netlist after `abc -g cmos3` (NAND, NOR, AOI3, OAI3, NOT), costed the same way.",
         "- NAND2 equivalents = transistors / 4 (a static CMOS NAND2 has 4 transistors). Target 4,700 transistors ≈ 0.06 mm² /"
         " 64 engines at 45 nm ÷ 0.798 µm² per NAND2 × 4.",
         "- 'per engine' = transistors / number of engines (lane units: 2N engines sharing one constant calculator).",

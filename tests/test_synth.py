@@ -116,6 +116,9 @@ def test_cmos_estimate_counts_every_flip_flop(adder_records, acc_generic):
         assert rec["transistors_logic"] + rec["transistors_registers"] == rec["transistors"]
         assert rec["transistors_registers"] >= 9 * 16
         assert rec["nand2_eq"] == rec["transistors"] / 4
+        # the CMOS-gate re-mapping keeps every flip-flop and lands in the same ballpark
+        assert rec["transistors_cmos_mapped"] >= 9 * 16
+        assert 0.5 < rec["transistors_cmos_mapped"] / rec["transistors"] < 1.5
     # the enable costs a multiplexer per bit on top of the reset one
     assert acc_generic["cmos_cells_by_type"].get("$_MUX_", 0) >= 9
 
