@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import SieveError
 
 VARIANTS = ("accurate", "approximate", "exact")
 
@@ -68,4 +67,4 @@ def run_inspect(args) -> int:
     return 0
 
 
-__all__ = ["register", "run_export", "run_inspect", "SieveError"]
+__all__ = ["register", "run_export", "run_inspect"]
