@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import SieveError
+
 
 @dataclass
 class Split:
@@ -37,7 +39,7 @@ class Split:
         if count is None or count >= len(self):
             return self
         if count < 0:
-            raise ValueError("count must be >= 0")
+            raise SieveError(f"cannot keep {count} images of a split; pass a count >= 0")
         return Split(self.images[:count], self.labels[:count])
 
 
