@@ -104,6 +104,26 @@ def run(out_dir: Path, quick: bool = False) -> dict:
           f"{100 * dep['reference_test_accuracy']:.2f} % ({100 * dep['relative_accuracy']:.2f} %); throughput "
           f"{tput['cpu']['speedup']:.2f}x (CPU time) / {tput['wall']['speedup']:.2f}x (wall clock) vs ResNet-56 alone.", "",
           "Criteria: " + ", ".join(f"{k} {'PASS' if v else 'FAIL'}" for k, v in result["criteria"].items()), "",
-          "Details: runtime-cascade/report.md, runtime-ensemble/report.md, runtime-selector/report.md."]
+          "| load (× ResNet-56 peak) | cascade mean / p99 ms | ResNet-56 mean / p99 ms |", "|---|---|---|"]
+    md += [f"| {r['load']:.1f} | {r['cascade_mean_ms']:.1f} / {r['cascade_p99_ms']:.1f} | "
+           f"{r['big_mean_ms']:.1f} / {r['big_p99_ms']:.1f} |" for r in result["load"]]
+    eq = det["equal_accuracy"]
+    md += ["", f"Detector {det['little']}→{det['big']}, max softmax: per-class thresholds recover "
+           f"{100 * eq['per_class_recovery']:.2f} % at {100 * eq['accuracy']:.2f} % held-out accuracy; a single threshold "
+           f"needs {100 * eq['single_recovery_in_sample']:.2f} % for the same accuracy (in-sample, its best case). "
+           f"Fitted to the same calibration target: single {100 * single['test']['recovery_rate']:.2f} % recovered "
+           f"({100 * single['test']['accuracy']:.2f} %), per-class {100 * pc['test']['recovery_rate']:.2f} % "
+           f"({100 * pc['test']['accuracy']:.2f} %).", "",
+           "| probe | on recovery | rule | FN rate | FP rate | recovery | accuracy |", "|---|---|---|---|---|---|---|"]
+    md += [f"| {v['probe']} | {'combined' if v['combine'] else 'big'} | {v['rule']} | {100 * v['fn']:.1f} % | "
+           f"{100 * v['fp']:.1f} % | {100 * v['recovery']:.2f} % | {100 * v['accuracy']:.2f} % |" for v in result["probe_rates"]]
+    e = result["ensemble"]
+    if best:
+        md += ["", f"Flexible ensemble: {100 * e['flexible_accuracy']:.2f} % at {e['flexible_ms']:.2f} ms/image vs full "
+               f"ensemble {100 * e['full_accuracy']:.2f} % at {e['full_ms']:.2f} ms ({100 * e['latency_fraction']:.1f} % of "
+               f"its latency, drop {e['accuracy_drop_pt']:.2f} pt)."]
+    md += ["", "Selector on LTE (mJ / ms per input): " + "; ".join(
+        f"{k} {v['energy_mj']:.1f} / {v['latency_ms']:.1f}" for k, v in result["selector_lte"].items()), "",
+        "Details: runtime-cascade/report.md, runtime-ensemble/report.md, runtime-selector/report.md."]
     write_text(out / "runtime.md", "\n".join(md) + "\n")
     return result
