@@ -39,7 +39,7 @@ def cover_format(hist: ExponentHistogram, man_bits: int, signed: bool = True) ->
     ``2^E - 1`` normal binades span ``[min_exp, max_exp]``, bias putting ``max_exp`` at the top."""
     lo, hi = hist.exponent_range()
     span = hi - lo + 1
-    exp_bits = min(8, max(1, math.ceil(math.log2(span + 1))))
+    exp_bits = min(7, max(1, math.ceil(math.log2(span + 1))))  # 8 bits would need bias > MAX_BIAS
     bias = _legal_bias(exp_bits, (1 << exp_bits) - 1 - hi)
     return Format(exp_bits, man_bits, bias, signed=signed)
 

@@ -16,6 +16,7 @@ from .formats import cover_format
 __all__ = ["search_uniform", "uniform_plan"]
 
 MIN_WIDTH, MAX_WIDTH = 3, 16
+MAX_EXP_BITS = 7  # 8 exponent bits need bias >= 128, below the fp32 normal range the engines use
 
 
 def uniform_plan(ctx: SearchContext, exp_bits: int, man_bits: int) -> dict[str, Format]:
@@ -40,7 +41,7 @@ def search_uniform(ctx: SearchContext, log=None):
     todo = set(VARIANTS)
     for width in range(MIN_WIDTH, MAX_WIDTH + 1):
         found: dict[str, tuple] = {}
-        for exp_bits in range(2, min(8, width - 1) + 1):
+        for exp_bits in range(2, min(MAX_EXP_BITS, width - 1) + 1):
             man_bits = width - 1 - exp_bits
             plan = uniform_plan(ctx, exp_bits, man_bits)
             out = ctx.evaluate(plan, ctx.full, "measure", early=False)
