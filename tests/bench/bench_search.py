@@ -61,6 +61,36 @@ def _summary(doc: dict) -> dict:
     return out
 
 
+def _compare(model_name: str, per: dict) -> dict:
+    """Which strategy wins the accurate variant's bits, by how much, and at what cost."""
+    bits = {s: per[s]["variants"]["accurate"]["mean_bits"] for s in STRATEGIES}
+    best_peer = min(("sieve", "uniform"), key=lambda s: bits[s])
+    return {
+        "accurate_mean_bits": bits,
+        "target_mean_bits": TARGET_BITS.get(model_name),
+        "greedy_meets_bits_target": bits["greedy"] <= TARGET_BITS.get(model_name, float("inf")),
+        "greedy_normalized_test_accuracy": per["greedy"]["variants"]["accurate"]["normalized_test_accuracy"],
+        "greedy_test_at_least_100pct": per["greedy"]["variants"]["accurate"]["normalized_test_accuracy"] >= 1.0,
+        "winner": min(STRATEGIES, key=lambda s: bits[s]),
+        "greedy_vs_best_peer": f"{bits[best_peer] / bits['greedy']:.2f}x fewer bits than {best_peer}",
+        "cost_fp32_passes": {s: per[s]["cost_fp32_passes"] for s in STRATEGIES},
+        "cost_target": TARGET_COST.get(model_name),
+        "sieve_cost_over_greedy": round(per["sieve"]["cost_fp32_passes"] / max(1e-9, per["greedy"]["cost_fp32_passes"]), 1),
+    }
+
+
+def collect(out_dir: Path, model_name: str) -> dict:
+    """Re-assemble one model's comparison from the plan.json files of its three searches
+    (for strategies run as separate processes, e.g. to finish within a deadline)."""
+    import json
+
+    per = {s: _summary(json.loads((out_dir / "search" / f"{model_name}-{s}" / "plan.json").read_text()))
+           for s in STRATEGIES}
+    per["comparison"] = _compare(model_name, per)
+    write_json(out_dir / f"search-{model_name}.json", per)
+    return per
+
+
 def run(out_dir: Path, quick: bool) -> dict:
     from sieve import zoo
     from sieve.search import run_search
@@ -86,28 +116,20 @@ def run(out_dir: Path, quick: bool) -> dict:
             print(f"   {model_name} / {strategy}: accurate {acc['mean_bits']:.2f} bits, normalized test "
                   f"{acc['normalized_test_accuracy']:.2%}, cost {per[strategy]['cost_fp32_passes']}x fp32, "
                   f"{per[strategy]['evaluations']} evaluations, {per[strategy]['search_seconds']} s", flush=True)
-        bits = {s: per[s]["variants"]["accurate"]["mean_bits"] for s in STRATEGIES}
-        best_peer = min(("sieve", "uniform"), key=lambda s: bits[s])
-        per["comparison"] = {
-            "accurate_mean_bits": bits,
-            "target_mean_bits": TARGET_BITS.get(model_name),
-            "greedy_meets_bits_target": bits["greedy"] <= TARGET_BITS.get(model_name, float("inf")),
-            "greedy_normalized_test_accuracy": per["greedy"]["variants"]["accurate"]["normalized_test_accuracy"],
-            "greedy_test_at_least_100pct": per["greedy"]["variants"]["accurate"]["normalized_test_accuracy"] >= 1.0,
-            "winner": min(STRATEGIES, key=lambda s: bits[s]),
-            "greedy_vs_best_peer": f"{bits[best_peer] / bits['greedy']:.2f}x fewer bits than {best_peer}",
-            "cost_fp32_passes": {s: per[s]["cost_fp32_passes"] for s in STRATEGIES},
-            "cost_target": TARGET_COST.get(model_name),
-            "sieve_cost_over_greedy": round(per["sieve"]["cost_fp32_passes"] / max(1e-9, per["greedy"]["cost_fp32_passes"]), 1),
-        }
+        per["comparison"] = _compare(model_name, per)
         results["models"][model_name] = per
         write_json(out_dir / f"search-{model_name}.json", per)
-    # the combined report holds every model measured so far (models may run as separate jobs)
+    return combine(out_dir, results)
+
+
+def combine(out_dir: Path, results: dict | None = None) -> dict:
+    """search.json / search.md over every model measured so far (models may run as separate jobs)."""
+    import json
+
+    results = results or {"models": {}, "skipped": {}}
     for path in sorted(out_dir.glob("search-*.json")):
         name = path.stem[len("search-"):]
         if name not in results["models"]:
-            import json
-
             results["models"][name] = json.loads(path.read_text())
     write_json(out_dir / "search.json", results)
     write_text(out_dir / "search.md", _markdown(results))
