@@ -84,9 +84,14 @@ def collect(out_dir: Path, model_name: str) -> dict:
     (for strategies run as separate processes, e.g. to finish within a deadline)."""
     import json
 
-    per = {s: _summary(json.loads((out_dir / "search" / f"{model_name}-{s}" / "plan.json").read_text()))
-           for s in STRATEGIES}
-    per["comparison"] = _compare(model_name, per)
+    per: dict = {}
+    for s in STRATEGIES:
+        path = out_dir / "search" / f"{model_name}-{s}" / "plan.json"
+        per[s] = _summary(json.loads(path.read_text())) if path.exists() else None
+    if all(per[s] is not None for s in STRATEGIES):
+        per["comparison"] = _compare(model_name, per)
+    else:
+        per["incomplete"] = [s for s in STRATEGIES if per[s] is None]
     write_json(out_dir / f"search-{model_name}.json", per)
     return per
 
@@ -145,6 +150,9 @@ def _markdown(results: dict) -> str:
              "|---|---|---|---|---:|---:|---|---:|---:|---:|"]
     for model, per in results["models"].items():
         for s in STRATEGIES:
+            if per.get(s) is None:
+                lines.append(f"| {model} | {s} | (did not finish) | | | | | | | |")
+                continue
             for vname, v in per[s]["variants"].items():
                 lines.append(f"| {model} | {s} | {vname} | {v['mean_bits_weights']:.2f} / {v['mean_bits_activations']:.2f} / "
                              f"**{v['mean_bits']:.2f}** | {v['normalized_val_accuracy']:.2%} | {v['normalized_test_accuracy']:.2%} | "
@@ -152,6 +160,9 @@ def _markdown(results: dict) -> str:
                              f"{per[s]['search_seconds']} |")
     lines += ["", "## Verdict", ""]
     for model, per in results["models"].items():
+        if "comparison" not in per:
+            lines.append(f"- **{model}**: incomplete (no result for {', '.join(per.get('incomplete', []))})")
+            continue
         c = per["comparison"]
         lines.append(f"- **{model}**: accurate mean bits greedy {c['accurate_mean_bits']['greedy']:.2f} "
                      f"(target <= {c['target_mean_bits']}, {'met' if c['greedy_meets_bits_target'] else 'MISSED'}; "
