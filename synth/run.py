@@ -84,6 +84,7 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ys = yosys()  # fail early, and pay YoWASP's one-off compile before the progress bar
+    revision = hw_revision()  # at the start: the RTL may change while a long run goes on
     pnr_version = None
     if any(t.startswith("ice40") for t in settings.targets):
         pnr_version = nextpnr_ice40().version
@@ -115,7 +116,7 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
     records = [r for recs in results for r in recs]
     meta = {
         "command": command,
-        "hw_revision": hw_revision(),
+        "hw_revision": revision,
         "yosys": ys.version,
         "nextpnr_ice40": pnr_version,
         "freq_mhz": settings.pnr.freq_mhz,
