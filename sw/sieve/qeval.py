@@ -119,9 +119,11 @@ def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
             nan_value = torch.where(neg, torch.full_like(out, negv), torch.full_like(out, pos))
         out = torch.where(nan_out, nan_value, out)
     else:
+        # every negative input that is not a NaN (-0, -Inf, negative overflow) clamps to 0
         nan_fill = _CANON_NAN[0] if fmt.has_nan else 0
-        out = torch.where(neg, torch.zeros_like(out), out)
-        out = torch.where(nan_out, torch.full_like(out, nan_fill), out)
+        neg_number = neg & ~is_nan
+        out = torch.where(neg_number, torch.zeros_like(out), out)
+        out = torch.where(nan_out & ~neg_number, torch.full_like(out, nan_fill), out)
     if fmt.min_normal < _FP32_MIN_NORMAL:
         # Formats reaching below 2^-126 (bias >= 128) have steps the fp32 bit pattern does not
         # show for fp32-subnormal inputs; no CNN format goes there, so the golden model handles them.
