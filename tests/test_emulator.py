@@ -146,6 +146,11 @@ def test_corner_codes_e4m3(x, code):
         ("ue4m3", -np.inf, 0x00),
         ("ue4m3", np.nan, 0x00),
         ("ue4m3", 1.0, 0x38),
+        ("ue4m3+fn+ovnan", -1e9, 0x00),         # a negative overflow is still a negative: 0
+        ("ue4m3+fn+ovnan", -np.inf, 0x00),
+        ("ue4m3+fn+ovnan", 1e9, 0x7F),          # a positive one is NaN
+        ("ue4m3+fn+ovnan", -np.nan, 0x7F),      # NaN stays NaN whatever its sign
+        ("ue5m2+ieee+ovinf", -np.inf, 0x00),
         ("ue4m3", np.inf, 0x7F),
         ("e5m2+ieee+ovinf", 1e9, 0x7C),         # overflow to Inf
         ("e5m2+ieee+ovinf", -np.inf, 0xFC),

@@ -187,10 +187,10 @@ def _encode_chunk(bits: np.ndarray, p: _EncodePlan, out: np.ndarray) -> None:
             signed_code[nan_sel] = np.where(neg[nan_sel] == 1, negc, pos)
         out[...] = signed_code
     else:
-        nan_sel = code == _NAN
         nan = fmt.nan_code(False)
-        code[nan_sel] = 0 if nan is None else nan
-        code[neg.astype(bool) & ~nan_sel] = 0
+        code[code == _NAN] = 0 if nan is None else nan
+        # every negative input that is not a NaN (-0, -tiny, -Max, -Inf, negative overflow) -> 0
+        code[neg.astype(bool) & (mag <= np.uint32(0x7F800000))] = 0
         out[...] = code
 
 

@@ -399,22 +399,6 @@ def _round_normal(b: GraphBuilder, a: str, fmt: Format, method: str) -> str:
     return b.op("BitCast", [b.op("BitwiseAnd", [bits, keep])], to=TensorProto.FLOAT)
 
 
-def _overflow_threshold(fmt: Format) -> float:
-    """The smallest positive float32 (Inf included) that ``fmt`` overflows to NaN, by bisection
-    on the emulator (rounding is monotonic in the bit pattern of a positive float)."""
-    lo, hi = int(np.float32(fmt.max_value).view(np.uint32)), 0x7F7FFFFF
-
-    def overflows(bits: int) -> bool:
-        return bool(np.isnan(quantize(np.array([bits], np.uint32).view(np.float32), fmt))[0])
-
-    if not overflows(hi):  # no finite float32 overflows: only an infinite input can
-        return float("inf")
-    while hi - lo > 1:  # invariant: lo does not overflow, hi does
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if overflows(mid) else (mid, hi)
-    return float(np.array([hi], np.uint32).view(np.float32)[0])
-
-
 def add_rounding(b: GraphBuilder, x: str, out: str, fmt: Format, method: str | None = None,
                  original_name: str | None = None) -> str:
     """Emit nodes computing ``out = sieve.quantize(x, fmt)`` bit for bit (x float32, any shape)."""
@@ -475,12 +459,7 @@ def add_rounding(b: GraphBuilder, x: str, out: str, fmt: Format, method: str | N
         is_nan = b.op("Or", [is_nan, over])
     nan_pos, nan_neg = (int(v) for v in quantize(np.array([0x7FC00000, 0xFFC00000], np.uint32)
                                                  .view(np.float32), fmt).view(np.uint32))
-    if not fmt.signed:  # one NaN result whatever the sign (a NaN code, or +0)
-        if fmt.overflow == "nan":  # the emulator rounds |x| first: a negative that overflows is NaN too
-            over_abs = b.op("GreaterOrEqual", [b.op("Abs", [x]), b.f32(_overflow_threshold(fmt))])
-            if fmt.has_inf:  # ... but -Inf itself clamps to 0
-                over_abs = b.op("And", [over_abs, b.op("Not", [b.op("IsInf", [x])])])
-            is_nan = b.op("Or", [is_nan, over_abs])
+    if not fmt.signed:  # one NaN result whatever the sign (a NaN code, or +0); negatives gave a = 0
         return b.op("Where", [is_nan, b.f32_bits(nan_pos), m], out=out, doc=doc)
     m = b.op("Where", [is_nan, b.f32(0.0), m])
     negative = b.op("Less", [b.op("BitCast", [x], to=TensorProto.INT32), b.const(np.int32(0), hint="i")])
