@@ -1,12 +1,6 @@
 """What the RTL must produce: format sweeps, corner values and the expected codes/values.
 
-The golden model is :mod:`sieve.emulator`.  One documented exception is patched here (and
-pinned by a strict-xfail test in ``sim/test_golden.py``): for a format whose Max lies below
-2^-126, the emulator returns an out-of-range code for an fp32-subnormal input that rounds
-above Max (its float64 "low" path skips the overflow rule), e.g. ``se4m0b150`` encodes
-1e-39 as 20 although codes stop at 15.  The Format spec says such a value overflows; the RTL
-does that, and :func:`expected_encode` substitutes the emulator's own answer for an
-fp32-normal input just above Max (the overflow code with the input's sign).
+The golden model is :mod:`sieve.emulator`, used as it is: the RTL equals it bit for bit.
 """
 
 from __future__ import annotations
@@ -18,11 +12,10 @@ import numpy as np
 import sieve
 from sieve.cfloat import FormatError, OVERFLOWS, SPECIALS
 
-__all__ = ["expected_encode", "expected_decode", "corner_values", "random_values", "legal_biases",
-           "sweep_formats", "decode_codes"]
-
 FP32_MIN_NORMAL_BITS = 0x00800000
 
+__all__ = ["expected_encode", "expected_decode", "corner_values", "random_values", "legal_biases",
+           "sweep_formats", "decode_codes"]
 
 @functools.lru_cache(maxsize=None)
 def legal_biases(exp_bits: int, man_bits: int, signed: bool, specials: str, overflow: str) -> tuple[int, ...]:
@@ -37,36 +30,9 @@ def legal_biases(exp_bits: int, man_bits: int, signed: bool, specials: str, over
     return tuple(out)
 
 
-def _rounds_above_max(mag: np.ndarray, fmt: sieve.Format) -> np.ndarray:
-    """For fp32 magnitudes below 2^-126: does the correctly rounded value exceed Max?"""
-    v = mag.view(np.float32).astype(np.float64)
-    out = np.zeros(v.shape, bool)
-    nz = v > 0
-    if not nz.any():
-        return out
-    k = np.frexp(v[nz])[1].astype(np.int64) - 1
-    k = np.maximum(k, fmt.min_exponent)  # subnormal grid below Min normal
-    scaled = np.ldexp(v[nz], (fmt.man_bits - k).astype(np.int32))
-    r = np.rint(scaled) if fmt.rounding == "nearest_even" else np.floor(scaled)
-    rounded = np.ldexp(r, (k - fmt.man_bits).astype(np.int32))
-    out[nz] = rounded > fmt.max_value
-    return out
-
-
 def expected_encode(x: np.ndarray, fmt: sieve.Format) -> np.ndarray:
-    """``sieve.encode`` with the documented low-region overflow fix (see module docstring)."""
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    codes = sieve.encode(bits.view(np.float32), fmt).astype(np.uint64)
-    if fmt.max_value < 2.0 ** -126:
-        mag = bits & np.uint32(0x7FFFFFFF)
-        cand = mag < FP32_MIN_NORMAL_BITS
-        if cand.any():
-            fix = np.zeros(bits.shape, bool)
-            fix[cand] = _rounds_above_max(mag[cand], fmt)
-            if fix.any():
-                stand_in = np.where(bits[fix] >> 31 == 1, np.float32(-(2.0 ** -126)), np.float32(2.0 ** -126))
-                codes[fix] = sieve.encode(stand_in.astype(np.float32), fmt)
-    return codes
+    """``sieve.encode`` as uint64 codes."""
+    return sieve.encode(np.ascontiguousarray(x, dtype=np.float32), fmt).astype(np.uint64)
 
 
 def expected_decode(codes: np.ndarray, fmt: sieve.Format) -> np.ndarray:

@@ -176,6 +176,19 @@ def test_nan_codes_decode_to_canonical_quiet_nan_with_sign():
     assert decode(np.array([0x80], np.uint8), Format.parse("e4m3b8+fnuz+ovnan")).view(np.uint32)[0] == 0xFFC00000
 
 
+def test_zero_mantissa_ties_go_to_the_even_code():
+    f = Format.parse("e3m0")  # bias 3: 1.0 is code 3, 2.0 code 4, 4.0 code 5
+    assert list(encode(np.float32([1.5, 3.0, 6.0]), f)) == [4, 4, 6]
+
+
+def test_fp32_subnormal_above_a_tiny_max_overflows():
+    """A format whose Max is below 2^-126: fp32 subnormals above Max follow the overflow rule
+    (found by the RTL comparison: the low region once skipped it)."""
+    f = Format.parse("se4m0b150")  # Max = 2^-135
+    got = encode(np.float32([1e-39, -1e-39, 2.0 ** -140]), f)
+    assert list(got) == [15, 31, 10]
+
+
 def test_exotic_bias_below_fp32_normals():
     f = Format.parse("e3m2b130+sub")  # Min normal 2^-129 is an fp32 subnormal
     codes = np.arange(1 << f.width)

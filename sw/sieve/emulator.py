@@ -153,18 +153,18 @@ def _encode_chunk(bits: np.ndarray, p: _EncodePlan, out: np.ndarray) -> None:
         rounded = mag64
     code = (rounded >> p.shift) - p.adjust
 
+    # the low region: below the smallest normal, and every fp32 subnormal input (whose bit
+    # pattern the integer path above cannot round); done in float64, where all are exact
+    low = mag < np.uint32(p.low_bits)
+    if low.any():
+        code[low] = _encode_low(mag[low].view(np.float32).astype(np.float64), p)
+
     # overflow: the rounded magnitude exceeds Max (Inf and NaN land here too, fixed below)
     over = code > p.max_code
     if fmt.overflow == "saturate":
         np.minimum(code, p.max_code, out=code)
     else:
         code[over] = p.inf_code if fmt.overflow == "inf" else _NAN
-
-    # the low region: below the smallest normal, and every fp32 subnormal input (whose bit
-    # pattern the integer path above cannot round); done in float64, where all are exact
-    low = mag < np.uint32(p.low_bits)
-    if low.any():
-        code[low] = _encode_low(mag[low].view(np.float32).astype(np.float64), p)
 
     # Inf and NaN inputs
     special = mag >= np.uint32(0x7F800000)
