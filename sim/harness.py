@@ -21,6 +21,21 @@ def _worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
+def _sources_digest() -> str:
+    """SHA-256 of the hardware sources (and the Format spec they read): a compiled model is
+    reused only while none of them has changed."""
+    import hashlib
+
+    import sieve.cfloat
+    import sieve_hw
+
+    digest = hashlib.sha256()
+    files = sorted(Path(sieve_hw.__file__).parent.glob("*.py")) + [Path(sieve.cfloat.__file__)]
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def build(design: str, fixed_format=None) -> tuple[str, Path]:
     """Generate and compile ``design``; return (top module, build dir).  Cached per worker."""
     from cocotb_tools.runner import get_runner
@@ -30,7 +45,8 @@ def build(design: str, fixed_format=None) -> tuple[str, Path]:
     top = top_name(design, fixed_format)
     bdir = SIM_BUILD / f"{top}-{_worker()}"
     stamp = bdir / ".built"
-    if not stamp.exists():
+    key = _sources_digest()
+    if not stamp.exists() or stamp.read_text().strip() != key:
         if bdir.exists():
             shutil.rmtree(bdir)
         bdir.mkdir(parents=True)
@@ -38,7 +54,7 @@ def build(design: str, fixed_format=None) -> tuple[str, Path]:
         runner = get_runner("icarus")
         runner.build(sources=[vfile], hdl_toplevel=top, build_dir=bdir, always=True,
                      timescale=("1ns", "1ps"), log_file=bdir / "build.log")
-        stamp.write_text("ok\n")
+        stamp.write_text(key + "\n")
     return top, bdir
 
 

@@ -103,14 +103,16 @@ def compress_stage_a(m: Module, x, k):
     amt = Signal(5, name="c_amt")
     m.d.comb += amt.eq(Mux(lowsub, amt_low, k.man_shift))
 
+    uneg = Signal(name="c_uneg")  # a negative input of an unsigned format: 0 unless it is a NaN
+    m.d.comb += uneg.eq(~k.signed & s)
     nan_sel = Signal(name="c_nan_sel")
-    m.d.comb += nan_sel.eq(is_nan | (is_inf & k.inf_nan) | (~ex_ones & ovf & k.ovf_nan))
+    m.d.comb += nan_sel.eq(is_nan | (~uneg & ((is_inf & k.inf_nan) | (~ex_ones & ovf & k.ovf_nan))))
     selk = Signal(name="c_selk")  # the code is a constant of the format: ovf_mag (+1)
     m.d.comb += selk.eq(nan_sel | is_inf | ovf)
     bump = Signal(name="c_bump")  # Inf = Max + 1 (ieee), NaN = Max + 1 (fn) or Inf + nan_bit (ieee)
     m.d.comb += bump.eq(Mux(nan_sel, k.bump_nan, is_inf & k.bump_inf))
     kill = Signal(name="c_kill")  # magnitude forced to 0: unsigned negatives, NaN without a NaN code
-    m.d.comb += kill.eq(Mux(nan_sel, k.nan_zero, ~k.signed & s))
+    m.d.comb += kill.eq(Mux(nan_sel, k.nan_zero, uneg))
     lsb0 = Signal(name="c_lsb0")  # tie parity when man_bits == 0 (the emulator's rule)
     m.d.comb += lsb0.eq(ex_zero | ex[0])
     # fnuz has no -0: a result that is zero loses its sign (known here, or once rounding is known)
