@@ -94,10 +94,3 @@ def to_split(images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tenso
     lab = torch.tensor(np.asarray(labels), dtype=torch.int64)   # a copy: never alias cached arrays
     return Split(img, lab)
 
-
-def load_dataset(name: str, data: str | None = None, val: int | None = None,
-                 test: int | None = None) -> Dataset:
-    """The dataset a zoo model ``name`` is evaluated on (see :func:`sieve.zoo.load`)."""
-    from . import zoo
-
-    return zoo.load(name, data=data, val=val, test=test)[1]
