@@ -27,19 +27,11 @@ spec says; the emulator currently returns an out-of-range code there.
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
-from .constants import CONST_LAYOUT, fixed_constants
 from .lzc import lzc23
-from .pipeline import Pipeline
+from .engine import LATENCY, StreamEngine
 
 __all__ = ["Compressor", "LATENCY"]
-
-#: Clock cycles from acceptance to ``o_valid``: one register stage between stage A and
-#: stage B; ``o_data`` is stage B's logic on that register (no output register: a second
-#: stage was measured to add ~900 transistors for +4 MHz, the long path being stage A).
-LATENCY = 1
 
 
 def _shift_right_grs(m: Module, word, amt, name: str):
@@ -141,30 +133,9 @@ def compress_stage_b(m: Module, a: dict, k):
     return out
 
 
-class Compressor(wiring.Component):
+class Compressor(StreamEngine):
     """fp32 → code engine (configurable via ``k``, or ``fixed_format`` baked in)."""
 
-    def __init__(self, fixed_format=None):
-        members = {
-            "i_valid": In(1), "i_ready": Out(1), "i_data": In(32),
-            "o_valid": Out(1), "o_ready": In(1), "o_data": Out(32),
-            "busy": Out(1),
-        }
-        if fixed_format is None:
-            members["k"] = In(CONST_LAYOUT)
-        self.fixed_format = fixed_format
-        super().__init__(members)
-
-    def elaborate(self, platform):
-        m = Module()
-        if self.fixed_format is None:
-            k = self.k
-        else:
-            k = fixed_constants(m, self.fixed_format)
-        p = Pipeline(m, self.i_valid, self.o_ready, LATENCY, "c")
-        a = compress_stage_a(m, self.i_data, k)
-        a_r = {name: p.reg(v, f"c_a_{name}") for name, v in a.items()}
-        out = compress_stage_b(m, a_r, k)
-        m.d.comb += [self.i_ready.eq(p.en), self.o_valid.eq(p.o_valid), self.busy.eq(p.busy),
-                     self.o_data.eq(out)]
-        return m
+    prefix = "c"
+    stage_a = staticmethod(compress_stage_a)
+    stage_b = staticmethod(compress_stage_b)

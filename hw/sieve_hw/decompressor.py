@@ -19,19 +19,11 @@ Latency: :data:`LATENCY` clock cycles.
 from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
-from .constants import CONST_LAYOUT, fixed_constants
 from .lzc import lzc23, shr_window
-from .pipeline import Pipeline
+from .engine import LATENCY, StreamEngine
 
 __all__ = ["Decompressor", "LATENCY"]
-
-#: Clock cycles from acceptance to ``o_valid``: one register stage between stage A and
-#: stage B; ``o_data`` is stage B's logic on that register (no output register: a second
-#: stage was measured to add ~900 transistors for +4 MHz, the long path being stage A).
-LATENCY = 1
 
 
 def decompress_stage_a(m: Module, code, k):
@@ -91,27 +83,9 @@ def decompress_stage_b(m: Module, a: dict, k):
     return out
 
 
-class Decompressor(wiring.Component):
+class Decompressor(StreamEngine):
     """code → fp32 engine (configurable via ``k``, or ``fixed_format`` baked in)."""
 
-    def __init__(self, fixed_format=None):
-        members = {
-            "i_valid": In(1), "i_ready": Out(1), "i_data": In(32),
-            "o_valid": Out(1), "o_ready": In(1), "o_data": Out(32),
-            "busy": Out(1),
-        }
-        if fixed_format is None:
-            members["k"] = In(CONST_LAYOUT)
-        self.fixed_format = fixed_format
-        super().__init__(members)
-
-    def elaborate(self, platform):
-        m = Module()
-        k = self.k if self.fixed_format is None else fixed_constants(m, self.fixed_format)
-        p = Pipeline(m, self.i_valid, self.o_ready, LATENCY, "d")
-        a = decompress_stage_a(m, self.i_data, k)
-        a_r = {name: p.reg(v, f"d_a_{name}") for name, v in a.items()}
-        out = decompress_stage_b(m, a_r, k)
-        m.d.comb += [self.i_ready.eq(p.en), self.o_valid.eq(p.o_valid), self.busy.eq(p.busy),
-                     self.o_data.eq(out)]
-        return m
+    prefix = "d"
+    stage_a = staticmethod(decompress_stage_a)
+    stage_b = staticmethod(decompress_stage_b)
