@@ -2,10 +2,12 @@
 # Install the Debian packages SIEVE needs, only when they are missing (idempotent, quiet).
 #   iverilog               - the simulator cocotb drives
 #   dataset-fashion-mnist  - the default data set (idx files under /usr/share/datasets/)
+#   g++                    - compiles the CXXRTL model of `make verify-exhaustive`
 set -euo pipefail
 need=()
 command -v iverilog >/dev/null 2>&1 || need+=(iverilog)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
+command -v g++ >/dev/null 2>&1 || need+=(g++)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
