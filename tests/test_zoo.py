@@ -186,9 +186,20 @@ def test_missing_and_bad_data_dirs(tmp_path):
         zoo.load("lenet5", data=str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(SieveError, match="no MNIST-style test set"):
-        zoo.load("lenet_caffe", data=str(tmp_path / "empty"))
+        zoo.load("lenet_caffe", data=str(tmp_path / "empty"), weights=str(_caffe_weights(tmp_path)))
     with pytest.raises(SieveError, match="no CIFAR-10 images found"):
         zoo.load("resnet20", data=str(tmp_path / "empty"), weights=str(_resnet_weights(tmp_path)))
+
+
+def _caffe_weights(tmp_path: Path) -> Path:
+    """Made-up Caffe LeNet weights in the Caffe .npz layout (so the test needs no ../shared)."""
+    from sieve.models.caffe_lenet import CaffeLeNet
+
+    path = tmp_path / "lenet_caffe.npz"
+    arrays = {f"{name.rsplit('.', 1)[0]}/{'w' if name.endswith('weight') else 'b'}": t.detach().numpy()
+              for name, t in CaffeLeNet().state_dict().items()}
+    np.savez(path, **arrays)
+    return path
 
 
 def _resnet_weights(tmp_path: Path) -> Path:
