@@ -144,16 +144,22 @@ def _ice40_summary(cells: dict[str, int]) -> dict:
     }
 
 
-def ice40(il_name: str, top: str, cwd: Path, timeout: float | None) -> dict:
-    """``synth_ice40`` of the bare design: LUT4 / carry / FF counts (same for HX8K and UP5K)."""
+def _vendor_cells(il_name: str, top: str, cwd: Path, timeout: float | None, tag: str,
+                  synth_command: str) -> tuple[float, dict[str, int]]:
+    """Run one vendor ``synth_*`` command on the bare design; (seconds, cell counts by type)."""
     script = (
         _front(il_name, top)
-        + f"synth_ice40 -top {top}\n"
+        + f"{synth_command}\n"
         + "delete t:$scopeinfo\n"
-        + "tee -q -o ice40_stat.json stat -json\n"
+        + f"tee -q -o {tag}_stat.json stat -json\n"
     )
-    seconds = run_yosys(script, cwd, "ice40", timeout)
-    cells = cells_by_type(load_stat(cwd / "ice40_stat.json"))
+    seconds = run_yosys(script, cwd, tag, timeout)
+    return seconds, cells_by_type(load_stat(cwd / f"{tag}_stat.json"))
+
+
+def ice40(il_name: str, top: str, cwd: Path, timeout: float | None) -> dict:
+    """``synth_ice40`` of the bare design: LUT4 / carry / FF counts (same for HX8K and UP5K)."""
+    seconds, cells = _vendor_cells(il_name, top, cwd, timeout, "ice40", f"synth_ice40 -top {top}")
     return {"seconds": round(seconds, 2), **_ice40_summary(cells), "cells_by_type": cells}
 
 
@@ -173,14 +179,7 @@ def ice40_harness(il_name: str, harness_v: str, cwd: Path, timeout: float | None
 
 def ecp5(il_name: str, top: str, cwd: Path, timeout: float | None) -> dict:
     """``synth_ecp5``: LUT4, CCU2C carry cells (2 LUT4 each) and flip-flops."""
-    script = (
-        _front(il_name, top)
-        + f"synth_ecp5 -top {top}\n"
-        + "delete t:$scopeinfo\n"
-        + "tee -q -o ecp5_stat.json stat -json\n"
-    )
-    seconds = run_yosys(script, cwd, "ecp5", timeout)
-    cells = cells_by_type(load_stat(cwd / "ecp5_stat.json"))
+    seconds, cells = _vendor_cells(il_name, top, cwd, timeout, "ecp5", f"synth_ecp5 -top {top}")
     lut4 = cells.get("LUT4", 0)
     ccu2 = cells.get("CCU2C", 0)
     return {
@@ -198,14 +197,8 @@ def ecp5(il_name: str, top: str, cwd: Path, timeout: float | None) -> dict:
 
 def xc7(il_name: str, top: str, cwd: Path, timeout: float | None) -> dict:
     """``synth_xilinx -family xc7`` out of context (no I/O buffers): LUT1..6, CARRY4, FFs."""
-    script = (
-        _front(il_name, top)
-        + f"synth_xilinx -family xc7 -flatten -noiopad -noclkbuf -top {top}\n"
-        + "delete t:$scopeinfo\n"
-        + "tee -q -o xc7_stat.json stat -json\n"
-    )
-    seconds = run_yosys(script, cwd, "xc7", timeout)
-    cells = cells_by_type(load_stat(cwd / "xc7_stat.json"))
+    seconds, cells = _vendor_cells(il_name, top, cwd, timeout, "xc7",
+                                   f"synth_xilinx -family xc7 -flatten -noiopad -noclkbuf -top {top}")
     lut_by_size = {t: n for t, n in cells.items() if t in {f"LUT{k}" for k in range(1, 7)}}
     return {
         "seconds": round(seconds, 2),
