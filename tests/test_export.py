@@ -14,7 +14,8 @@ from torch.nn import functional as F
 import sieve
 from sieve import Format
 from sieve.errors import SieveError
-from sieve.export.exporter import build_model, export_onnx, quantizable_names
+from sieve.export.compact import torch_batchnorm_affine
+from sieve.export.exporter import build_model, export_onnx, quantizable_names, read_records
 from sieve.export.inspect import format_table, inspect_onnx
 from sieve.export.verify import compare, decoded_weights, explain, session
 
@@ -120,10 +121,11 @@ def test_packed_bytes_are_exact_and_fp32_weights_gone(exported):
     proto = onnx.load(str(paths["full"]))
     inits = {t.name: t for t in proto.graph.initializer}
     params = dict(model.named_parameters())
+    records = {e.name: e for e in read_records(proto)}
     for name, fmt in PLAN.items():
         if name.endswith(".weight"):
             assert name not in inits  # no fp32 copy left behind
-            packed = inits[f"{name}.packed"]
+            packed = inits[records[name].packed]
             assert packed.data_type == onnx.TensorProto.UINT8
             assert len(packed.raw_data) == (params[name].numel() * fmt.width + 7) // 8
     assert "head.3.weight" in inits  # unplanned: fp32
@@ -169,8 +171,13 @@ def test_metadata_and_inspect(exported):
     proto = onnx.load(str(paths["full"]))
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["sieve.model"] == "tiny" and meta["sieve.variant"] == "accurate" and meta["sieve.mode"] == "full"
-    docs = [n.doc_string for n in proto.graph.node if n.doc_string.startswith("sieve: decode")]
-    assert len(docs) == 4 and any("block.conv2.weight from se5m9b20" in d for d in docs)
+    records = json.loads(meta["sieve.tensors"])
+    assert ["w", "block.conv2.weight", "se5m9b20", 900] == records[[r[1] for r in records].index(
+        "block.conv2.weight")][:4]
+    # names, doc strings and value_info cost bytes: only kept names are long
+    assert not any(n.name or n.doc_string for n in proto.graph.node) and not proto.graph.value_info
+    values = {o for n in proto.graph.node for o in n.output}
+    assert {v for v in values if len(v) > 3} == {n for n in PLAN if n.endswith(".weight")} | {"logits"}
     info = inspect_onnx(paths["full"])
     rows = {r["name"]: r for r in info["tensors"]}
     assert set(rows) == set(PLAN)
@@ -178,7 +185,7 @@ def test_metadata_and_inspect(exported):
         assert rows[name]["format"] == str(fmt)
     conv2 = rows["block.conv2.weight"]
     assert conv2["elements"] == 900 and conv2["bytes_stored"] == (900 * 15 + 7) // 8
-    assert conv2["bytes_fp32"] == 3600 and conv2["method"] == "arithmetic"
+    assert conv2["bytes_fp32"] == 3600 and conv2["method"] == "fields"
     assert rows["block.conv1.input"]["elements"] == 6 * 12 * 12
     text = format_table(info)
     assert "block.conv2.weight" in text and "se5m9b20" in text and "1,688" in text
@@ -325,3 +332,31 @@ def test_cli_plan_problems_are_one_line_errors(cli_env, capsys):
         assert not out.exists()
     assert main(["inspect", str(plan_path)]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_batchnorm_affine_is_torch_bit_for_bit():
+    """The per-channel scale and shift reproduce PyTorch's CPU eval BatchNorm exactly (it computes
+    ``fma(x, alpha, beta)``; the file's Mul + Add rounds twice, which onnxruntime folds into the
+    convolution anyway)."""
+    torch.manual_seed(3)
+    bn = nn.BatchNorm2d(32).eval()
+    bn.running_mean.uniform_(-2, 2)
+    bn.running_var.uniform_(0.01, 5.0)
+    bn.weight.data.uniform_(-2, 2)
+    bn.bias.data.uniform_(-1, 1)
+    alpha, beta = torch_batchnorm_affine(*(t.detach().numpy() for t in
+                                           (bn.weight, bn.bias, bn.running_mean, bn.running_var)), bn.eps)
+    x = torch.randn(4, 32, 8, 8)
+    with torch.no_grad():
+        y = bn(x).numpy()
+    fma = (x.numpy().astype(np.float64) * alpha[None, :, None, None] + beta[None, :, None, None]).astype(np.float32)
+    np.testing.assert_array_equal(fma.view(np.uint32), y.view(np.uint32))
+
+
+def test_batchnorm_becomes_two_floats_per_channel(exported):
+    _, paths = exported
+    for path in paths.values():
+        proto = onnx.load(str(path))
+        assert not any(n.op_type in ("BatchNormalization", "Constant", "Shape") for n in proto.graph.node)
+        per_channel = [t for t in proto.graph.initializer if list(t.dims) == [10, 1, 1]]
+        assert len(per_channel) == 4  # block.bn1 and block.bn2: scale and shift each

@@ -14,9 +14,9 @@ from onnx import TensorProto, helper
 
 import sieve
 from sieve import Format
-from sieve.export.onnx_graph import (ACTIVATION_OPSET, WEIGHT_OPSET, GraphBuilder, add_codes_decode,
-                                     add_rounding, add_weight_decode, add_weight_decodes,
-                                     rounding_method)
+from sieve.export.onnx_graph import (ACTIVATION_OPSET, WEIGHT_OPSET, CodesItem, GraphBuilder, add_codes_decode,
+                                     add_fields_decodes, add_rounding, add_weight_decode, add_weight_decodes,
+                                     fields_eligible, rounding_method)
 from tests.formats import formats, small_formats
 
 # one of every policy, widths 1..32, the presets, biases far from the default
@@ -182,16 +182,19 @@ def test_decode_every_code_bit_identical(text):
     codes = codes.astype(fmt.code_dtype)
     methods = ["arithmetic"] + (["table"] if fmt.width <= 16 else [])
     b = GraphBuilder()
-    for method in methods:
-        add_codes_decode(b, method, codes, fmt, (codes.size,), name=f"t_{method}", method=method)
+    names = [add_codes_decode(b, method, codes, fmt, (codes.size,), name=f"t_{method}", method=method)[0]
+             for method in methods]
+    if fields_eligible(fmt):
+        names.append(add_fields_decodes(b, [(CodesItem("fields", codes, (codes.size,), "t_fields"), fmt)])[0][0])
+        methods.append("fields")
     sess = _session(b, [], methods, WEIGHT_OPSET, shape=(codes.size,))
     ref = sieve.decode(codes, fmt).view(np.uint32)
     for method, got in zip(methods, sess.run(None, {})):
         bad = np.nonzero(got.view(np.uint32) != ref)[0]
         assert bad.size == 0, f"{fmt} {method}: code {codes[bad[0]]:#x} want {ref[bad[0]]:#x} got {got.view(np.uint32)[bad[0]]:#x}"
-    packed = [t for t in b.initializers if t.name.endswith(".packed")]
+    packed = [t for t in b.initializers if t.name in names]
+    assert len(packed) == len(methods) and all(t.data_type == TensorProto.UINT8 for t in packed)
     assert all(len(t.raw_data) == (codes.size * fmt.width + 7) // 8 for t in packed)
-    assert all(t.data_type == TensorProto.UINT8 for t in packed)
 
 
 @pytest.mark.parametrize("text", ["e2m1", "e3m3", "ue4m2b3", "e4m3", "e5m6", "e5m10", "e7m13b60"])
@@ -230,7 +233,7 @@ def test_tensors_of_one_format_share_a_decode_chain(text):
     shapes = [(1,), (7, 1), (3, 5, 7), (1001,), (16, 8)]
     weights = [(f"t{i}.weight", (rng.standard_normal(s) * 0.3).astype(np.float32), fmt) for i, s in enumerate(shapes)]
     b = GraphBuilder()
-    recs = add_weight_decodes(b, weights)
+    recs = add_weight_decodes(b, weights, method="table" if fmt.width <= 8 else "arithmetic")
     assert [r.bytes_stored for r in recs] == [(int(np.prod(s)) * fmt.width + 7) // 8 for s in shapes]
     assert sum(n.op_type == "Gather" for n in b.nodes) <= 2  # one decode (table, or lead+scale), not one per tensor
     graph = helper.make_graph(b.nodes, "g", [], [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(w.shape))
@@ -240,3 +243,40 @@ def test_tensors_of_one_format_share_a_decode_chain(text):
     outs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})
     for (name, w, _), got in zip(weights, outs):
         np.testing.assert_array_equal(got.view(np.uint32), sieve.quantize(w, fmt).view(np.uint32), err_msg=name)
+
+
+FIELD_FORMATS = ["se3m6b7", "se4m6b16", "se3m1b8", "se2m1b5", "ue3m2b5", "e4m3+sub", "ue1m0", "e1m0",
+                 "e5m10+sub", "e8m15b135+sub", "ue3m2b-2", "e7m16b60", "e2m0+sub", "e3m0b-20"]
+
+
+def test_formats_share_one_field_decode():
+    """Tensors of many Formats (signed, unsigned, subnormals, partial bytes) decode through ONE
+    chain: the graph does not grow with the number of Formats, and every value is exact."""
+    rng = np.random.default_rng(5)
+    weights = []
+    for i, text in enumerate(FIELD_FORMATS):
+        fmt = Format.parse(text)
+        w = (rng.standard_normal(37 + 11 * i) * 10.0 ** rng.integers(-8, 4, 37 + 11 * i)).astype(np.float32)
+        w[:3] = [0.0, -0.0, 1e-40]
+        if fmt.width <= 12:  # every value of the format, both signs
+            values = sieve.decode_table(fmt)
+            w = np.concatenate([w, values[np.isfinite(values)]]).astype(np.float32)
+        weights.append((f"t{i}.weight", w.reshape(-1, 1) if i % 2 else w, fmt))
+    b = GraphBuilder()
+    recs = add_weight_decodes(b, weights)
+    assert {r.method for r in recs} == {"fields"}
+    assert sum(n.op_type == "Gather" for n in b.nodes) == 3  # parameters, bits, powers of two
+    graph = helper.make_graph(b.nodes, "g", [], [helper.make_tensor_value_info(n, TensorProto.FLOAT, list(w.shape))
+                                                 for n, w, _ in weights], initializer=b.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", WEIGHT_OPSET)])
+    onnx.checker.check_model(model, full_check=True)
+    outs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})
+    for (name, w, fmt), got, rec in zip(weights, outs, recs):
+        assert rec.bytes_stored == (w.size * fmt.width + 7) // 8
+        np.testing.assert_array_equal(got.view(np.uint32), sieve.quantize(w, fmt).view(np.uint32), err_msg=name)
+
+
+def test_field_decode_refuses_special_codes():
+    assert not fields_eligible(Format.parse("e4m3+fn")) and not fields_eligible(Format.parse("e5m2+ieee"))
+    with pytest.raises(ValueError):
+        add_weight_decodes(GraphBuilder(), [("w", np.ones(4, np.float32), Format.parse("e4m3+fn"))], method="fields")

@@ -26,6 +26,7 @@ from .. import __version__
 from ..cfloat import Format
 from ..errors import SieveError
 from ..io_utils import atomic_path
+from .compact import batchnorm_to_affine, fold_constants, strip_graph
 from .onnx_graph import (ACTIVATION_OPSET, WEIGHT_OPSET, GraphBuilder, add_rounding, add_weight_decodes,
                          rounding_method)
 
@@ -67,14 +68,14 @@ class ExportResult:
                 "tensors": [asdict(t) for t in self.tensors]}
 
 
-def _compact(e: TensorEntry) -> dict:
-    """The metadata record of one tensor: only what cannot be derived (the file stores it once)."""
-    rec = {"name": e.name, "kind": e.kind, "format": e.format, "elements": e.elements, "method": e.method}
+def _compact(e: TensorEntry) -> list:
+    """The metadata record of one tensor, a short JSON list (the file stores every byte):
+    ``["w", name, format, elements, packed initializer, method]`` for a weight (the decoded tensor
+    keeps the weight's name) and ``["a", name, format, elements, rounded tensor, source tensor,
+    method]`` for an activation."""
     if e.kind == "weight":
-        rec["bytes"] = e.bytes_stored
-    else:
-        rec["tensor"], rec["source"] = e.tensor, e.source
-    return rec
+        return ["w", e.name, e.format, e.elements, e.packed, e.method]
+    return ["a", e.name, e.format, e.elements, e.tensor, e.source, e.method]
 
 
 def read_records(proto: onnx.ModelProto) -> list[TensorEntry] | None:
@@ -82,14 +83,20 @@ def read_records(proto: onnx.ModelProto) -> list[TensorEntry] | None:
     meta = {p.key: p.value for p in proto.metadata_props}
     if METADATA_KEY not in meta:
         return None
+    inits = {t.name: t for t in proto.graph.initializer}
     out = []
     for r in json.loads(meta[METADATA_KEY]):
-        weight = r["kind"] == "weight"
-        out.append(TensorEntry(
-            name=r["name"], kind=r["kind"], format=r["format"], elements=int(r["elements"]),
-            bytes_stored=int(r.get("bytes", 0)), bytes_fp32=4 * int(r["elements"]), method=r.get("method", ""),
-            tensor=r["name"] if weight else r["tensor"], packed=f"{r['name']}.packed" if weight else "",
-            source="" if weight else r["source"]))
+        if r[0] == "w":
+            _, name, fmt, elements, packed, method = r
+            stored = len(inits[packed].raw_data) if packed in inits else 0
+            out.append(TensorEntry(name, "weight", fmt, int(elements), stored, 4 * int(elements), method,
+                                   name, packed))
+        elif r[0] == "a":
+            _, name, fmt, elements, tensor, source, method = r
+            out.append(TensorEntry(name, "activation", fmt, int(elements), 0, 4 * int(elements), method,
+                                   tensor, source=source))
+        else:
+            raise ValueError(f"unknown record kind {r[0]!r}")
     return out
 
 
@@ -147,6 +154,9 @@ def _torch_to_onnx(model: torch.nn.Module, input_shape: tuple[int, ...]) -> onnx
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     proto = onnx.load_from_string(buf.getvalue())
     _materialize_aliases(proto.graph)
+    fold_constants(proto.graph)
+    count = iter(range(1 << 30))
+    batchnorm_to_affine(proto.graph, lambda: f"bn.{next(count)}")
     return proto
 
 
@@ -263,10 +273,15 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
     opset = ACTIVATION_OPSET if any(n.op_type == "BitCast" for n in graph.node) else WEIGHT_OPSET
     del proto.opset_import[:]
     proto.opset_import.extend([helper.make_opsetid("", opset)])
+    # short names for everything but the graph's input/output and the quantizable weights
+    renamed = strip_graph(proto, {n for n, (kind, _) in known.items() if kind == "weight"})
+    for e in entries:
+        e.tensor = renamed.get(e.tensor, e.tensor)
+        e.source = renamed.get(e.source, e.source)
+        e.packed = renamed.get(e.packed, e.packed)
     proto.producer_name = "sieve"
     proto.producer_version = __version__
-    proto.doc_string = (f"SIEVE export of {model_name} ({variant or 'no plan'}, mode {mode}): "
-                        f"{len(weights)} packed weights, {len(acts)} rounded activations")
+    proto.doc_string = ""
     meta = {"sieve.model": model_name, "sieve.variant": variant, "sieve.mode": mode,
             METADATA_KEY: json.dumps([_compact(e) for e in entries], separators=(",", ":"))}
     del proto.metadata_props[:]

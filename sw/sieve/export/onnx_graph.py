@@ -4,7 +4,9 @@ Two builders share one :class:`GraphBuilder` (nodes + deduplicated constant init
 
 * :func:`add_weight_decodes` stores each weight as ``ceil(n*w/8)`` packed bytes (``sieve.pack``'s
   LSB-first stream, one uint8 initializer per tensor) and emits the nodes that rebuild the float32
-  tensors: the bytes of each group of codes become an int64 word cut into codes with Div/Mod (or,
+  tensors.  Formats without special codes share ONE chain of integer field arithmetic whatever
+  their number (:func:`add_fields_decodes`: the file does not grow by a decode chain and a table
+  per Format).  Otherwise, per Format: the bytes of each group of codes become an int64 word cut into codes with Div/Mod (or,
   for widths whose group exceeds 7 bytes, bits are peeled off with ``BitShift``/``BitwiseAnd``),
   then looked up in the Format's ``sieve.decode_table`` (widths up to :data:`TABLE_MAX_WIDTH`) or
   decoded by field arithmetic; tensors of one Format share the chain.  Every input is a constant, so onnxruntime folds the whole
@@ -273,20 +275,142 @@ def add_codes_decode(b: GraphBuilder, out: str, codes: np.ndarray, fmt: Format, 
     return add_codes_decodes(b, fmt, [CodesItem(out, codes, tuple(shape), name)], method)[0]
 
 
+#: Largest ``elements x widest width`` the shared ``fields`` decode unpacks at once (its bit-gather
+#: matrix is built at session start; beyond this the per-format chains use less memory).
+FIELDS_MAX_CELLS = 1 << 26
+
+
+def fields_eligible(fmt: Format) -> bool:
+    """Whether ``fmt`` can join the shared field-arithmetic decode: no special codes, codes of at
+    most 24 bits, and every ``2^(e - bias - M)`` step an exact float32 (normal or subnormal)."""
+    low = fmt.min_exponent - fmt.man_bits
+    high = fmt.max_exponent - fmt.man_bits
+    return fmt.specials == "none" and fmt.width <= 24 and fmt.man_bits <= 23 and low >= -149 and high <= 127
+
+
+def add_fields_decodes(b: GraphBuilder, items: list[tuple[CodesItem, Format]]) -> list[tuple[str, int]]:
+    """Store every item's codes packed and decode all of them, whatever their Formats, with ONE
+    chain of integer field arithmetic (so the graph does not grow with the number of Formats).
+
+    The packed streams (each byte-aligned, ``sieve.pack`` order) are concatenated and cut into bits;
+    element ``i`` of tensor ``t`` reads ``w_t`` bits from bit ``i * w_t + off_t``.  A per-element
+    tensor index (``CumSum`` of start markers) selects each tensor's parameters from one small
+    int32 table, so a code becomes sign, exponent field E and mantissa M, and the value
+    ``(M + 2^M_bits [E > 0]) * 2^(max(E, 1) - bias - M_bits)`` (zero for E = 0 without subnormals)
+    times +-1 (a -0 code gives -0).  Everything is a constant, folded at session start.
+    Returns (packed initializer name, bytes) per item.
+    """
+    if not items:
+        return []
+    for _, fmt in items:
+        if not fields_eligible(fmt):
+            raise ValueError(f"{fmt} cannot use the shared field decode")
+    records, blobs, rows, sizes = [], [], [], []
+    bit_start, elem_start = 0, 0
+    low = min(f.min_exponent - f.man_bits for _, f in items)
+    high = max(f.max_exponent - f.man_bits for _, f in items)
+    for item, fmt in items:
+        codes = np.asarray(item.codes).reshape(-1)
+        n = int(codes.size)
+        blob = np.frombuffer(pack(codes, fmt), dtype=np.uint8)
+        records.append((b.initializer(blob.copy(), b.fresh("p")), int(blob.size)))
+        blobs.append(records[-1][0])
+        w, m = fmt.width, fmt.man_bits
+        half = 1 << (w - 1) if fmt.signed else 1 << w
+        # columns: width, bit offset (bit of element i = i*w + off), sign threshold, 2^M,
+        # pow2 index offset, subnormals
+        rows.append([w, bit_start - elem_start * w, half, 1 << m, -fmt.bias - m - low, int(fmt.subnormals)])
+        sizes.append(n)
+        bit_start += 8 * int(blob.size)
+        elem_start += n
+    total = elem_start
+    wmax = max(f.width for _, f in items)
+    i32 = np.int32
+    # bits of every byte, LSB first, plus zero bytes so that reading past a stream's end stays in range
+    pad = b.const(np.zeros((wmax + 7) // 8, np.uint8), hint="zpad")
+    stream = b.op("Concat", [*blobs, pad], axis=0)
+    byte = b.op("Unsqueeze", [b.op("Cast", [stream], to=TensorProto.INT32), b.const([1], np.int64)])
+    bits = b.op("Mod", [b.op("Div", [byte, b.const((1 << np.arange(8))[None, :].astype(i32))]), b.const(i32(2))])
+    bits = b.op("Reshape", [bits, b.const([-1], np.int64)])
+    # per-element tensor index and parameters
+    if len(items) > 1:
+        starts = np.cumsum(sizes[:-1]).astype(np.int64)
+        marks = b.op("ScatterElements", [
+            b.op("ConstantOfShape", [b.const([total], np.int64)], value=helper.make_tensor("", TensorProto.INT32, [1], [0])),
+            b.const(starts), b.const(np.ones(starts.size, i32))], axis=0)
+        seg = b.op("CumSum", [marks, b.const(np.int32(0))])
+    else:
+        seg = b.op("ConstantOfShape", [b.const([total], np.int64)],
+                   value=helper.make_tensor("", TensorProto.INT32, [1], [0]))
+    seg = b.op("Unsqueeze", [seg, b.const([1], np.int64)])
+    params = b.op("Gather", [b.const(np.array(rows, i32)), seg], axis=0)  # (N, 1, 6)
+    params = b.op("Reshape", [params, b.const([-1, 6], np.int64)])
+    cols = [b.fresh("c") for _ in range(6)]
+    b.nodes.append(helper.make_node("Split", [params], cols, axis=1, num_outputs=6))
+    width, off, half, two_m, k_off, sub = cols
+    index = b.op("Unsqueeze", [b.op("Range", [b.const(i32(0)), b.const(i32(total)), b.const(i32(1))]),
+                               b.const([1], np.int64)])
+    first = b.op("Add", [b.op("Mul", [index, width]), off])                       # (N, 1)
+    j = b.const(np.arange(wmax, dtype=i32)[None, :])
+    got = b.op("Gather", [bits, b.op("Add", [first, j])], axis=0)                # (N, wmax)
+    weights = b.op("Where", [b.op("Less", [j, width]), b.const((1 << np.arange(wmax))[None, :].astype(i32)),
+                             b.const(i32(0))])
+    code = b.op("ReduceSum", [b.op("Mul", [got, weights]), b.const([1], np.int64)], keepdims=1)
+    # fields
+    mag = b.op("Mod", [code, half])
+    exp_field = b.op("Div", [mag, two_m])
+    normal = b.op("Cast", [b.op("Greater", [exp_field, b.const(i32(0))])], to=TensorProto.INT32)
+    lead = b.op("Add", [b.op("Mod", [mag, two_m]), b.op("Mul", [two_m, normal])])
+    keep = b.op("Max", [normal, sub]) if any(f.subnormals for _, f in items) else normal
+    lead = b.op("Mul", [lead, keep])
+    step = b.op("Add", [b.op("Max", [exp_field, b.const(i32(1))]), k_off])
+    pow2 = np.array([np.ldexp(1.0, e) for e in range(low, high + 1)], np.float32)
+    value = b.op("Mul", [b.op("Cast", [lead], to=TensorProto.FLOAT), b.op("Gather", [b.const(pow2), step], axis=0)])
+    if any(f.signed for _, f in items):
+        negative = b.op("GreaterOrEqual", [code, half])
+        value = b.op("Mul", [value, b.op("Where", [negative, b.f32(-1.0), b.f32(1.0)])])
+    if len(items) == 1:
+        pieces = [value]
+    else:
+        pieces = [b.fresh("s") for _ in items]
+        b.nodes.append(helper.make_node("Split", [value, b.const(sizes, np.int64)], pieces, axis=0))
+    for (item, _), piece in zip(items, pieces):
+        b.op("Reshape", [piece, b.const(list(item.shape), np.int64)], out=item.out)
+    return records
+
+
 def add_weight_decodes(b: GraphBuilder, weights: list[tuple[str, np.ndarray, Format]],
                        method: str = "auto") -> list[WeightRecord]:
     """Store every ``(name, weight, fmt)`` packed and emit nodes producing each decoded float32
-    tensor under its own name; tensors of one Format share a decode chain.
+    tensor under its own name.
 
-    Each decoded tensor equals ``sieve.quantize(weight, fmt)`` bit for bit.
+    ``auto``: every Format :func:`fields_eligible` shares one ``fields`` chain (when the model is
+    small enough, :data:`FIELDS_MAX_CELLS`); the others get one chain per Format (``table`` up to
+    :data:`TABLE_MAX_WIDTH` bits, else ``arithmetic``).  ``fields``, ``table`` or ``arithmetic``
+    force one method.  Each decoded tensor equals ``sieve.quantize(weight, fmt)`` bit for bit.
     """
-    by_format: dict[Format, list[tuple[str, np.ndarray]]] = {}
-    for name, weight, fmt in weights:
-        by_format.setdefault(fmt, []).append((name, np.ascontiguousarray(weight, dtype=np.float32)))
+    prepared = [(name, np.ascontiguousarray(w, dtype=np.float32), fmt) for name, w, fmt in weights]
+    shared = []
+    if method in ("auto", "fields"):
+        shared = [t for t in prepared if fields_eligible(t[2])]
+        cells = sum(w.size for _, w, _ in shared) * max((f.width for _, _, f in shared), default=0)
+        if method == "auto" and cells > FIELDS_MAX_CELLS:
+            shared = []
+        if method == "fields" and len(shared) != len(prepared):
+            bad = next(f for _, _, f in prepared if not fields_eligible(f))
+            raise ValueError(f"{bad} cannot use the shared field decode")
     records: dict[str, WeightRecord] = {}
+    items = [(CodesItem(name, encode(w.reshape(-1), fmt), tuple(w.shape), name), fmt) for name, w, fmt in shared]
+    for (name, w, fmt), (packed, nbytes) in zip(shared, add_fields_decodes(b, items)):
+        records[name] = WeightRecord(name, str(fmt), int(w.size), tuple(w.shape), packed, nbytes, "fields")
+    by_format: dict[Format, list[tuple[str, np.ndarray]]] = {}
+    for name, w, fmt in prepared:
+        if name not in records:
+            by_format.setdefault(fmt, []).append((name, w))
+    per_format = "auto" if method == "fields" else method
     for fmt, group in by_format.items():
         items = [CodesItem(name, encode(w.reshape(-1), fmt), tuple(w.shape), name) for name, w in group]
-        for (name, w), (packed, nbytes, used) in zip(group, add_codes_decodes(b, fmt, items, method)):
+        for (name, w), (packed, nbytes, used) in zip(group, add_codes_decodes(b, fmt, items, per_format)):
             records[name] = WeightRecord(name, str(fmt), int(w.size), tuple(w.shape), packed, nbytes, used)
     return [records[name] for name, _, _ in weights]
 
