@@ -15,8 +15,8 @@ from onnx import TensorProto, helper
 import sieve
 from sieve import Format
 from sieve.export.onnx_graph import (ACTIVATION_OPSET, WEIGHT_OPSET, CodesItem, GraphBuilder, add_codes_decode,
-                                     add_fields_decodes, add_rounding, add_weight_decode, add_weight_decodes,
-                                     fields_eligible, rounding_method)
+                                     add_blocked_rounding, add_fields_decodes, add_rounding, add_weight_decode,
+                                     add_weight_decodes, blocked_eligible, fields_eligible, rounding_method)
 from tests.formats import formats, small_formats
 
 # one of every policy, widths 1..32, the presets, biases far from the default
@@ -159,6 +159,75 @@ def test_rounding_exhaustive_all_float32(text):
         got = sess.run(None, {"x": x})[0].view(np.uint32)
         ref = sieve.quantize(x, fmt).view(np.uint32)
         assert np.array_equal(got, ref), f"{fmt}: first mismatch at {x.view(np.uint32)[np.argmax(got != ref)]:#x}"
+
+
+# ---------------------------------------------------------------------------- blocked rounding
+BLOCKED_FORMATS = ["ue3m2b5", "ue3m3b5", "ue3m4b6", "ue2m1b2", "ue4m6b13", "ue3m1b5", "ue4m3b5", "ue5m2b20",
+                   "ue3m6b5", "ue2m22b3", "ue4m1b-10"]
+CHANNELS = 16
+
+
+def _blocked_session(fmt: Format, optimized: str | None = None) -> ort.InferenceSession:
+    """The blocked rounding of an (n, 16, 64, 64) tensor, as onnxruntime optimizes it."""
+    b = GraphBuilder()
+    add_blocked_rounding(b, "x", "y", fmt, CHANNELS)
+    graph = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", CHANNELS, 64, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", CHANNELS, 64, 64])],
+                              initializer=b.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", WEIGHT_OPSET)])
+    onnx.checker.check_model(model, full_check=True)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if optimized:
+        so.optimized_model_filepath = optimized
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _blocked_check(sess: ort.InferenceSession, fmt: Format, bits: np.ndarray) -> None:
+    x = bits.view(np.float32)
+    x = x[~np.isnan(x)]
+    block = CHANNELS * 64 * 64
+    n = -(-x.size // block) * block
+    xs = np.resize(x, n).reshape(-1, CHANNELS, 64, 64)
+    got = sess.run(None, {"x": xs})[0].reshape(-1).view(np.uint32)
+    ref = sieve.quantize(xs.reshape(-1), fmt).view(np.uint32)
+    bad = np.nonzero(got != ref)[0]
+    assert bad.size == 0, (f"{fmt}: {bad.size} differ, e.g. x={xs.reshape(-1).view(np.uint32)[bad[0]]:#x}"
+                           f" want {ref[bad[0]]:#x} got {got[bad[0]]:#x}")
+
+
+@pytest.mark.parametrize("text", BLOCKED_FORMATS)
+def test_blocked_rounding_bit_identical_on_finite_inputs(text, tmp_path):
+    """The NCHWc-friendly rounding (depthwise Conv + Clip, Adds that onnxruntime fuses into the
+    Convs) equals sieve.quantize on every non-NaN input tried, and onnxruntime runs it as five
+    blocked Convs with no layout reorder inside."""
+    fmt = Format.parse(text)
+    assert blocked_eligible(fmt)
+    sess = _blocked_session(fmt, optimized=str(tmp_path / "opt.onnx"))
+    ops = sorted(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+    assert ops == ["Conv"] * 5 + ["ReorderInput", "ReorderOutput"], ops  # reorders only at the graph's edges
+    values = _values(fmt, random=1 << 16, stride=(1 << 20) + 7).view(np.uint32)
+    _blocked_check(sess, fmt, values)
+
+
+def test_blocked_rounding_scope():
+    assert not blocked_eligible(Format.parse("e4m3"))          # signed: the elementwise chain
+    assert not blocked_eligible(Format.parse("ue4m3b5+sub"))   # subnormals
+    assert not blocked_eligible(Format.parse("ue3m0b2"))       # no mantissa bit: no Veltkamp
+    sess = _blocked_session(Format.parse("ue3m2b5"))
+    x = np.full((1, CHANNELS, 64, 64), np.nan, np.float32)
+    assert np.isnan(sess.run(None, {"x": x})[0]).all()  # why the exporter proves its inputs finite
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", ["ue3m2b5", "ue4m6b13"])
+def test_blocked_rounding_exhaustive_finite_float32(text):
+    """Every finite float32 and both infinities (2^32 - 2^24 + 2 patterns), a few minutes each."""
+    fmt = Format.parse(text)
+    sess = _blocked_session(fmt)
+    chunk = 1 << 24
+    for start in range(0, 1 << 32, chunk):
+        _blocked_check(sess, fmt, np.arange(start, start + chunk, dtype=np.uint64).astype(np.uint32))
 
 
 # ---------------------------------------------------------------------------- weights

@@ -12,8 +12,8 @@ validates (``onnx.checker`` full check); the file appears atomically.
 from __future__ import annotations
 
 import io
-import json
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,10 +24,13 @@ from onnx import helper, numpy_helper
 
 from .. import __version__
 from ..cfloat import Format
+from ..emulator import quantize
 from ..errors import SieveError
 from ..io_utils import atomic_path
 from .compact import batchnorm_to_affine, fold_constants, strip_graph
-from .onnx_graph import (ACTIVATION_OPSET, WEIGHT_OPSET, GraphBuilder, add_rounding, add_weight_decodes,
+from .bounds import FINITE_LIMIT, magnitude_bounds
+from .onnx_graph import (ACTIVATION_OPSET, BLOCKED_CHANNEL_MULTIPLE, WEIGHT_OPSET, GraphBuilder,
+                         add_blocked_rounding, add_rounding, add_weight_decodes, blocked_eligible,
                          rounding_method)
 
 __all__ = ["MODES", "TensorEntry", "ExportResult", "quantizable_names", "check_plan", "export_onnx",
@@ -68,14 +71,32 @@ class ExportResult:
                 "tensors": [asdict(t) for t in self.tensors]}
 
 
-def _compact(e: TensorEntry) -> list:
-    """The metadata record of one tensor, a short JSON list (the file stores every byte):
-    ``["w", name, format, elements, packed initializer, method]`` for a weight (the decoded tensor
-    keeps the weight's name) and ``["a", name, format, elements, rounded tensor, source tensor,
-    method]`` for an activation."""
+_CODES = {"fields": "", "table": "t", "arithmetic": "a", "fast": "f", "blocked": "b", "veltkamp": "v",
+          "integer": "i"}
+_METHODS = {v: k for k, v in _CODES.items() if v}
+
+
+def _compact(e: TensorEntry) -> str:
+    """The metadata record of one tensor, space-separated text (the file stores every byte).
+    Tensor names are ``<layer>.weight`` / ``<layer>.input`` (contracts.md), so a record starts with
+    the layer and the kind: ``<layer> w format packed-initializer [method]`` for a weight (the
+    decoded tensor keeps the weight's name and its shape gives the element count; no method means
+    the shared ``fields`` decode) and ``<layer> a format elements rounded-tensor source-tensor
+    method`` for an activation (elements per image); methods by their first letter."""
     if e.kind == "weight":
-        return ["w", e.name, e.format, e.elements, e.packed, e.method]
-    return ["a", e.name, e.format, e.elements, e.tensor, e.source, e.method]
+        extra = [_CODES[e.method]] if _CODES[e.method] else []
+        return " ".join([e.name[: -len(".weight")], "w", e.format, e.packed, *extra])
+    return " ".join([e.name[: -len(".input")], "a", e.format, str(e.elements), e.tensor, e.source,
+                     _CODES[e.method]])
+
+
+def _decoded_elements(graph: onnx.GraphProto, name: str) -> int:
+    """Element count of the decoded weight ``name``: the shape its final Reshape is given."""
+    inits = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.output and node.output[0] == name and node.op_type == "Reshape" and node.input[1] in inits:
+            return int(np.prod(numpy_helper.to_array(inits[node.input[1]])))
+    raise ValueError(f"no Reshape produces the decoded weight {name}")
 
 
 def read_records(proto: onnx.ModelProto) -> list[TensorEntry] | None:
@@ -85,18 +106,20 @@ def read_records(proto: onnx.ModelProto) -> list[TensorEntry] | None:
         return None
     inits = {t.name: t for t in proto.graph.initializer}
     out = []
-    for r in json.loads(meta[METADATA_KEY]):
-        if r[0] == "w":
-            _, name, fmt, elements, packed, method = r
+    for text in filter(None, meta[METADATA_KEY].split(";")):
+        r = text.split(" ")
+        if len(r) in (4, 5) and r[1] == "w":
+            name, fmt, packed = f"{r[0]}.weight", r[2], r[3]
+            method = _METHODS[r[4]] if len(r) == 5 else "fields"
             stored = len(inits[packed].raw_data) if packed in inits else 0
-            out.append(TensorEntry(name, "weight", fmt, int(elements), stored, 4 * int(elements), method,
-                                   name, packed))
-        elif r[0] == "a":
-            _, name, fmt, elements, tensor, source, method = r
-            out.append(TensorEntry(name, "activation", fmt, int(elements), 0, 4 * int(elements), method,
-                                   tensor, source=source))
+            elements = _decoded_elements(proto.graph, name)
+            out.append(TensorEntry(name, "weight", fmt, elements, stored, 4 * elements, method, name, packed))
+        elif len(r) == 7 and r[1] == "a":
+            _, _, fmt, elements, tensor, source, method = r
+            out.append(TensorEntry(f"{r[0]}.input", "activation", fmt, int(elements), 0, 4 * int(elements),
+                                   _METHODS[method], tensor, source=source))
         else:
-            raise ValueError(f"unknown record kind {r[0]!r}")
+            raise ValueError(f"unreadable record {text!r}")
     return out
 
 
@@ -234,20 +257,44 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
     decode_nodes = list(b.nodes)
     b.nodes.clear()
 
-    # activations: rounding nodes right before each planned layer
+    # activations: rounding nodes right before each planned layer, in graph order (roundings
+    # share constant-building nodes, which must come before every use)
+    consumers = {name: _consumer(graph, f"{name[: -len('.input')]}.weight") for name in acts}
+    acts = sorted(acts, key=consumers.__getitem__)
+    values = {n: (quantize(p.detach().cpu().numpy(), plan[n]) if n in plan and mode != "fp32" else
+                  p.detach().cpu().numpy()) for n, p in params.items() if known.get(n, ("",))[0] == "weight"}
+    bounds = magnitude_bounds(graph, values, {consumers[n]: plan[n] for n in acts})
     before: dict[int, list[onnx.NodeProto]] = {}
+    producers = {o: i for i, n in enumerate(graph.node) for o in n.output}
+    uses = Counter(i for n in graph.node for i in n.input)
+    outputs = {o.name for o in graph.output}
+    dropped: set[int] = set()
     for name in acts:
         layer = name[: -len(".input")]
-        index = _consumer(graph, f"{layer}.weight")
+        index = consumers[name]
         node = graph.node[index]
         fmt = plan[name]
         rounded = f"{name}.rounded"
         source = node.input[0]
+        relu = producers.get(source)
+        if (relu is not None and graph.node[relu].op_type == "Relu" and not fmt.signed
+                and uses[source] == 1 and source not in outputs):
+            # an unsigned format sends every negative input (and -0, NaN) to +0 already:
+            # round the Relu's input and drop the Relu (one node less in the file)
+            source = graph.node[relu].input[0]
+            dropped.add(relu)
+        method = rounding_method(fmt)
+        channels = int(params[f"{layer}.weight"].shape[1])
+        grouped = any(a.name == "group" and a.i != 1 for a in node.attribute)
         try:
-            add_rounding(b, source, rounded, fmt, original_name=name)
+            if (node.op_type == "Conv" and not grouped and blocked_eligible(fmt)
+                    and channels % BLOCKED_CHANNEL_MULTIPLE == 0 and bounds.get(source, np.inf) < FINITE_LIMIT):
+                add_blocked_rounding(b, source, rounded, fmt, channels)
+                method = "blocked"
+            else:
+                add_rounding(b, source, rounded, fmt, original_name=name)
         except ValueError as exc:
             raise SieveError(f"{name}: {exc}") from exc
-        method = rounding_method(fmt)
         node.input[0] = rounded
         before.setdefault(index, []).extend(b.nodes)
         b.nodes.clear()
@@ -261,7 +308,8 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
     nodes = list(decode_nodes)
     for index, node in enumerate(graph.node):
         nodes.extend(before.get(index, []))
-        nodes.append(node)
+        if index not in dropped:
+            nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
     kept = [t for t in graph.initializer if t.name not in decoded]
@@ -283,7 +331,7 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
     proto.producer_version = __version__
     proto.doc_string = ""
     meta = {"sieve.model": model_name, "sieve.variant": variant, "sieve.mode": mode,
-            METADATA_KEY: json.dumps([_compact(e) for e in entries], separators=(",", ":"))}
+            METADATA_KEY: ";".join(_compact(e) for e in entries)}
     del proto.metadata_props[:]
     for key, value in meta.items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))

@@ -29,7 +29,7 @@ def inspect_onnx(path: str | Path) -> dict:
     meta = {p.key: p.value for p in model.metadata_props}
     try:
         entries = read_records(model)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise SieveError(f"{path}: the '{METADATA_KEY}' metadata is unreadable ({exc})") from exc
     if entries is None:
         raise SieveError(f"{path} has no SIEVE metadata ('{METADATA_KEY}'); it was not written by `sieve export`")

@@ -37,6 +37,10 @@ __all__ = [
     "CodesItem",
     "add_rounding",
     "rounding_method",
+    "add_blocked_rounding",
+    "blocked_eligible",
+    "add_fields_decodes",
+    "fields_eligible",
     "TABLE_MAX_WIDTH",
     "WEIGHT_OPSET",
     "ACTIVATION_OPSET",
@@ -320,6 +324,7 @@ def add_fields_decodes(b: GraphBuilder, items: list[tuple[CodesItem, Format]]) -
         # columns: width, bit offset (bit of element i = i*w + off), sign threshold, 2^M,
         # pow2 index offset, subnormals
         rows.append([w, bit_start - elem_start * w, half, 1 << m, -fmt.bias - m - low, int(fmt.subnormals)])
+        rows[-1] = rows[-1][:5] + rows[-1][5:] * any(f.subnormals for _, f in items)
         sizes.append(n)
         bit_start += 8 * int(blob.size)
         elem_start += n
@@ -334,20 +339,22 @@ def add_fields_decodes(b: GraphBuilder, items: list[tuple[CodesItem, Format]]) -
     bits = b.op("Reshape", [bits, b.const([-1], np.int64)])
     # per-element tensor index and parameters
     if len(items) > 1:
-        starts = np.cumsum(sizes[:-1]).astype(np.int64)
+        starts = b.const(np.cumsum(sizes[:-1]).astype(i32))
         marks = b.op("ScatterElements", [
             b.op("ConstantOfShape", [b.const([total], np.int64)], value=helper.make_tensor("", TensorProto.INT32, [1], [0])),
-            b.const(starts), b.const(np.ones(starts.size, i32))], axis=0)
+            starts, b.op("Div", [starts, starts])], axis=0)  # ones, without storing them
         seg = b.op("CumSum", [marks, b.const(np.int32(0))])
     else:
         seg = b.op("ConstantOfShape", [b.const([total], np.int64)],
                    value=helper.make_tensor("", TensorProto.INT32, [1], [0]))
     seg = b.op("Unsqueeze", [seg, b.const([1], np.int64)])
-    params = b.op("Gather", [b.const(np.array(rows, i32)), seg], axis=0)  # (N, 1, 6)
-    params = b.op("Reshape", [params, b.const([-1, 6], np.int64)])
-    cols = [b.fresh("c") for _ in range(6)]
-    b.nodes.append(helper.make_node("Split", [params], cols, axis=1, num_outputs=6))
-    width, off, half, two_m, k_off, sub = cols
+    ncol = len(rows[0])
+    params = b.op("Gather", [b.const(np.array(rows, i32)), seg], axis=0)  # (N, 1, ncol)
+    params = b.op("Reshape", [params, b.const([-1, ncol], np.int64)])
+    cols = [b.fresh("c") for _ in range(ncol)]
+    b.nodes.append(helper.make_node("Split", [params], cols, axis=1, num_outputs=ncol))
+    width, off, half, two_m, k_off = cols[:5]
+    sub = cols[5] if ncol > 5 else None
     index = b.op("Unsqueeze", [b.op("Range", [b.const(i32(0)), b.const(i32(total)), b.const(i32(1))]),
                                b.const([1], np.int64)])
     first = b.op("Add", [b.op("Mul", [index, width]), off])                       # (N, 1)
@@ -600,3 +607,66 @@ def add_rounding(b: GraphBuilder, x: str, out: str, fmt: Format, method: str | N
         flip = b.op("Xor", [negative, is_nan])
         factor = b.op("Where", [flip, b.f32(-1.0), b.f32(1.0)])
     return b.op("Mul", [m, factor], out=out, doc=doc)
+
+
+#: Channel counts the blocked rounding is used for: onnxruntime's NCHWc layout needs whole blocks
+#: (8 or 16 channels, by CPU); elsewhere the elementwise chain is as fast.
+BLOCKED_CHANNEL_MULTIPLE = 16
+
+
+def blocked_eligible(fmt: Format) -> bool:
+    """Whether :func:`add_blocked_rounding` covers ``fmt``: an unsigned ``fast`` format whose Min
+    leaves room for the threshold scale ``2^25 / Min``."""
+    return (not fmt.signed and rounding_method(fmt) == "fast"
+            and fmt.min_normal >= 2.0 ** -102 and fmt.max_value * (2.0 ** (23 - fmt.man_bits) + 1) < 2.0 ** 127)
+
+
+def _channel_const(b: GraphBuilder, value: float, shape: tuple[int, ...]) -> str:
+    """A float32 tensor of ``shape`` filled with ``value``, built by ``Expand`` from a scalar (folded
+    at session start) so the file stores 4 bytes, not one per channel."""
+    key = ("expand", float(value), shape)
+    if key not in b._consts:
+        b._consts[key] = b.op("Expand", [b.f32(value), b.const(list(shape), np.int64)])
+    return b._consts[key]
+
+
+def _depthwise(b: GraphBuilder, x: str, channels: int, scale: float, bias: float | None = None,
+               clip: tuple[float, float] | None = None) -> str:
+    """``clip(x * scale + bias)`` per element as a depthwise 1x1 Conv (+ Clip): one pass that
+    onnxruntime keeps in its blocked NCHWc layout.  onnxruntime rounds the product once, then adds
+    the bias, then (when it fuses a following Add into the Conv) the Add's other operand: the
+    same two roundings as separate nodes (checked by the tests)."""
+    inputs = [x, _channel_const(b, scale, (channels, 1, 1, 1))]
+    if bias is not None:
+        inputs.append(_channel_const(b, bias, (channels,)))
+    y = b.op("Conv", inputs, group=channels)
+    if clip is not None:
+        y = b.op("Clip", [y, b.f32(clip[0]), b.f32(clip[1])])
+    return y
+
+
+def add_blocked_rounding(b: GraphBuilder, x: str, out: str, fmt: Format, channels: int) -> str:
+    """``out = sieve.quantize(x, fmt)`` for every non-NaN x of an NCHW tensor with ``channels``
+    channels, built only from operators that onnxruntime runs in its blocked layout (depthwise
+    Conv with a fused Clip, Add fused into a Conv), so no layout reorders surround the rounding
+    and it costs five passes instead of seven plus two reorders:
+
+    * ``p = clip(2^24 - x * 2^25/Min, 0, 1)``: 1 where x < Min/2 (flushes to zero), else 0 (exact:
+      the product is exact and the sum keeps the sign of ``Min/2 - x``, which is 0 or at least
+      one ulp of Min/2 times 2^25/Min = 1);
+    * ``c = clip(x, Min, Max)`` and ``c0 = c - Min * p`` (0 where x flushes, else c);
+    * Veltkamp on c0: ``delta = c0 + c0 * -(2^s + 1)``, ``out = c0 * (2^s + 1) + delta``.
+
+    A NaN input gives NaN (Clip propagates it), so the exporter uses this only where it proves the
+    tensor finite (:mod:`sieve.export.bounds`).
+    """
+    if not blocked_eligible(fmt):
+        raise ValueError(f"the blocked rounding does not cover {fmt}")
+    lo, hi = float(fmt.min_normal), float(fmt.max_value)
+    scale = 2.0 ** 25 / lo
+    p = _depthwise(b, x, channels, -scale, scale * lo / 2, clip=(0.0, 1.0))
+    c = _depthwise(b, x, channels, 1.0, clip=(lo, hi))
+    c0 = b.op("Add", [c, _depthwise(b, p, channels, -lo)])
+    k = np.ldexp(1.0, 23 - fmt.man_bits) + 1.0
+    delta = b.op("Add", [c0, _depthwise(b, c0, channels, -k)])
+    return b.op("Add", [_depthwise(b, c0, channels, k), delta], out=out)
