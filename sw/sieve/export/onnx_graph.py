@@ -615,10 +615,10 @@ BLOCKED_CHANNEL_MULTIPLE = 16
 
 
 def blocked_eligible(fmt: Format) -> bool:
-    """Whether :func:`add_blocked_rounding` covers ``fmt``: an unsigned ``fast`` format whose Min
-    leaves room for the threshold scale ``2^25 / Min``."""
+    """Whether :func:`add_blocked_rounding` covers ``fmt``: an unsigned ``fast`` format (no
+    specials or subnormals, saturating, nearest-even) whose Veltkamp product stays finite."""
     return (not fmt.signed and rounding_method(fmt) == "fast"
-            and fmt.min_normal >= 2.0 ** -102 and fmt.max_value * (2.0 ** (23 - fmt.man_bits) + 1) < 2.0 ** 127)
+            and fmt.max_value * (2.0 ** (23 - fmt.man_bits) + 1) < 2.0 ** 127)
 
 
 def _channel_const(b: GraphBuilder, value: float, shape: tuple[int, ...]) -> str:
@@ -648,13 +648,14 @@ def _depthwise(b: GraphBuilder, x: str, channels: int, scale: float, bias: float
 def add_blocked_rounding(b: GraphBuilder, x: str, out: str, fmt: Format, channels: int) -> str:
     """``out = sieve.quantize(x, fmt)`` for every non-NaN x of an NCHW tensor with ``channels``
     channels, built only from operators that onnxruntime runs in its blocked layout (depthwise
-    Conv with a fused Clip, Add fused into a Conv), so no layout reorders surround the rounding
-    and it costs five passes instead of seven plus two reorders:
+    Conv with a fused Clip, Adds it fuses into a Conv or runs blocked), so no layout reorders
+    surround the rounding: four depthwise passes and one Add instead of seven elementwise passes
+    and two reorders.
 
-    * ``p = clip(2^24 - x * 2^25/Min, 0, 1)``: 1 where x < Min/2 (flushes to zero), else 0 (exact:
-      the product is exact and the sum keeps the sign of ``Min/2 - x``, which is 0 or at least
-      one ulp of Min/2 times 2^25/Min = 1);
-    * ``c = clip(x, Min, Max)`` and ``c0 = c - Min * p`` (0 where x flushes, else c);
+    * ``f = clip(x * 2^25 - Min * 2^24, -Min, 0)``: -Min where x < Min/2 (flushes to zero), else 0
+      (exact: the product is exact and the sum keeps the sign of ``x - Min/2``, which is 0 or at
+      least one ulp of Min/2, times 2^25 = Min);
+    * ``c = clip(x, Min, Max)`` and ``c0 = c + f`` (0 where x flushes, else c);
     * Veltkamp on c0: ``delta = c0 + c0 * -(2^s + 1)``, ``out = c0 * (2^s + 1) + delta``.
 
     A NaN input gives NaN (Clip propagates it), so the exporter uses this only where it proves the
@@ -663,10 +664,8 @@ def add_blocked_rounding(b: GraphBuilder, x: str, out: str, fmt: Format, channel
     if not blocked_eligible(fmt):
         raise ValueError(f"the blocked rounding does not cover {fmt}")
     lo, hi = float(fmt.min_normal), float(fmt.max_value)
-    scale = 2.0 ** 25 / lo
-    p = _depthwise(b, x, channels, -scale, scale * lo / 2, clip=(0.0, 1.0))
-    c = _depthwise(b, x, channels, 1.0, clip=(lo, hi))
-    c0 = b.op("Add", [c, _depthwise(b, p, channels, -lo)])
+    flush = _depthwise(b, x, channels, 2.0 ** 25, -lo * 2.0 ** 24, clip=(-lo, 0.0))
+    c0 = b.op("Add", [_depthwise(b, x, channels, 1.0, clip=(lo, hi)), flush])
     k = np.ldexp(1.0, 23 - fmt.man_bits) + 1.0
     delta = b.op("Add", [c0, _depthwise(b, c0, channels, -k)])
     return b.op("Add", [_depthwise(b, c0, channels, k), delta], out=out)
