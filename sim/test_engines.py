@@ -19,7 +19,10 @@ import numpy as np
 import pytest
 
 import sieve
+from sieve_hw.compressor import Compressor
 from sieve_hw.config import FORMAT_LAYOUT, pack_fields, pack_format
+from sieve_hw.decompressor import Decompressor
+from sieve_hw.generate import DEPTHS
 
 from .golden import corner_values, decode_codes, expected_decode, expected_encode, random_values, sweep_formats
 from .harness import SIM_BUILD, run_job
@@ -161,9 +164,33 @@ def test_lanes1_full_rate():
                    dec_codes=rng.integers(0, 256, n, dtype=np.uint64))
     res = run_job("lanes1", _job([seg], 3), "full_rate")
     counts = _check([seg], res, 1)
-    from sieve_hw.generate import LATENCY
-    assert counts["cycles"] <= n + max(LATENCY.values()) + 4, f"{counts['cycles']} cycles for {n} values: bubbles"
+    from sieve_hw.generate import latency
+    assert counts["cycles"] <= n + max(latency("lanes1").values()) + 4, f"{counts['cycles']} cycles for {n} values: bubbles"
     _save("full_rate", counts)
+
+
+#: depths both engines offer, each through an 8-lane unit of that depth (``lanes8_s<N>``
+#: sets both engines); a depth only one engine offers must be its default, which the tests
+#: above cover through ``lanes8``
+SHARED_DEPTHS = sorted(set(DEPTHS["compressor"]) & set(DEPTHS["decompressor"]))
+
+
+def test_depths_only_one_engine_offers_are_defaults():
+    for engine, cls in (("compressor", Compressor), ("decompressor", Decompressor)):
+        assert set(DEPTHS[engine]) - set(SHARED_DEPTHS) <= {cls.DEFAULT_STAGES}
+
+
+@pytest.mark.parametrize("stages", SHARED_DEPTHS)
+def test_every_depth_matches_emulator(stages):
+    """The ci format sweep (corners and random fp32 with stalls on both sides, format changes in
+    flight, every code of formats up to 9 bits) through engines of each depth."""
+    rng = np.random.default_rng(100 + stages)
+    segments = [_segment(f, rng, 48, p_valid=0.85, p_ready=0.85, limit_bits=9, cfg_early=True)
+                for f in sweep_formats("ci")]
+    res = run_job(f"lanes8_s{stages}", _job(segments, 100 + stages), f"depth{stages}")
+    counts = _check(segments, res, 8)
+    assert counts["formats"] >= 50 and counts["encoded"] > 10_000 and counts["decoded"] > 10_000
+    _save(f"depth{stages}", counts)
 
 
 @pytest.mark.slow

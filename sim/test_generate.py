@@ -40,10 +40,45 @@ def test_designs_and_top_names(tmp_path):
     ("constcalc", "e4m3", "no fixed-format variant"),
     ("compressor", "e9m3", "exp_bits must be 1..8"),
     ("compressor", 42, "fixed_format must be"),
+    ("compressor_s9", None, r"compressor stages must be one of \[1, 2, 3, 4\], got 9"),
+    ("decompressor_s4", None, "decompressor stages must be one of"),
+    ("lanes8_s0", None, "stages must be one of"),
+    ("constcalc_s2", None, "only engines and lane units have a pipeline depth"),
 ])
 def test_illegal_parameters_fail_clearly(design, fixed, message):
     with pytest.raises(DesignError, match=message):
         elaborate(design, fixed)
+
+
+def test_depth_names_and_latency():
+    """``_s<N>`` picks the depth; latency = depth; the bare name is each engine's default."""
+    assert generate.split_design("lanes8_s3") == ("lanes8", 3)
+    assert generate.split_design("compressor") == ("compressor", None)
+    assert top_name("compressor_s1") == "sieve_compressor_s1"
+    assert generate.latency("compressor") == Compressor.DEFAULT_STAGES
+    assert generate.latency("decompressor_s3") == 3
+    assert generate.latency("lanes8_s1") == {"compressor": 1, "decompressor": 1}
+    assert generate.latency("lanes1") == {"compressor": Compressor.DEFAULT_STAGES,
+                                          "decompressor": Decompressor.DEFAULT_STAGES}
+    assert generate.latency("constcalc") == 0
+    assert generate.DEPTHS == {"compressor": [1, 2, 3, 4], "decompressor": [1, 2, 3]}
+
+
+@pytest.mark.parametrize("engine, stages", [(Compressor, s) for s in (1, 2, 3)] + [(Decompressor, s) for s in (1, 3)])
+def test_every_depth_full_rate_with_fixed_format(engine, stages):
+    """Amaranth simulation: first output after ``latency`` clocks, then one per clock, all correct."""
+    fmt = sieve.Format.parse("se5m2b15+sub+ieee+ovinf")
+    rng = np.random.default_rng(stages)
+    if engine is Compressor:
+        x = np.concatenate([corner_values(fmt, rng, ties=8), random_values(fmt, rng, 32)]).astype(np.float32)
+        inputs, want = x.view(np.uint32), expected_encode(x, fmt)
+    else:
+        inputs = rng.integers(0, 256, 120, dtype=np.uint64)
+        want = expected_decode(inputs, fmt)
+    dut = engine(fmt, stages)
+    assert dut.latency == stages
+    got = _stream(dut, inputs, tail=stages + 1)
+    assert np.array_equal(np.array(got, np.uint64), want)
 
 
 def test_cli_reports_bad_design_with_exit_2(tmp_path):
@@ -54,17 +89,19 @@ def test_cli_reports_bad_design_with_exit_2(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def _stream(engine, inputs: np.ndarray) -> list[int]:
-    """Push values through an engine at full rate with Amaranth's simulator; collect outputs."""
+def _stream(engine, inputs: np.ndarray, tail: int | None = None) -> list[int]:
+    """Push values through an engine at full rate with Amaranth's simulator; collect outputs
+    (and check there are no bubbles: the i-th output comes ``latency`` clocks after the i-th input)."""
     outs: list[int] = []
 
     async def bench(ctx):
         ctx.set(engine.o_ready, 1)
-        for x in list(inputs) + [None] * 2:
+        for cycle, x in enumerate(list(inputs) + [None] * (engine.latency + 1 if tail is None else tail)):
             ctx.set(engine.i_valid, x is not None)
             ctx.set(engine.i_data, 0 if x is None else int(x))
             await ctx.tick()
             if ctx.get(engine.o_valid):
+                assert cycle + 1 - engine.latency == len(outs), "a bubble or a late first output"
                 outs.append(ctx.get(engine.o_data))
 
     sim = Simulator(engine)

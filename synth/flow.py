@@ -49,6 +49,9 @@ class FlowSettings:
     yosys_timeout: float | None = 1800.0
     #: designs whose place and route is skipped outright (reason recorded)
     skip_pnr: frozenset[str] = frozenset()
+    #: designs whose iCE40 targets are skipped outright, mapping included (reason recorded):
+    #: for units far larger than any iCE40, whose ``synth_ice40`` alone takes many minutes
+    skip_ice40: frozenset[str] = frozenset()
 
 
 def hw_rtlil_writer(design: str, fixed_format=None) -> RtlilWriter:
@@ -130,6 +133,8 @@ def run_variant(variant: Variant, writer: RtlilWriter, workdir: Path, settings: 
             _guard(record, lambda: yosys.ecp5(il, iface.top, workdir, timeout))
         elif target == "xc7":
             _guard(record, lambda: yosys.xc7(il, iface.top, workdir, timeout))
+        elif variant.design in settings.skip_ice40:
+            record.update(status="skipped", reason="iCE40 mapping not requested for this design (far larger than any iCE40)")
         else:
             device = target.split("-", 1)[1]
             _guard(record, lambda: _ice40(variant, device, workdir, settings, ice40_area, harness, iface))

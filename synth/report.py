@@ -22,6 +22,29 @@ FMAX_TARGET_MHZ = 100.0
 LANE_COUNTS = {"lanes1": 1, "lanes8": 8, "lanes32": 32}
 
 
+def base_design(design: str) -> str:
+    """``compressor_s1`` -> ``compressor``, ``lanes8_s3`` -> ``lanes8`` (the depth suffix dropped)."""
+    base, sep, tail = design.rpartition("_s")
+    return base if sep and base and tail.isdigit() else design
+
+
+def is_engine(design: str) -> bool:
+    """A compressor or decompressor, at any pipeline depth."""
+    return base_design(design) in ENGINES
+
+
+def stages(design: str) -> int | None:
+    """Pipeline depth (= latency in cycles) of an engine design, from the RTL generator."""
+    if not is_engine(design):
+        return None
+    try:
+        from sieve_hw import generate
+
+        return generate.elaborate(design).stages
+    except (ImportError, ValueError):
+        return None
+
+
 def _index(records: list[dict]) -> dict[tuple[str, str, str], dict]:
     return {(r["design"], r["variant"], r["target"]): r for r in records}
 
@@ -46,18 +69,20 @@ def checks(records: list[dict], throughput: list[dict] | None = None) -> list[di
                 "value": t["values_per_cycle"], "limit": "= 1, no bubbles, all equal to the emulator",
                 "pass": t["bubbles"] == 0 and t["mismatches_vs_emulator"] == 0,
             })
-    for engine in ENGINES:
+    engines = [d for d in dict.fromkeys(r["design"] for r in records) if is_engine(d)]
+    for engine in engines:
         gen = idx.get((engine, "configurable", "generic"))
+        depth = stages(engine)
         if _ok(gen):
             out.append({
-                "engine": engine, "check": "transistors incl. flip-flops (Yosys CMOS estimate)",
+                "engine": engine, "stages": depth, "check": "transistors incl. flip-flops (Yosys CMOS estimate)",
                 "value": gen["transistors"], "limit": f"<= {TRANSISTOR_LIMIT}",
                 "pass": gen["transistors_complete"] and gen["transistors"] <= TRANSISTOR_LIMIT,
             })
         hx = idx.get((engine, "configurable", "ice40-hx8k"))
         if _ok(hx) and hx.get("pnr") == "ok":
             out.append({
-                "engine": engine, "check": "iCE40 HX8K Fmax (nextpnr, MHz)",
+                "engine": engine, "stages": depth, "check": "iCE40 HX8K Fmax (nextpnr, MHz)",
                 "value": hx["fmax_mhz"], "limit": f">= {FMAX_TARGET_MHZ:g}",
                 "pass": hx["fmax_mhz"] >= FMAX_TARGET_MHZ,
             })
@@ -93,7 +118,7 @@ def dominant_cells(records: list[dict], top: int = 6) -> dict[str, dict]:
     """Per engine variant: logic vs register transistors and the costliest cell types."""
     out = {}
     for rec in records:
-        if rec["design"] in ENGINES and rec["target"] == "generic" and _ok(rec):
+        if is_engine(rec["design"]) and rec["target"] == "generic" and _ok(rec):
             out[f"{rec['design']} {rec['variant']}"] = {
                 "transistors": rec["transistors"],
                 "logic": rec.get("transistors_logic"),
@@ -105,12 +130,14 @@ def dominant_cells(records: list[dict], top: int = 6) -> dict[str, dict]:
     return out
 
 
-def build(records: list[dict], meta: dict, throughput: list[dict] | None = None) -> dict:
+def build(records: list[dict], meta: dict, throughput: list[dict] | None = None,
+          breakdown: list[dict] | None = None) -> dict:
     """The whole report as one JSON-able dict."""
     return {
         "meta": meta,
         "records": records,
         "throughput": throughput or [],
+        "breakdown": breakdown or [],
         "checks": checks(records, throughput),
         "configurability": configurability(records),
         "dominant_cells": dominant_cells(records),
@@ -135,6 +162,25 @@ def _fmax_cell(rec: dict | None) -> str:
     if rec.get("pnr") == "ok":
         return f"{rec['fmax_mhz']:.1f}"
     return f"{rec.get('pnr', '–')}†"
+
+
+def _configuration_summary(checks_: list[dict]) -> list[str]:
+    """One line per engine configuration: which of the two targets it meets (measured only)."""
+    by: dict[str, dict] = {}
+    for c in checks_:
+        if c["check"].startswith(("transistors", "iCE40")):
+            by.setdefault(c["engine"], {})["area" if c["check"].startswith("transistors") else "fmax"] = c
+    out = []
+    for engine, cs in by.items():
+        area, fmax = cs.get("area"), cs.get("fmax")
+        met = [name for name, c in (("area", area), ("Fmax", fmax)) if c and c["pass"]]
+        missing = [name for name, c in (("area", area), ("Fmax", fmax)) if c is None]
+        verdict = ("meets both targets" if len(met) == 2 else
+                   f"meets the {met[0]} target only" if met else "meets neither target")
+        if missing:
+            verdict += f" ({' and '.join(missing)} not measured)"
+        out.append(f"- `{engine}`: {verdict}.")
+    return out + ([""] if out else [])
 
 
 def markdown(report: dict) -> str:
@@ -168,7 +214,8 @@ def markdown(report: dict) -> str:
         x7 = idx.get((design, variant, "xc7"))
         per_engine = ""
         if _ok(g):
-            engines = 2 * LANE_COUNTS[design] if design in LANE_COUNTS else (1 if design in ENGINES else None)
+            base = base_design(design)
+            engines = 2 * LANE_COUNTS[base] if base in LANE_COUNTS else (1 if base in ENGINES else None)
             if engines:
                 per_engine = f"{g['transistors'] / engines:,.0f}"
         row = [
@@ -198,9 +245,11 @@ def markdown(report: dict) -> str:
 
     lines += ["## Targets (per engine, configurable)", ""]
     if report["checks"]:
-        lines += ["| engine | check | value | target | pass |", "|---|---|---:|---|---|"]
+        lines += ["| engine | pipeline stages (latency) | check | value | target | pass |", "|---|---:|---|---:|---|---|"]
         for c in report["checks"]:
-            lines.append(f"| {c['engine']} | {c['check']} | {_num(c['value'])} | {c['limit']} | {'yes' if c['pass'] else '**NO**'} |")
+            lines.append(f"| {c['engine']} | {_fmt(c.get('stages'))} | {c['check']} | {_num(c['value'])} | {c['limit']} "
+                         f"| {'yes' if c['pass'] else '**NO**'} |")
+        lines += [""] + _configuration_summary(report["checks"])
         lines.append("")
         lines.append(f"Per-engine budget: {TRANSISTOR_LIMIT:,} transistors; Fmax target {FMAX_TARGET_MHZ:g} MHz on iCE40 HX8K.")
     else:
@@ -245,6 +294,18 @@ def markdown(report: dict) -> str:
                          f"| {d['ff_bits']} | {_fmt(d.get('cmos_mapped'), ',')} | {cells} |")
         lines.append("")
 
+    if report.get("breakdown"):
+        lines += ["## Where the logic transistors go, per datapath step (configurable engines, registers excluded)", "",
+                  "Each step synthesised alone (`synth.breakdown`: same generic script and CMOS estimate; the"
+                  " constant record is an input). The register ranks come on top: see `transistors_registers`.", "",
+                  "| engine (step form) | step | transistors | bits in → out | costliest cell types |",
+                  "|---|---|---:|---|---|"]
+        for row in report["breakdown"]:
+            cells = ", ".join(f"`{t}` {n:,}" for t, n in row["top_cells"])
+            form = f"{row['engine']} ({_fmt(row.get('stages'))} stages)" if row.get("stages") else row["engine"]
+            lines.append(f"| {form} | {row['step']} | {row['transistors']:,} | {row['input_bits']} → {row['output_bits']} | {cells} |")
+        lines.append("")
+
     paths = [r for r in records if r.get("target") == "ice40-hx8k" and r.get("pnr") == "ok" and r.get("critical_path")]
     if paths:
         lines += ["## iCE40 HX8K critical paths", "",
@@ -278,9 +339,10 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write(out_dir: Path, records: list[dict], meta: dict, throughput: list[dict] | None = None) -> dict:
+def write(out_dir: Path, records: list[dict], meta: dict, throughput: list[dict] | None = None,
+          breakdown: list[dict] | None = None) -> dict:
     """Write ``report.json`` and ``report.md`` atomically; return the report dict."""
-    report = build(records, meta, throughput)
+    report = build(records, meta, throughput, breakdown)
     write_json(Path(out_dir) / "report.json", report)
     write_text(Path(out_dir) / "report.md", markdown(report))
     return report

@@ -36,15 +36,45 @@ DEFAULT_FIXED = ("e4m3", "ue3m4b5")
 #: format is a set of constants: nothing to compare).
 FIXED_DESIGNS = ("compressor", "decompressor", "lanes1", "lanes8")
 QUICK_DESIGNS = ("constcalc", "compressor", "decompressor", "lanes1")
+#: Designs whose iCE40 targets are skipped by default (they cannot fit any iCE40 device).
+NO_ICE40 = ("lanes32",)
 
 
 def known_designs() -> list[str]:
-    """The designs the RTL generator offers."""
+    """The designs the RTL generator offers (each engine at its default depth)."""
     try:
         from sieve_hw import generate
     except ImportError as exc:
         raise SieveError(f"cannot import sieve_hw.generate ({exc}); run `make setup` or check hw/sieve_hw") from exc
     return list(generate.DESIGNS)
+
+
+def default_designs() -> list[str]:
+    """What ``make synth`` builds: every design, plus each engine at every other depth it
+    offers (``compressor_s1`` ...), so the report shows every configuration."""
+    from sieve_hw import generate
+
+    out = []
+    for design in known_designs():
+        out.append(design)
+        if design in generate.DEPTHS:
+            default = generate.elaborate(design).stages
+            out += [f"{design}_s{n}" for n in generate.DEPTHS[design] if n != default]
+    return out
+
+
+def _variant_of_known(design: str, known: list[str]) -> bool:
+    """A depth variant (``compressor_s1``, ``lanes8_s3``) of a known design that elaborates."""
+    from sieve_hw import generate
+
+    base, stages = generate.split_design(design)
+    if stages is None or base not in known:
+        return False
+    try:
+        generate.elaborate(design)
+    except ValueError:
+        return False
+    return True
 
 
 def plan_variants(designs: list[str], fixed: list[Format]) -> list[Variant]:
@@ -78,8 +108,27 @@ def measure_throughput(formats: list[Format], values: int) -> list[dict]:
     return runs
 
 
+def step_breakdown(out_dir: Path) -> list[dict]:
+    """Per-step logic transistors of each engine (both compressor step forms); failures recorded."""
+    from .breakdown import breakdown
+    from sieve_hw.compressor import Compressor
+    from sieve_hw.decompressor import Decompressor
+
+    rows: list[dict] = []
+    forms = [("compressor", min(Compressor.CUTS)), ("compressor", Compressor.DEFAULT_STAGES),
+             ("decompressor", Decompressor.DEFAULT_STAGES)]
+    for engine, depth in tqdm(forms, desc="step breakdown", file=sys.stderr):
+        try:
+            rows += breakdown(out_dir, engine, depth)
+        except SieveError as exc:
+            rows.append({"engine": engine, "stages": depth, "step": "error", "transistors": 0, "top_cells": [],
+                         "input_bits": 0, "output_bits": 0, "error": str(exc)})
+    return rows
+
+
 def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings: FlowSettings,
-               command: str, workers: int = 1, throughput_runs: list[dict] | None = None) -> dict:
+               command: str, workers: int = 1, throughput_runs: list[dict] | None = None,
+               breakdown: bool = False) -> dict:
     """Run every (variant, RTLIL writer) through the flow; write and return the report."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +174,9 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    return report.write(out_dir, records, meta, throughput_runs)
+    rows = step_breakdown(out_dir / "breakdown") if breakdown else None
+    meta["seconds"] = round(time.perf_counter() - start, 1)
+    return report.write(out_dir, records, meta, throughput_runs, rows)
 
 
 def _csv(text: str) -> list[str]:
@@ -145,8 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     p.add_argument("--pnr-timeout", type=float, default=900.0, help="seconds per nextpnr run (default 900)")
     p.add_argument("--no-pnr", default="", help="comma-separated designs whose place and route is skipped")
+    p.add_argument("--no-ice40", default=",".join(NO_ICE40),
+                   help="comma-separated designs whose iCE40 targets are skipped entirely ('none' to map all; "
+                        f"default {','.join(NO_ICE40)}: ~30 k LUT4, 4x an HX8K, and ~9 min of synth_ice40)")
     p.add_argument("--throughput-values", type=int, default=1000,
                    help="values streamed per engine in the throughput simulation (0 skips it; default 1000)")
+    p.add_argument("--no-breakdown", action="store_true",
+                   help="skip the per-step transistor breakdown of the engines (synth.breakdown, ~1 min)")
     p.add_argument("--jobs", type=int, default=1, help="design variants synthesised in parallel (default 1)")
     return p
 
@@ -167,21 +223,23 @@ def main(argv: list[str] | None = None) -> int:
         except (FormatError, ValueError) as exc:
             raise SieveError(f"bad --fixed format: {exc}") from exc
         known = known_designs()
-        designs = _csv(args.designs) if args.designs else list(known)
+        designs = _csv(args.designs) if args.designs else default_designs()
         if args.quick and not args.designs:
             designs = [d for d in QUICK_DESIGNS if d in known]
-        unknown = sorted(set(designs) - set(known))
+        unknown = sorted(d for d in designs if d not in known and not _variant_of_known(d, known))
         if unknown:
             raise SieveError(f"unknown design(s) {unknown}; known: {known}")
         settings = FlowSettings(
             targets=targets,
             pnr=PnrSettings(freq_mhz=args.freq, seed=args.seed, timeout=args.pnr_timeout),
             skip_pnr=frozenset(_csv(args.no_pnr)),
+            skip_ice40=frozenset() if args.no_ice40.strip().lower() == "none" else frozenset(_csv(args.no_ice40)),
         )
         jobs = [(v, hw_rtlil_writer(v.design, v.fixed_format)) for v in plan_variants(designs, fixed)]
         values = min(args.throughput_values, 200) if args.quick else args.throughput_values
         runs = measure_throughput(fixed or [Format.parse(DEFAULT_FIXED[0])], values) if values > 0 else []
-        rep = synthesize(Path(args.out), jobs, settings, command, workers=args.jobs, throughput_runs=runs)
+        rep = synthesize(Path(args.out), jobs, settings, command, workers=args.jobs, throughput_runs=runs,
+                         breakdown=not (args.no_breakdown or args.quick))
     except SieveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -35,7 +35,7 @@ def test_throughput_is_one_value_per_cycle():
     for engine in ("compressor", "decompressor"):
         assert got[engine]["mismatches_vs_emulator"] == 0
         assert got[engine]["bubbles"] == 0 and got[engine]["values_per_cycle"] == 1.0
-        assert got[engine]["first_output_cycle"] == generate.LATENCY[engine]
+        assert got[engine]["first_output_cycle"] == generate.latency(engine)
 
 
 def test_cli_rejects_unknown_design(capsys):

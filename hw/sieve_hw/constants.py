@@ -36,7 +36,10 @@ CONST_LAYOUT = data.StructLayout({
     "man_shift": unsigned(5),
     # --- derived, compressor
     "ovf_bits": unsigned(31),          # above this magnitude: overflow
-    "kr": unsigned(5),                 # subnormal shift = kr - ec  (= man_shift + 1)
+    "kra": signed(11),                 # subnormal shift = kra - e_v  (= man_shift + 1 + adj)
+    "kra1": signed(11),                # kra + 1
+    "nadj": signed(11),                # -adj
+    "nadj1": signed(11),               # 1 - adj
     "m0": unsigned(1),                 # man_bits == 0 (tie parity from the fp32 exponent)
     "sub_en": unsigned(1),             # subnormals on and man_bits > 0
     "rne": unsigned(1),                # round to nearest even (else truncate)
@@ -179,7 +182,10 @@ def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
         k.exp_shift.eq(M),
         k.man_shift.eq(man_shift),
         k.ovf_bits.eq(thr),
-        k.kr.eq(man_shift + 1),
+        k.kra.eq(man_shift + 1 + adj),
+        k.kra1.eq(man_shift + 2 + adj),
+        k.nadj.eq(-adj),
+        k.nadj1.eq(1 - adj),
         k.m0.eq(m0),
         k.sub_en.eq(sub_en),
         k.rne.eq(rne),

@@ -1,19 +1,23 @@
 """Decompressor engine: one custom-float code per clock in, one fp32 value per clock out.
 
 Datapath (equal bit for bit to :func:`sieve.decode`, including the canonical quiet NaN
-0x7FC00000/0xFFC00000 with the code's sign); stage A, register, stage B:
+0x7FC00000/0xFFC00000 with the code's sign), three steps; the pipeline depth (``stages``,
+1-3) decides after which of them a register rank sits (:data:`Decompressor.CUTS`):
 
-A. a 9-bit window shifter brings ``{sign, exponent field}`` down from bit ``M``; the
-   mantissa is masked, its leading zeros counted; Inf/NaN/zero per the convention.  One
-   adder gives the fp32 exponent: ``e_code + adj`` for normal codes, ``adj + man_shift - lz``
-   for subnormal codes (normalised).  Results below 2^-126 become fp32 subnormals: the
-   shift is capped (subnormal codes) or shortened by ``1 - e`` (normal codes).  Out of A:
-   the significand (hidden bit included), its left-shift amount, the exponent, sign, NaN.
-B. one left shifter puts the significand in place; the NaN quiet bit is ORed in.
+0. ``fields``: a 9-bit window shifter brings ``{sign, exponent field}`` down from bit
+   ``M``; the mantissa is masked, its leading zeros counted.
+1. ``exponent``: Inf/NaN/zero per the convention; one adder gives the fp32 exponent:
+   ``e_code + adj`` for normal codes, ``adj + man_shift - lz`` for subnormal codes
+   (normalised).  Results below 2^-126 become fp32 subnormals: the shift is capped
+   (subnormal codes) or shortened by ``1 - e`` (normal codes).
+2. ``assemble``: one left shifter puts the significand in place; the NaN quiet bit is ORed in.
+
+Depths: 1 rank after ``exponent`` (least area), 2 (the default; meets 100 MHz on iCE40
+HX8K) after ``fields`` and ``exponent``, 3 adds an output register.
 
 Ports as the compressor's with data directions swapped: ``i_data`` is the right-aligned
 code (bits above the format width are ignored), ``o_data`` the fp32 bit pattern.
-Latency: :data:`LATENCY` clock cycles.
+Latency: ``stages`` clock cycles (``Decompressor(stages=...).latency``).
 """
 
 from __future__ import annotations
@@ -21,26 +25,38 @@ from __future__ import annotations
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 
 from .lzc import lzc23, shr_window
-from .engine import LATENCY, StreamEngine
+from .engine import StreamEngine
 
-__all__ = ["Decompressor", "LATENCY"]
+__all__ = ["Decompressor"]
 
 
-def decompress_stage_a(m: Module, code, k):
-    """Field extraction, classification, fp32 exponent and the shift of the significand."""
+def fields(m: Module, sig: dict, k) -> dict:
+    """Step 0: field extraction, masked mantissa and its leading zeros, raw classification."""
+    code = sig["x"]
     win = shr_window(m, code, k.exp_shift, 9, "d_win")  # {sign?, exponent field} at bit 0
     e_code = Signal(8, name="d_ecode")
     m.d.comb += e_code.eq(win[:8] & k.exp_mask)
     sign = Signal(name="d_sign")
     m.d.comb += sign.eq((win & k.sign_win).any())
-    ez = e_code == 0
-    efull = e_code == k.exp_mask
+    ez = Signal(name="d_ez")
+    m.d.comb += ez.eq(e_code == 0)
+    efull = Signal(name="d_efull")
+    m.d.comb += efull.eq(e_code == k.exp_mask)
     mm = Signal(23, name="d_mm")
     m.d.comb += mm.eq(code[:23] & k.man_mask)
-    man_nz = mm.any()
-    man_full = (code[:23] | ~k.man_mask).all()
-
+    man_nz = Signal(name="d_man_nz")
+    m.d.comb += man_nz.eq(mm.any())
+    man_full = Signal(name="d_man_full")
+    m.d.comb += man_full.eq((code[:23] | ~k.man_mask).all())
     lz = lzc23(m, mm, "d_lz")
+    return {"e_code": e_code, "sign": sign, "ez": ez, "efull": efull, "mm": mm, "man_nz": man_nz,
+            "man_full": man_full, "lz": lz}
+
+
+def exponent(m: Module, sig: dict, k) -> dict:
+    """Step 1: the fp32 exponent (one adder), the significand and its left-shift amount."""
+    e_code, ez, efull, mm, lz = sig["e_code"], sig["ez"], sig["efull"], sig["mm"], sig["lz"]
+    man_nz, sign = sig["man_nz"], sig["sign"]
     sub = Signal(name="d_sub")  # subnormal code: normalise
     m.d.comb += sub.eq(ez & man_nz & k.sub_en)
     e_sum = Signal(signed(11), name="d_esum")
@@ -63,29 +79,31 @@ def decompress_stage_a(m: Module, code, k):
 
     is_inf = k.ieee & efull & ~man_nz
     is_nan = Signal(name="d_is_nan")
-    m.d.comb += is_nan.eq((k.ieee & efull & man_nz) | (k.fn & efull & man_full) | (k.fnuz & sign & ez & ~man_nz))
+    m.d.comb += is_nan.eq((k.ieee & efull & man_nz) | (k.fn & efull & sig["man_full"]) | (k.fnuz & sign & ez & ~man_nz))
     zero = ez & ~sub  # +-0 (or a subnormal code with subnormals off)
     special = is_inf | is_nan
     e_out = Signal(8, name="d_eout")
     m.d.comb += e_out.eq(Mux(special, 0xFF, Mux(zero | tiny, 0, e_sum[:8])))
-    sig = Signal(24, name="d_sig")  # significand with the hidden bit of normal codes
-    m.d.comb += sig.eq(Mux(zero | is_nan | is_inf, 0, mm | (k.m_onehot & (~ez).replicate(24))))
-    return {"sig": sig, "amt": amt, "sign": sign, "e_out": e_out, "is_nan": is_nan}
+    sig_ = Signal(24, name="d_sig")  # significand with the hidden bit of normal codes
+    m.d.comb += sig_.eq(Mux(zero | is_nan | is_inf, 0, mm | (k.m_onehot & (~ez).replicate(24))))
+    return {"sig": sig_, "amt": amt, "sign": sign, "e_out": e_out, "is_nan": is_nan}
 
 
-def decompress_stage_b(m: Module, a: dict, k):
-    """Shift the significand into place; assemble the fp32 bit pattern."""
+def assemble(m: Module, sig: dict, k) -> dict:
+    """Step 2: shift the significand into place; assemble the fp32 bit pattern."""
     shifted = Signal(23, name="d_shifted")
-    m.d.comb += shifted.eq(a["sig"] << a["amt"])
-    f_out = shifted | Cat(Const(0, 22), a["is_nan"])
+    m.d.comb += shifted.eq(sig["sig"] << sig["amt"])
+    f_out = shifted | Cat(Const(0, 22), sig["is_nan"])
     out = Signal(32, name="d_out")
-    m.d.comb += out.eq(Cat(f_out, a["e_out"], a["sign"]))
-    return out
+    m.d.comb += out.eq(Cat(f_out, sig["e_out"], sig["sign"]))
+    return {"out": out}
 
 
 class Decompressor(StreamEngine):
     """code → fp32 engine (configurable via ``k``, or ``fixed_format`` baked in)."""
 
     prefix = "d"
-    stage_a = staticmethod(decompress_stage_a)
-    stage_b = staticmethod(decompress_stage_b)
+    STEPS = (fields, exponent, assemble)
+    #: stages -> the steps followed by a register rank (see :mod:`sieve_hw.engine`)
+    CUTS = {1: (1,), 2: (0, 1), 3: (0, 1, 2)}
+    DEFAULT_STAGES = 2

@@ -1,43 +1,65 @@
-"""The streaming shell both conversion engines share.
+"""The streaming shell both conversion engines share, with a generation-time pipeline depth.
 
-An engine is two combinational halves around one register stage: *stage A* classifies the
-input and computes what stage B needs, *stage B* assembles the output from the registered
-values.  The shell owns the signature (valid/ready in and out, the constant record ``k``
-unless the format is baked in) and the stall-all :class:`~.pipeline.Pipeline`, so the
-compressor and decompressor differ only in their two stage functions.
+An engine's datapath is a short chain of combinational *steps* (``step(m, sig, k) -> dict``:
+named signals in, named signals out; the last step returns ``{"out": <32-bit value>}``).
+The shell places pipeline registers after some of the steps: which ones is the engine's
+*cut table* ``CUTS[stages]`` (the step indices followed by a register; ``-1`` registers
+the input itself), so the depth is a generation parameter and the same steps serve every
+depth.  A cut after the last step is an output register.  ``stages`` = number of register ranks = latency in clock cycles.
+
+The shell owns the signature (valid/ready in and out, the constant record ``k`` unless the
+format is baked in) and the stall-all :class:`~.pipeline.Pipeline`: every rank advances
+together when the last one is empty or its value is taken, so one value per clock with no
+bubbles, and a stall freezes everything (nothing lost, duplicated or reordered).  ``busy``
+is high while any rank holds a value; the lane unit accepts a new format only when it is
+low, so a format change happens at a drained boundary whatever the depth.
 """
 
 from __future__ import annotations
 
 from typing import Callable, ClassVar
 
-from amaranth import Module
+from amaranth import Module, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .constants import CONST_LAYOUT, fixed_constants
 from .pipeline import Pipeline
 
-__all__ = ["StreamEngine", "LATENCY"]
+__all__ = ["StreamEngine", "check_stages"]
 
-#: Clock cycles from acceptance to ``o_valid``: one register stage between stage A and
-#: stage B; ``o_data`` is stage B's logic on that register (no output register: a second
-#: stage was measured to add ~900 transistors for +4 MHz, the long path being stage A).
-LATENCY = 1
+
+def check_stages(cls, stages) -> int:
+    """``stages`` resolved against the engine's cut table (``None`` = its default), or ValueError."""
+    if stages is None:
+        return cls.DEFAULT_STAGES
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages not in cls.CUTS:
+        raise ValueError(f"{cls.__name__.lower()} stages must be one of {sorted(cls.CUTS)}, got {stages!r}")
+    return stages
 
 
 class StreamEngine(wiring.Component):
-    """One value per clock through ``stage_a`` → register → ``stage_b``.
+    """One value per clock through ``STEPS`` with registers after the steps ``CUTS[stages]`` names.
 
-    Subclasses set ``prefix`` (signal-name prefix) and the two stage functions:
-    ``stage_a(m, data, k) -> dict of signals`` and ``stage_b(m, registered, k) -> Value``.
+    Subclasses set ``prefix`` (signal-name prefix), ``STEPS`` (the step functions, in order),
+    ``CUTS`` (stages -> indices of the steps followed by a register rank) and
+    ``DEFAULT_STAGES``.  ``latency`` (= ``stages``) is the number of clock cycles from
+    acceptance to ``o_valid``.
     """
 
     prefix: ClassVar[str]
-    stage_a: ClassVar[Callable]
-    stage_b: ClassVar[Callable]
+    STEPS: ClassVar[tuple[Callable, ...]]
+    CUTS: ClassVar[dict[int, tuple[int, ...]]]
+    DEFAULT_STAGES: ClassVar[int]
 
-    def __init__(self, fixed_format=None):
+    @classmethod
+    def steps_for(cls, stages: int) -> tuple[Callable, ...]:
+        """The step functions at depth ``stages`` (an engine may trade area for speed per depth)."""
+        return cls.STEPS
+
+    def __init__(self, fixed_format=None, stages: int | None = None):
+        self.stages = check_stages(type(self), stages)
+        self.latency = self.stages
         members = {
             "i_valid": In(1), "i_ready": Out(1), "i_data": In(32),
             "o_valid": Out(1), "o_ready": In(1), "o_data": Out(32),
@@ -51,10 +73,15 @@ class StreamEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         k = self.k if self.fixed_format is None else fixed_constants(m, self.fixed_format)
-        p = Pipeline(m, self.i_valid, self.o_ready, LATENCY, self.prefix)
-        a = type(self).stage_a(m, self.i_data, k)
-        a_r = {name: p.reg(v, f"{self.prefix}_a_{name}") for name, v in a.items()}
-        out = type(self).stage_b(m, a_r, k)
+        cuts = type(self).CUTS[self.stages]
+        p = Pipeline(m, self.i_valid, self.o_ready, self.stages, self.prefix)
+        sig: dict[str, Value] = {"x": self.i_data}
+        if -1 in cuts:  # a rank on the input itself: the narrowest cut (32 bits)
+            sig = {"x": p.reg(self.i_data, f"{self.prefix}_rin_x")}
+        for i, step in enumerate(type(self).steps_for(self.stages)):
+            sig = step(m, sig, k)
+            if i in cuts:
+                sig = {name: p.reg(v, f"{self.prefix}_r{i}_{name}") for name, v in sig.items()}
         m.d.comb += [self.i_ready.eq(p.en), self.o_valid.eq(p.o_valid), self.busy.eq(p.busy),
-                     self.o_data.eq(out)]
+                     self.o_data.eq(sig["out"])]
         return m

@@ -24,23 +24,22 @@ from amaranth.back import rtlil, verilog
 import sieve
 from sieve.io_utils import write_text as atomic_write_text
 
-from .compressor import LATENCY as COMPRESSOR_LATENCY
 from .compressor import Compressor
 from .constants import ConstCalc
-from .decompressor import LATENCY as DECOMPRESSOR_LATENCY
 from .decompressor import Decompressor
 from .lanes import Lanes
 
-__all__ = ["DESIGNS", "FIXED_DESIGNS", "FIXED_FORMATS", "LATENCY", "elaborate", "top_name",
-           "write_verilog", "write_rtlil", "write_both", "main"]
+__all__ = ["DESIGNS", "FIXED_DESIGNS", "FIXED_FORMATS", "DEPTHS", "elaborate", "latency", "split_design",
+           "top_name", "write_verilog", "write_rtlil", "write_both", "main"]
 
 DESIGNS = ["constcalc", "compressor", "decompressor", "lanes1", "lanes8", "lanes32"]
 #: Designs that also exist with the format baked in (constcalc has nothing left then).
 FIXED_DESIGNS = ["compressor", "decompressor", "lanes1", "lanes8", "lanes32"]
 #: Formats ``make rtl`` writes fixed-format variants for (the SIEVE default e4m3 and a preset).
 FIXED_FORMATS = ["se4m3b7", "float8_e5m2"]
-#: Clock cycles from input acceptance to output valid.
-LATENCY = {"compressor": COMPRESSOR_LATENCY, "decompressor": DECOMPRESSOR_LATENCY, "constcalc": 0}
+#: Pipeline depths each engine offers (a design name ``<engine>_s<N>`` picks one; the bare
+#: name is the engine's default depth).  Latency in clock cycles = the depth.
+DEPTHS = {"compressor": sorted(Compressor.CUTS), "decompressor": sorted(Decompressor.CUTS)}
 
 
 class DesignError(ValueError):
@@ -58,6 +57,23 @@ def _format(fixed_format) -> sieve.Format | None:
     raise DesignError(f"fixed_format must be a sieve.Format, its text form or None, got {fixed_format!r}")
 
 
+def split_design(design: str) -> tuple[str, int | None]:
+    """``"compressor_s3"`` -> ``("compressor", 3)``; a name without ``_s<N>`` -> ``(name, None)``."""
+    base, sep, tail = design.rpartition("_s")
+    if sep and base and tail.isdigit():
+        return base, int(tail)
+    return design, None
+
+
+def latency(design: str) -> dict[str, int] | int:
+    """Clock cycles from input acceptance to output valid: an int for an engine, 0 for the
+    (combinational) constcalc, ``{"compressor": .., "decompressor": ..}`` for a lane unit."""
+    comp = elaborate(design)
+    if isinstance(comp, Lanes):
+        return dict(comp.latency)
+    return getattr(comp, "latency", 0)
+
+
 def _lanes(design: str) -> int | None:
     if design.startswith("lanes"):
         tail = design[len("lanes"):]
@@ -68,20 +84,25 @@ def _lanes(design: str) -> int | None:
 
 
 def elaborate(design: str, fixed_format: sieve.Format | str | None = None):
-    """The Amaranth component for ``design`` (one of :data:`DESIGNS`, or ``lanes<N>`` for any N >= 1)."""
+    """The Amaranth component for ``design``: one of :data:`DESIGNS`, or ``lanes<N>`` for any
+    N >= 1, optionally with ``_s<N>`` for the pipeline depth (``compressor_s1``, ``lanes8_s3``)."""
     fmt = _format(fixed_format)
-    n = _lanes(design)
-    if n is not None:
-        if n < 1:
-            raise DesignError(f"design {design!r}: a lane unit needs at least 1 lane")
-        try:
-            return Lanes(n, fmt)
-        except ValueError as exc:
-            raise DesignError(f"design {design!r}: {exc}") from None
-    if design == "compressor":
-        return Compressor(fmt)
-    if design == "decompressor":
-        return Decompressor(fmt)
+    base, stages = split_design(design)
+    n = _lanes(base)
+    if n is not None and n < 1:
+        raise DesignError(f"design {design!r}: a lane unit needs at least 1 lane")
+    try:
+        if n is not None:
+            return Lanes(n, fmt, stages)
+        if base == "compressor":
+            return Compressor(fmt, stages)
+        if base == "decompressor":
+            return Decompressor(fmt, stages)
+    except ValueError as exc:
+        raise DesignError(f"design {design!r}: {exc}") from None
+    if stages is not None:
+        raise DesignError(f"design {design!r}: only engines and lane units have a pipeline depth (_s<N>)")
+    design = base
     if design == "constcalc":
         if fmt is not None:
             raise DesignError("constcalc has no fixed-format variant: with the format known there is nothing to compute")
@@ -150,14 +171,14 @@ def main(argv: list[str] | None = None) -> int:
     fixed = args.fixed if args.fixed is not None else FIXED_FORMATS
     try:
         jobs = [(d, None) for d in designs]
-        jobs += [(d, f) for f in fixed for d in designs if d in FIXED_DESIGNS or _lanes(d)]
+        jobs += [(d, f) for f in fixed for d in designs if split_design(d)[0] in FIXED_DESIGNS or _lanes(split_design(d)[0])]
         manifest = []
         for design, fmt in jobs:
             t0 = time.perf_counter()
             v, il = write_both(design, out, fmt)
             manifest.append({"design": design, "fixed_format": None if fmt is None else str(_format(fmt)),
                              "top": top_name(design, fmt), "verilog": v.name, "rtlil": il.name,
-                             "latency": LATENCY.get("compressor" if _lanes(design) else design)})
+                             "latency": latency(design)})
             print(f"{top_name(design, fmt):40s} {time.perf_counter() - t0:6.1f} s  -> {v}")
         atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     except DesignError as exc:

@@ -12,6 +12,10 @@ run-time format:
 * ``cfg_error`` is high while the latched record is illegal, and also after reset until the
   first record is loaded: the streams are then closed (``*_i_ready`` = 0, nothing comes out).
 
+``stages`` (generation parameter) sets the pipeline depth of every engine; ``None`` keeps
+each engine's default (:attr:`Compressor.DEFAULT_STAGES`, :attr:`Decompressor.DEFAULT_STAGES`),
+so the two sides may have different latencies (``self.latency``).
+
 Data ports are flat vectors, lane ``j`` at bits ``[32*j, 32*j+32)`` (and bit ``j`` of the
 valid/ready vectors): ``c_*`` is the compressor side (fp32 in, code out), ``d_*`` the
 decompressor side (code in, fp32 out).  With ``fixed_format`` the calculator, constant
@@ -28,6 +32,7 @@ from .compressor import Compressor
 from .config import FORMAT_LAYOUT
 from .constants import CONST_LAYOUT, calc_constants, fixed_constants
 from .decompressor import Decompressor
+from .engine import check_stages
 
 __all__ = ["Lanes"]
 
@@ -37,11 +42,15 @@ MAX_LANES = 256
 class Lanes(wiring.Component):
     """``lanes`` compressor + decompressor pairs with one shared constant calculator."""
 
-    def __init__(self, lanes: int, fixed_format=None):
+    def __init__(self, lanes: int, fixed_format=None, stages: int | None = None):
         if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= MAX_LANES:
             raise ValueError(f"lanes must be an integer 1..{MAX_LANES}, got {lanes!r}")
         self.lanes = lanes
         self.fixed_format = fixed_format
+        #: pipeline depth of each engine (None: the engine's default); latency per side
+        self.c_stages = check_stages(Compressor, stages)
+        self.d_stages = check_stages(Decompressor, stages)
+        self.latency = {"compressor": self.c_stages, "decompressor": self.d_stages}
         n = lanes
         members = {}
         for side in ("c", "d"):
@@ -59,8 +68,8 @@ class Lanes(wiring.Component):
         n = self.lanes
         engines = []
         for j in range(n):
-            c = Compressor()
-            d = Decompressor()
+            c = Compressor(stages=self.c_stages)
+            d = Decompressor(stages=self.d_stages)
             m.submodules[f"comp{j}"] = c
             m.submodules[f"decomp{j}"] = d
             engines.append((c, d))
