@@ -240,6 +240,29 @@ def test_report_checks_and_configurability(tmp_path):
     assert json.loads((tmp_path / "report.json").read_text())["checks"] == rep["checks"]
 
 
+def test_report_judges_every_engine_depth(tmp_path):
+    """Depth variants (``compressor_s1``) get their own target rows and a one-line verdict."""
+    gen = dict(transistors_complete=True, cells=10, ff_bits=2, nand2_eq=1, transistors_by_type={"$_XOR_": 12})
+    records = [
+        _rec("compressor_s1", "configurable", "generic", transistors=4600, **gen),
+        _rec("compressor_s1", "configurable", "ice40-hx8k", lut4=100, carry=0, ff=1, pnr="ok", fmax_mhz=60.0),
+        _rec("compressor", "configurable", "generic", transistors=9000, **gen),
+        _rec("compressor", "configurable", "ice40-hx8k", lut4=100, carry=0, ff=1, pnr="ok", fmax_mhz=110.0),
+        _rec("lanes8_s1", "configurable", "generic", transistors=16 * 1000, **gen),
+    ]
+    meta = {"command": "python -m synth.run", "yosys": "Yosys x", "freq_mhz": 100.0, "seed": 1,
+            "date": "today", "seconds": 1.0}
+    rep = report.write(tmp_path, records, meta)
+    verdict = {(c["engine"], c["check"].split()[0]): c["pass"] for c in rep["checks"]}
+    assert verdict == {("compressor_s1", "transistors"): True, ("compressor_s1", "iCE40"): False,
+                       ("compressor", "transistors"): False, ("compressor", "iCE40"): True}
+    md = (tmp_path / "report.md").read_text()
+    assert "`compressor_s1`: meets the area target only." in md
+    assert "`compressor`: meets the Fmax target only." in md
+    assert "| 1,000 |" in md  # lanes8_s1 per-engine column = 16,000 / 16
+    assert report.base_design("lanes8_s1") == "lanes8" and report.is_engine("decompressor_s3")
+
+
 def test_cli_rejects_unknown_target(capsys):
     from synth.run import main
 

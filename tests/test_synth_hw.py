@@ -57,3 +57,23 @@ def test_engines_every_target(tmp_path):
         assert by[(engine, "configurable", "ice40-hx8k")]["fmax_mhz"] > 10
     assert len(rep["checks"]) == 6 and len(rep["configurability"]) == 2
     assert (tmp_path / "report.md").read_text().count("| compressor |") >= 2
+
+
+def test_step_breakdown_decompressor(tmp_path):
+    """Each datapath step synthesised alone: named like the RTL's steps, each a real circuit."""
+    from synth.breakdown import breakdown
+
+    rows = breakdown(tmp_path, "decompressor")
+    assert [r["step"] for r in rows] == ["fields", "exponent", "assemble"]
+    assert all(r["transistors"] > 300 and r["input_bits"] > 0 and r["output_bits"] > 0 for r in rows)
+    assert rows[-1]["output_bits"] == 32  # the fp32 result
+
+
+def test_default_designs_cover_every_depth():
+    from synth.run import default_designs
+
+    designs = default_designs()
+    for engine, depths in generate.DEPTHS.items():
+        default = generate.elaborate(engine).stages
+        assert engine in designs
+        assert {f"{engine}_s{n}" for n in depths if n != default} <= set(designs)
