@@ -135,6 +135,7 @@ def bench_model(name: str, out_dir: Path, quick: bool) -> dict:
         "size_ratio_to_ideal": {m: size[m] / ideal for m in ("weights-only", "full")},
         "compression_vs_fp32": {m: size["fp32"] / size[m] for m in ("weights-only", "full")},
         "export_seconds": {m: e.seconds for m, e in exports.items()},
+        "rounding_methods": dict(Counter(t.method for t in exports["full"].tensors if t.kind == "activation")),
         "opset": {m: e.opset for m, e in exports.items()},
         "session_create_ms": {m: 1e3 * _creation(p) for m, p in paths.items()},
     }
@@ -226,7 +227,8 @@ def _markdown(results: list[dict]) -> str:
         c = r["session_create_ms"]
         lines += ["", f"session creation (ms): fp32 {c['fp32']:.1f}, weights-only {c['weights-only']:.1f}, "
                       f"full {c['full']:.1f}; decode constant-folded at session start: {r['decode_constant_folded']}"
-                      f" ({r['rounding_nodes_after_optimization']} rounding nodes remain in the full graph)", ""]
+                      f" ({r['rounding_nodes_after_optimization']} rounding nodes remain in the full graph); "
+                      f"activation roundings by method: {r['rounding_methods']}", ""]
         for m, a in r["agreement_test_split"].items():
             lines.append(f"- {m}: top-1 agreement {a['top1_agreement']:.4%} on {a['images']} test images, "
                          f"max relative logit diff {a['max_relative_logit_diff']:.2e}, "

@@ -5,8 +5,11 @@ such as ``conv1.weight`` as initializer names and, with ``TrainingMode.PRESERVE`
 BatchNorm into the convolution weights the plan refers to).  The graph is then edited with
 ``onnx.helper``: each planned weight initializer is replaced by its packed codes plus a decode
 subgraph producing a tensor of the same name, and a rounding subgraph is inserted in front of the
-activation input of each planned Conv/Gemm/MatMul.  Nothing is written unless the whole model
-validates (``onnx.checker`` full check); the file appears atomically.
+activation input of each planned Conv/Gemm/MatMul (the blocked, NCHWc-friendly rounding where
+:mod:`.bounds` proves the input finite).  Finally the graph is compacted (:mod:`.compact`: folded
+constants, BatchNorm as scale + shift, short names) because every byte counts against the
+weight-bits size bound.  Nothing is written unless the whole model validates (``onnx.checker``
+full check); the file appears atomically.
 """
 
 from __future__ import annotations
