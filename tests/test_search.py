@@ -116,12 +116,31 @@ def test_greedy_meets_targets_by_construction(tmp_path) -> None:
     with torch.no_grad():
         base = model(data.val.images).argmax(1)
     assert int((pred == data.val.labels).sum()) >= int((base == data.val.labels).sum())
+    # ... with the generalization margin: net gain >= MARGIN_Z standard errors of the flips
+    ok, ref_ok = pred == data.val.labels, base == data.val.labels
+    gains, losses = int((ok & ~ref_ok).sum()), int((~ok & ref_ok).sum())
+    assert gains - losses >= search_context.MARGIN_Z * (gains + losses) ** 0.5 - 1e-9
     # post-ReLU inputs are never negative: unsigned formats
     assert not plan["fc1.input"].signed and not plan["fc2.input"].signed
     assert plan["conv1.input"].signed
     for name in ("report.md", "histograms.png", "pareto.png", "search_trace.json"):
         assert (tmp_path / name).stat().st_size > 0
     assert "| conv1.weight |" in (tmp_path / "report.md").read_text()
+
+
+def test_generalization_margin_rule() -> None:
+    """Net gain must clear z standard errors of the flip count; slack only for approximate."""
+    ctx = object.__new__(search_context.SearchContext)
+    ctx.base_correct, ctx.margin_z = 4000, 1.0
+    assert ctx.passes("accurate", 0, 0)              # agrees with fp32 everywhere
+    assert not ctx.passes("accurate", 0, 4)          # 2 gains, 2 losses: break-even is luck
+    assert ctx.passes("accurate", 2, 4)              # 3 gains, 1 loss: net 2 >= 1 * sqrt(4)
+    assert not ctx.passes("accurate", 1, 9)
+    assert ctx.passes("approximate", -1, 9)          # slack ceil: 4000 - 3996 = 4; 3 >= 3
+    assert not ctx.passes("approximate", -2, 9)
+    assert not ctx.passes("exact", 0, 2) and ctx.passes("exact", 0, 0)
+    ctx.margin_z = 0.0                               # the plain target
+    assert ctx.passes("accurate", 0, 100) and not ctx.passes("accurate", -1, 1)
 
 
 def test_sieve_strategy_is_the_dissertations(tmp_path) -> None:
@@ -218,3 +237,15 @@ def test_cli_search_errors(tmp_path, capsys) -> None:
     assert "unknown strategy" in capsys.readouterr().err
     assert main(["search", "--model", "lenet5", "--val", "0", "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_uniform_strategy_one_format_with_margin(tmp_path) -> None:
+    model, data = tiny_problem(residual=True)
+    doc = run_search(model, data, model_name="tiny", strategy="uniform", out_dir=tmp_path, progress=False, report=False)
+    _check_doc(doc)
+    for name, var in doc["variants"].items():
+        fmts = {Format.parse(t["format"]) for t in var["tensors"] if t["format"] != "fp32"}
+        assert len({(f.exp_bits, f.man_bits, f.signed) for f in fmts}) <= 1, name
+        assert var["meets_target_with_margin"] or all(t["format"] == "fp32" for t in var["tensors"])
+    widths = [doc["variants"][v]["mean_bits"] for v in ("approximate", "accurate", "exact")]
+    assert widths == sorted(widths)

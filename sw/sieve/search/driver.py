@@ -16,7 +16,7 @@ from ..errors import SieveError
 from ..io_utils import write_json
 from ..plan_io import write_plan
 from ..qeval import PrefixEvaluator
-from .context import VARIANTS, SearchContext
+from .context import MARGIN_Z, VARIANTS, SearchContext
 from .evalcache import digest
 from .formats import plan_bits
 from .greedy import search_greedy
@@ -27,7 +27,7 @@ __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "run_search", "model_digest"]
 
 STRATEGIES: dict[str, Callable] = {"greedy": search_greedy, "sieve": search_sieve, "uniform": search_uniform}
 DEFAULT_STRATEGY = "greedy"
-ALGORITHM_VERSION = "5"  # bump when a strategy changes, so stale cached outcomes are not replayed
+ALGORITHM_VERSION = "7"  # bump when a strategy changes, so stale cached outcomes are not replayed
 
 
 def model_digest(model: torch.nn.Module) -> str:
@@ -57,9 +57,11 @@ def _accuracy(model, plan, images, labels, batch_size) -> float:
 def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: str = DEFAULT_STRATEGY,
                out_dir: str | Path | None = None, batch_size: int = 500, progress: bool = True,
                log: Callable[[str], None] | None = None, report: bool = True, resume: bool = True,
-               threads: int = 1) -> dict:
+               threads: int = 1, margin_z: float = MARGIN_Z) -> dict:
     """Search a plan for ``model`` on ``dataset.val``; return the plan.json document.
 
+    ``margin_z``: the generalization margin of the accurate/approximate targets (see
+    :mod:`sieve.search.context`; 0 = the plain validation target).
     Writes ``out_dir/plan.json``, ``report.md`` and plots when ``out_dir`` is given, and keeps
     evaluation outcomes under ``out_dir/cache/`` so that an interrupted run resumes exactly.
     """
@@ -73,7 +75,7 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
             raise SieveError(f"weights of {name} hold NaN or Inf; the checkpoint is corrupt")
     val, test = dataset.val, dataset.test
     out = Path(out_dir) if out_dir is not None else None
-    identity = digest(ALGORITHM_VERSION, model_name, strategy, model_digest(model),
+    identity = digest(ALGORITHM_VERSION, model_name, strategy, margin_z, model_digest(model),
                       val.images.numpy().tobytes(), val.labels.numpy().tobytes())
     cache_path = None
     if out is not None and resume:
@@ -85,7 +87,7 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
     t0 = time.perf_counter()
     try:
         ctx = SearchContext(model, val.images, val.labels, identity=identity, cache_path=cache_path,
-                            batch_size=batch_size, progress=bar)
+                            batch_size=batch_size, progress=bar, margin_z=margin_z)
         plans, trace = STRATEGIES[strategy](ctx, log=log)
         measured = {v: ctx.evaluate(plans[v], ctx.full, "measure", early=False) for v in VARIANTS}
         seconds = time.perf_counter() - t0
@@ -106,6 +108,8 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
             "normalized_test_accuracy": test_acc / base_test if base_test else 0.0,
             "val_agreement": measured[v].agree / ctx.n,
             "meets_target": _meets(ctx, v, measured[v]),
+            "val_flips": int(round(measured[v].flips)),
+            "meets_target_with_margin": _meets(ctx, v, measured[v], margin=True),
             "mean_bits_weights": bits["mean_bits_weights"],
             "mean_bits_activations": bits["mean_bits_activations"],
             "mean_bits": bits["mean_bits"],
@@ -122,6 +126,7 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
         "variants": variants,
         "search_seconds": seconds,
         "evaluations": ctx.evaluations,
+        "margin_z": margin_z,
         "cost": {
             "fp32_pass_seconds": ctx.fp32_pass_seconds,
             "search_fp32_passes": seconds / ctx.fp32_pass_seconds if ctx.fp32_pass_seconds else None,
@@ -142,7 +147,10 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
     return doc
 
 
-def _meets(ctx: SearchContext, variant: str, outcome) -> bool:
+def _meets(ctx: SearchContext, variant: str, outcome, margin: bool = False) -> bool:
+    """The plain validation target, or (``margin``) the target with the generalization margin."""
     if variant == "exact":
         return outcome.agree == ctx.n
+    if margin:
+        return ctx.passes(variant, outcome.correct - ctx.base_correct, outcome.flips)
     return outcome.correct >= ctx.need(variant)
