@@ -236,6 +236,9 @@ def test_cli_search_errors(tmp_path, capsys) -> None:
     assert main(["search", "--model", "lenet5", "--strategy", "magic", "--out", str(tmp_path / "o")]) == 2
     assert "unknown strategy" in capsys.readouterr().err
     assert main(["search", "--model", "lenet5", "--val", "0", "--out", str(tmp_path / "o")]) == 2
+    capsys.readouterr()
+    assert main(["search", "--model", "lenet5", "--margin-z", "-1", "--out", str(tmp_path / "o")]) == 2
+    assert "--margin-z" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

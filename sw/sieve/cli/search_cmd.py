@@ -14,6 +14,9 @@ def register(sub) -> None:
     p.add_argument("--val", type=int, default=None, help="use at most N validation images (default: the whole split)")
     p.add_argument("--test", type=int, default=None, help="use at most N test images (default: the whole split)")
     p.add_argument("--out", default=None, help="output directory (default build/search/<model>)")
+    p.add_argument("--margin-z", type=float, default=None,
+                   help="generalization margin of the accurate/approximate targets in standard errors of the"
+                        " net gain (default 1; 0 = the plain validation target)")
     p.add_argument("--fresh", action="store_true", help="ignore outcomes cached by an earlier (interrupted) run")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-layer log")
     p.set_defaults(func=run)
@@ -27,6 +30,8 @@ def run(args) -> int:
     strategy = args.strategy or DEFAULT_STRATEGY
     if strategy not in STRATEGIES:
         raise SieveError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    if args.margin_z is not None and not args.margin_z >= 0:
+        raise SieveError(f"--margin-z must be a number >= 0, got {args.margin_z}")
     for flag in ("val", "test"):
         value = getattr(args, flag)
         if value is not None and value <= 0:
@@ -38,8 +43,9 @@ def run(args) -> int:
 
         shutil.rmtree(out / "cache", ignore_errors=True)
     log = None if args.quiet else (lambda line: print(line, flush=True))
+    extra = {} if args.margin_z is None else {"margin_z": args.margin_z}
     doc = run_search(model, dataset, model_name=args.model, strategy=strategy, out_dir=out,
-                     progress=not args.quiet, log=log)
+                     progress=not args.quiet, log=log, **extra)
     base = doc["baseline"]
     print(f"{args.model} on {doc['dataset']} ({strategy}): fp32 val {base['val_accuracy']:.2%}, test {base['test_accuracy']:.2%};"
           f" search {doc['search_seconds']:.1f} s, {doc['evaluations']} evaluations,"
