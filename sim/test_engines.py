@@ -183,9 +183,10 @@ def test_depths_only_one_engine_offers_are_defaults():
 @pytest.mark.parametrize("stages", SHARED_DEPTHS)
 def test_every_depth_matches_emulator(stages):
     """The ci format sweep (corners and random fp32 with stalls on both sides, format changes in
-    flight, every code of formats up to 9 bits) through engines of each depth."""
+    flight, every code of formats up to 8 bits, 512 codes of wider ones) through engines of each depth."""
     rng = np.random.default_rng(100 + stages)
-    segments = [_segment(f, rng, 48, p_valid=0.85, p_ready=0.85, limit_bits=9, cfg_early=True)
+    segments = [_segment(f, rng, 32, p_valid=0.85, p_ready=0.85, cfg_early=True,
+                         dec_codes=decode_codes(f, rng, limit_bits=8, sample=512))
                 for f in sweep_formats("ci")]
     res = run_job(f"lanes8_s{stages}", _job(segments, 100 + stages), f"depth{stages}")
     counts = _check(segments, res, 8)
