@@ -61,7 +61,7 @@ CONST_LAYOUT = data.StructLayout({
     "m_onehot": unsigned(24),          # 1 << M (the hidden bit under the code's mantissa)
     "sign_win": unsigned(9),           # 1 << exp_bits when signed: the sign in (code >> M)
     "dec_k": unsigned(10),             # adj + man_shift (>= 0 for legal formats)
-    "dec_k1": unsigned(10),            # dec_k + 1
+    "dec_k2": unsigned(10),            # dec_k + 2
     "dec_kc": unsigned(5),             # min(dec_k, 24)
     "ieee": unsigned(1),
     "fn": unsigned(1),
@@ -206,7 +206,7 @@ def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
         k.m_onehot.eq(Const(1, 24) << M),
         k.sign_win.eq(Mux(sgn, Const(1, 9) << E, 0)),
         k.dec_k.eq(adj + man_shift),
-        k.dec_k1.eq(adj + man_shift + 1),
+        k.dec_k2.eq(adj + man_shift + 2),
         k.dec_kc.eq(Mux(adj + man_shift > 24, 24, adj + man_shift)),
         k.ieee.eq(ieee),
         k.fn.eq(fn),

@@ -45,34 +45,36 @@ def fields(m: Module, sig: dict, k) -> dict:
     m.d.comb += efull.eq(e_code == k.exp_mask)
     mm = Signal(23, name="d_mm")
     m.d.comb += mm.eq(code[:23] & k.man_mask)
-    man_nz = Signal(name="d_man_nz")
-    m.d.comb += man_nz.eq(mm.any())
     man_full = Signal(name="d_man_full")
     m.d.comb += man_full.eq((code[:23] | ~k.man_mask).all())
-    lz = lzc23(m, mm, "d_lz")
+    # leading zeros of {0, mm}: lz + 1 directly (1..24), the normalising shift, no incrementer;
+    # 24 means mm == 0, so the count also gives man_nz (24 = 0b11000 is the only count >= 24)
+    lz1 = lzc23(m, mm, "d_lz1", plus_one=True)
+    man_nz = Signal(name="d_man_nz")
+    m.d.comb += man_nz.eq(~(lz1[4] & lz1[3]))
     return {"e_code": e_code, "sign": sign, "ez": ez, "efull": efull, "mm": mm, "man_nz": man_nz,
-            "man_full": man_full, "lz": lz}
+            "man_full": man_full, "lz1": lz1}
 
 
 def exponent(m: Module, sig: dict, k) -> dict:
     """Step 1: the fp32 exponent (one adder), the significand and its left-shift amount."""
-    e_code, ez, efull, mm, lz = sig["e_code"], sig["ez"], sig["efull"], sig["mm"], sig["lz"]
+    e_code, ez, efull, mm, lz1 = sig["e_code"], sig["ez"], sig["efull"], sig["mm"], sig["lz1"]
     man_nz, sign = sig["man_nz"], sig["sign"]
     sub = Signal(name="d_sub")  # subnormal code: normalise
     m.d.comb += sub.eq(ez & man_nz & k.sub_en)
     e_sum = Signal(signed(11), name="d_esum")
-    # one adder: e_code + adj (normal) or (dec_k + 1) + (-lz - 1) (subnormal)
+    # one adder: e_code + adj (normal) or (dec_k + 2) + ~lz1 = dec_k - lz (subnormal; ~lz1 = -lz - 2)
     op_a = Signal(signed(10), name="d_opa")
     op_b = Signal(signed(11), name="d_opb")
-    m.d.comb += [op_a.eq(Mux(sub, Cat(~lz, Const(0x1F, 5)).as_signed(), e_code)),
-                 op_b.eq(Mux(sub, k.dec_k1, k.adjusted_bias))]
+    m.d.comb += [op_a.eq(Mux(sub, Cat(~lz1, Const(0x1F, 5)).as_signed(), e_code)),
+                 op_b.eq(Mux(sub, k.dec_k2, k.adjusted_bias))]
     m.d.comb += e_sum.eq(op_a + op_b)
     tiny = Signal(name="d_tiny")  # the value is an fp32 subnormal
     m.d.comb += tiny.eq(e_sum <= 0)
-    cap = lz >= k.dec_kc
+    cap = lz1 > k.dec_kc  # lz >= dec_kc
     amt = Signal(5, name="d_amt")
     with m.If(sub):
-        m.d.comb += amt.eq(Mux(cap, k.dec_kc, lz + 1))
+        m.d.comb += amt.eq(Mux(cap, k.dec_kc, lz1))
     with m.Elif(tiny):
         m.d.comb += amt.eq(k.man_shift - 1 + e_sum[:5])
     with m.Else():

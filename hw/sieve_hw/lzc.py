@@ -23,9 +23,15 @@ def _tree(bits: list[Value]) -> tuple[Value, Value]:
     return zl & zr, Cat(Mux(zl, cr, cl), zl)
 
 
-def lzc23(m: Module, v: Value, name: str) -> Signal:
-    """Leading zeros of a 23-bit value counted from bit 22; 23 when the value is zero."""
-    padded = Cat(Const(0x1FF, 9), v)  # 32 bits, MSB = v[22]; the padding stops the count at 23
+def lzc23(m: Module, v: Value, name: str, plus_one: bool = False) -> Signal:
+    """Leading zeros of a 23-bit value counted from bit 22; 23 when the value is zero.
+
+    ``plus_one``: the count + 1 (1..24), computed as the leading zeros of ``{0, v}`` (no adder).
+    """
+    if plus_one:  # 32 bits, MSB = 0 then v[22..0]; the padding stops the count at 24
+        padded = Cat(Const(0xFF, 8), v, Const(0, 1))
+    else:  # 32 bits, MSB = v[22]; the padding stops the count at 23
+        padded = Cat(Const(0x1FF, 9), v)
     bits = [padded[i] for i in reversed(range(32))]
     _, count = _tree(bits)
     lz = Signal(5, name=name)
