@@ -83,14 +83,19 @@ def _summary(doc: dict) -> dict:
 def _compare(model_name: str, per: dict) -> dict:
     """Which strategy wins the accurate variant's bits, by how much, and at what cost."""
     bits = {s: per[s]["variants"]["accurate"]["mean_bits"] for s in STRATEGIES}
-    best_peer = min(("sieve", "uniform"), key=lambda s: bits[s])
+    valid = [s for s in STRATEGIES if per[s]["variants"]["accurate"]["meets_target"]]  # plain target on val
+    peers = [s for s in ("sieve", "uniform") if s in valid] or ["sieve", "uniform"]
+    best_peer = min(peers, key=lambda s: bits[s])
     return {
+        "meets_val_target": valid,
+        "normalized_val_accuracy": {s: per[s]["variants"]["accurate"]["normalized_val_accuracy"] for s in STRATEGIES},
+        "normalized_test_accuracy": {s: per[s]["variants"]["accurate"]["normalized_test_accuracy"] for s in STRATEGIES},
         "accurate_mean_bits": bits,
         "target_mean_bits": TARGET_BITS.get(model_name),
         "greedy_meets_bits_target": bits["greedy"] <= TARGET_BITS.get(model_name, float("inf")),
         "greedy_normalized_test_accuracy": per["greedy"]["variants"]["accurate"]["normalized_test_accuracy"],
         "greedy_test_at_least_100pct": per["greedy"]["variants"]["accurate"]["normalized_test_accuracy"] >= 1.0,
-        "winner": min(STRATEGIES, key=lambda s: bits[s]),
+        "winner": min(valid, key=lambda s: bits[s]) if valid else None,
         "greedy_vs_best_peer": f"{bits[best_peer] / bits['greedy']:.2f}x fewer bits than {best_peer}",
         "cost_fp32_passes": {s: per[s]["cost_fp32_passes"] for s in STRATEGIES},
         "cost_target": TARGET_COST.get(model_name),
@@ -194,7 +199,11 @@ def _markdown(results: dict) -> str:
                      f"(target <= {c['target_mean_bits']}, {'met' if c['greedy_meets_bits_target'] else 'MISSED'}; "
                      f"normalized test {c['greedy_normalized_test_accuracy']:.2%}, target >= 100 %: "
                      f"{'met' if c['greedy_test_at_least_100pct'] else 'MISSED'}), sieve {c['accurate_mean_bits']['sieve']:.2f}, "
-                     f"uniform {c['accurate_mean_bits']['uniform']:.2f}: fewest bits {c['winner']}, greedy {c['greedy_vs_best_peer']}. "
+                     f"uniform {c['accurate_mean_bits']['uniform']:.2f}"
+                     + "".join(f" ({s} misses its target: normalized val {c['normalized_val_accuracy'][s]:.2%}, "
+                               f"test {c['normalized_test_accuracy'][s]:.2%})"
+                               for s in ("sieve", "uniform") if s not in c.get("meets_val_target", STRATEGIES))
+                     + f": fewest bits among plans meeting the target {c['winner']}, greedy {c['greedy_vs_best_peer']}. "
                      f"Cost greedy {c['cost_fp32_passes']['greedy']}x, sieve {c['cost_fp32_passes']['sieve']}x, "
                      f"uniform {c['cost_fp32_passes']['uniform']}x fp32 passes"
                      + (f" (target <= {c['cost_target']}x: {'met' if c['cost_fp32_passes']['greedy'] <= c['cost_target'] else 'MISSED'})"
