@@ -40,7 +40,7 @@ def stages(design: str) -> int | None:
     try:
         from sieve_hw import generate
 
-        return generate.elaborate(design).stages
+        return generate.latency(design)
     except (ImportError, ValueError):
         return None
 
@@ -302,7 +302,7 @@ def markdown(report: dict) -> str:
                   "|---|---|---:|---|---|"]
         for row in report["breakdown"]:
             cells = ", ".join(f"`{t}` {n:,}" for t, n in row["top_cells"])
-            form = f"{row['engine']} ({_fmt(row.get('stages'))} stages)" if row.get("stages") else row["engine"]
+            form = f"{row['engine']} (steps of depth {row['stages']})" if row.get("stages") else row["engine"]
             lines.append(f"| {form} | {row['step']} | {row['transistors']:,} | {row['input_bits']} → {row['output_bits']} | {cells} |")
         lines.append("")
 
@@ -327,6 +327,10 @@ def markdown(report: dict) -> str:
         "- NAND2 equivalents = transistors / 4 (a static CMOS NAND2 has 4 transistors). Target 4,700 transistors ≈ 0.06 mm² /"
         " 64 engines at 45 nm ÷ 0.798 µm² per NAND2 × 4.",
         "- 'per engine' = transistors / number of engines (lane units: 2N engines sharing one constant calculator).",
+        "- Engine depths: `compressor` / `decompressor` are the default depths (4 and 2 register ranks, latency = ranks);"
+        " `<engine>_s<N>` the other depths (`hw/sieve_hw/*.py` `CUTS`); fixed-format variants use the default depth."
+        " The target verdicts use the headline transistor figure above; the 're-mapped to CMOS gates' column is"
+        " the same netlist after `abc -g cmos3`, shown for comparison only.",
         "- iCE40 counts: `synth_ice40` of the bare design (same netlist for HX8K and UP5K). Fmax: the design inside a"
         " shift-register / signature-register harness (4 pins, every design path register to register), `synth_ice40`,"
         f" `nextpnr-ice40 --hx8k --package ct256` / `--up5k --package sg48`, `--freq {meta['freq_mhz']:g}`, worst clock of"

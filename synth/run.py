@@ -58,7 +58,7 @@ def default_designs() -> list[str]:
     for design in known_designs():
         out.append(design)
         if design in generate.DEPTHS:
-            default = generate.elaborate(design).stages
+            default = generate.latency(design)
             out += [f"{design}_s{n}" for n in generate.DEPTHS[design] if n != default]
     return out
 
@@ -71,7 +71,7 @@ def _variant_of_known(design: str, known: list[str]) -> bool:
     if stages is None or base not in known:
         return False
     try:
-        generate.elaborate(design)
+        generate.latency(design)
     except ValueError:
         return False
     return True

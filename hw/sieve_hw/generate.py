@@ -69,6 +69,7 @@ def latency(design: str) -> dict[str, int] | int:
     """Clock cycles from input acceptance to output valid: an int for an engine, 0 for the
     (combinational) constcalc, ``{"compressor": .., "decompressor": ..}`` for a lane unit."""
     comp = elaborate(design)
+    comp._MustUse__silence = True  # only inspected here, never elaborated
     if isinstance(comp, Lanes):
         return dict(comp.latency)
     return getattr(comp, "latency", 0)
