@@ -11,14 +11,16 @@ side by side in the same run:
   folded constants, BatchNorm as scale + shift), so the ratio credits only the weight packing; the
   plain ``torch.onnx.export`` file size is reported beside it;
 * onnxruntime latency at batch 1 and 64 (one intra-op thread, default graph optimizations; single
-  calls interleaved across the three files so load on the shared machine hits them alike; the
-  fastest call of each);
+  blocks of calls interleaved across the three files so load on the shared machine hits them alike;
+  the fastest block mean of each);
 * session creation time (median of 3), and that the weight decode is constant-folded at session
   start (the optimized weights-only graph has exactly the fp32 graph's nodes);
 * top-1 agreement with the emulated torch model (``sieve.qeval.apply_plan``) on the test split.
 
-The plan is ``build/search/<model>/plan.json`` (variant accurate; ``$SIEVE_SEARCH_DIR`` replaces
-``build/search``) when it exists; otherwise a stand-in plan (stated in the output) with one format
+The plan (variant accurate) is ``$SIEVE_SEARCH_DIR/<model>/plan.json`` when that variable is set;
+else the search benchmark's greedy plan ``<out>/search/<model>-greedy/plan.json`` (``make bench``
+runs the search benchmark first, so it exports what it just searched), else ``make search``'s
+``build/search/<model>/plan.json``; otherwise a stand-in plan (stated in the output) with one format
 per kind.
 """
 
@@ -41,14 +43,18 @@ MODELS = ("lenet5", "resnet20")
 STAND_IN = {"weight": "e4m3b10", "first_activation": "e4m3b7", "activation": "ue4m3b6"}
 
 
-def _plan(name: str, model: torch.nn.Module, shape) -> tuple[dict[str, Format], str]:
+def _plan(name: str, model: torch.nn.Module, shape, out_dir: Path) -> tuple[dict[str, Format], str]:
     from sieve.export.plan_file import read_plan
     from sieve.qeval import quantizable_tensors
 
-    path = Path(os.environ.get("SIEVE_SEARCH_DIR", "build/search")) / name / "plan.json"
-    if path.is_file():
-        plan, _ = read_plan(path, "accurate", name)
-        return plan, f"{path} (accurate)"
+    bench_plan = out_dir / "search" / f"{name}-greedy" / "plan.json"  # the search benchmark's
+    user_plan = Path("build/search") / name / "plan.json"  # `make search`'s
+    env = os.environ.get("SIEVE_SEARCH_DIR")
+    candidates = [Path(env) / name / "plan.json"] if env else [bench_plan, user_plan]
+    for path in candidates:
+        if path.is_file():
+            plan, _ = read_plan(path, "accurate", name)
+            return plan, f"{path} (accurate)"
     plan, first = {}, True
     for t in quantizable_tensors(model, shape):
         if t.kind == "weight":
@@ -70,16 +76,19 @@ def _latency(paths: dict[str, Path], shape, batch: int, rounds: int, budget: flo
     t0 = time.perf_counter()
     sessions["fp32"].run(None, {"input": x})
     reps = max(1, int(budget / max(time.perf_counter() - t0, 1e-6)))
-    # The machine is shared: calls alternate between the files one by one (a burst of load from
-    # elsewhere hits all of them alike) and each file keeps its fastest single call.  The
-    # weights-only file runs the fp32 file's graph after optimization, so its ratio shows the noise.
+    # The machine is shared: the files take turns block by block (a burst of load from elsewhere
+    # hits all of them alike), a block being ``reps`` back-to-back calls timed as a whole (a single
+    # sub-millisecond call is at the mercy of timer and scheduler jitter), and each file keeps its
+    # fastest block mean.  The weights-only file runs the fp32 file's graph after optimization, so
+    # its ratio shows what noise is left.
     best = {k: float("inf") for k in sessions}
     order = list(sessions.items())
-    for i in range(rounds * reps):
+    for i in range(rounds):
         for k, s in order[i % len(order):] + order[:i % len(order)]:  # rotate who goes first
             t = time.perf_counter()
-            s.run(None, {"input": x})
-            best[k] = min(best[k], time.perf_counter() - t)
+            for _ in range(reps):
+                s.run(None, {"input": x})
+            best[k] = min(best[k], (time.perf_counter() - t) / reps)
     return best
 
 
@@ -114,7 +123,7 @@ def bench_model(name: str, out_dir: Path, quick: bool) -> dict:
     test = 500 if quick else None
     model, data = zoo.load(name, test=test, val=1)
     shape = tuple(zoo.model_info(name)["input_shape"])
-    plan, plan_source = _plan(name, model, shape)
+    plan, plan_source = _plan(name, model, shape, out_dir)
     d = out_dir / "export"
     paths = {m: d / f"{name}-{m}.onnx" for m in ("fp32", "weights-only", "full")}
     exports = {}
@@ -204,7 +213,7 @@ def _verdicts(r: dict) -> list[str]:
 def _markdown(results: list[dict]) -> str:
     lines = ["# Compressed ONNX export", "",
              "Command: `.venv/bin/python -m tests.bench.run --only export` (one run; latency: onnxruntime CPU,"
-             " 1 intra-op thread, fastest of interleaved single calls).", ""]
+             " 1 intra-op thread, fastest mean of interleaved blocks of calls).", ""]
     for r in results:
         if "skipped" in r:
             lines += [f"## {r['model']}", "", f"skipped: {r['skipped']}", ""]
