@@ -6,6 +6,10 @@ decompressors, spread round-robin over the lanes, with per-cycle probabilities o
 ``i_valid`` and ``o_ready`` (1.0 = full rate).  Optional events: ``reset_at`` (assert reset
 for two cycles after that many accepted values), ``cfg_early`` (raise ``cfg_valid`` for the
 next segment as soon as this one's inputs are all accepted, while values are in flight).
+``cfg_latency`` is the documented format-change latency L: counting the acceptance cycle as
+0, cycles 1..L-1 must keep ``cfg_ready``, every ``i_ready`` and ``o_valid`` low and
+``cfg_error`` at its old value; in cycle L ``cfg_error`` must be the new record's flag and,
+for a legal record, every lane's ``i_ready`` high (the exact cycle the streams reopen).
 
 Comparison with the golden model happens in pytest (``sim/test_engines.py``); this file
 only checks the protocol invariants the emulator cannot see and records every transfer:
@@ -77,6 +81,9 @@ async def run_job(dut):
     cfg_pending = True
     check_error = False
     closed_cycles = 0
+    cfg_latency = int(job["cfg_latency"])
+    configuring = 0  # cycles left in the format-change window (after the acceptance cycle)
+    err_before = 1
     did_reset = [False] * n_seg
     accepted_in_seg = 0
 
@@ -109,13 +116,22 @@ async def run_job(dut):
             getattr(dut, f"{side}_o_ready").value = orr
             offered[side] = (iv, orr)
         await ReadOnly()
+        if configuring:
+            assert int(dut.cfg_ready.value) == 0, f"segment {seg}: cfg_ready high while the constants are computed"
+            assert int(dut.cfg_error.value) == err_before, f"segment {seg}: cfg_error changed before cycle {cfg_latency}"
         if check_error:
             check_error = False
             err = int(dut.cfg_error.value)
             assert err == int(job["errors"][seg]), f"segment {seg}: cfg_error={err}, expected {int(job['errors'][seg])}"
             if err:
                 closed_cycles = 8
+            else:
+                for side in SIDES:
+                    ir = int(getattr(dut, f"{side}_i_ready").value)
+                    assert ir == full, f"segment {seg}: {side} streams not open {cfg_latency} cycles after the format change"
         cfg_taken = cfg_pending and bool(int(dut.cfg_ready.value))
+        if cfg_taken:
+            err_before = int(dut.cfg_error.value)
         if cfg_pending and not cfg_taken:
             cfg_wait[seg] += 1
         for side in SIDES:
@@ -123,10 +139,10 @@ async def run_job(dut):
             ir = int(getattr(dut, f"{side}_i_ready").value)
             ov = int(getattr(dut, f"{side}_o_valid").value)
             od = int(getattr(dut, f"{side}_o_data").value) if ov else 0
-            if cfg_pending or closed_cycles:
+            if cfg_pending or closed_cycles or configuring:
                 assert ir == 0, f"{side}: input accepted while a format change is pending or the format is illegal"
-            if closed_cycles:
-                assert ov == 0, f"{side}: output while the format is illegal"
+            if closed_cycles or configuring:
+                assert ov == 0, f"{side}: output while the format is illegal or changing"
             for j, st in enumerate(streams[side]):
                 if (iv >> j) & 1 and (ir >> j) & 1:
                     st.accepted.append((seg, st.pending.pop(0)))
@@ -141,8 +157,13 @@ async def run_job(dut):
 
         if cfg_taken:
             cfg_pending = False
-            check_error = True
+            configuring = cfg_latency - 1
+            check_error = configuring == 0
             accepted_in_seg = 0
+            continue
+        if configuring:
+            configuring -= 1
+            check_error = configuring == 0
             continue
         if closed_cycles:
             closed_cycles -= 1

@@ -1,8 +1,12 @@
 """The RTL constant calculator equals ``sieve.engine_constants`` for every legal Format.
 
 The generated ``sieve_constcalc`` Verilog runs on Icarus with a small Verilog testbench that
-reads format records from a hex file and writes the constant bus and ``error`` for each
-(a combinational netlist needs no cocotb; this is ~50x faster for a million records).
+reads format records from a hex file, loads each (``load``), and writes the constant bus and
+``error`` seen exactly :attr:`ConstCalc.LATENCY` cycles after the load; it also checks the
+handshake every time (``busy`` high in cycles 1..LATENCY-1 and low at LATENCY, ``k``/``error``
+unchanged until then, the ``fmt`` input scrambled after the load).  Consecutive records
+differ, so a stage that settled late would show up as a mismatch.  (No cocotb: a plain
+Verilog testbench is ~50x faster for a million records.)
 
 * default: every legal (exp_bits 1..8) x (man_bits 0..23) x signed x specials x overflow
   combination at its two lowest and two highest legal biases and the default one, the
@@ -21,7 +25,7 @@ import pytest
 import sieve
 from sieve.cfloat import OVERFLOWS, ROUNDINGS, SPECIALS, FormatError
 from sieve_hw.config import FORMAT_LAYOUT, pack_format
-from sieve_hw.constants import CONST_LAYOUT, DISSERTATION_FIELDS
+from sieve_hw.constants import CONST_LAYOUT, DISSERTATION_FIELDS, ConstCalc
 from sieve_hw.generate import write_verilog
 
 from .golden import legal_biases
@@ -29,20 +33,36 @@ from .harness import SIM_BUILD, _worker
 
 TB = """`timescale 1ns/1ps
 module tb;
-  reg [24:0] fmt;
+  reg clk = 0, rst = 1, load = 0;
+  reg [24:0] fmt = 0;
   wire [{kw}:0] k;
-  wire err;
-  sieve_constcalc dut(.fmt(fmt), .k(k), .error(err));
+  wire err, busy;
+  reg [{kw}:0] k_old;
+  reg err_old;
+  sieve_constcalc dut(.clk(clk), .rst(rst), .fmt(fmt), .load(load), .busy(busy), .k(k), .error(err));
+  always #5 clk = ~clk;
   reg [24:0] mem [0:{n1}];
-  integer i, fd;
+  integer i, c, fd, bad;
   initial begin
     $readmemh("records.hex", mem);
     fd = $fopen("out.txt", "w");
+    bad = 0;
+    @(negedge clk); @(negedge clk);
+    rst = 0;
+    #1 if (err !== 1'b1 || busy !== 1'b0) bad = bad + 1;  // after reset: unconfigured, idle
     for (i = 0; i <= {n1}; i = i + 1) begin
-      fmt = mem[i];
-      #1;
+      @(negedge clk);
+      fmt = mem[i]; load = 1; k_old = k; err_old = err;  // cycle 0: the load is taken
+      @(negedge clk);
+      load = 0; fmt = ~mem[i];  // latched: the input may change freely now
+      for (c = 1; c < {lat}; c = c + 1) begin  // cycles 1..LATENCY-1: busy, old outputs held
+        if (busy !== 1'b1 || k !== k_old || err !== err_old) bad = bad + 1;
+        @(negedge clk);
+      end
+      if (busy !== 1'b0) bad = bad + 1;  // cycle LATENCY: idle, new constants
       $fwrite(fd, "%h %h\\n", k, err);
     end
+    $fwrite(fd, "bad %0d\\n", bad);
     $fclose(fd);
     $finish;
   end
@@ -56,11 +76,15 @@ def run_constcalc(records: list[int], name: str) -> tuple[list[int], list[int]]:
     d.mkdir(parents=True, exist_ok=True)
     v = write_verilog("constcalc", d)
     (d / "records.hex").write_text("".join(f"{r:07x}\n" for r in records))
-    (d / "tb.v").write_text(TB.format(kw=CONST_LAYOUT.size - 1, n1=len(records) - 1))
+    (d / "tb.v").write_text(TB.format(kw=CONST_LAYOUT.size - 1, n1=len(records) - 1, lat=ConstCalc.LATENCY))
     subprocess.run(["iverilog", "-g2012", "-o", "tb.vvp", "tb.v", v.name], cwd=d, check=True)
     subprocess.run(["vvp", "-n", "tb.vvp"], cwd=d, check=True, stdout=subprocess.DEVNULL)
     ks, errs = [], []
-    for line in (d / "out.txt").read_text().splitlines():
+    lines = (d / "out.txt").read_text().splitlines()
+    assert lines and lines[-1].startswith("bad "), "testbench did not finish"
+    last = lines.pop()
+    assert last == "bad 0", f"load/busy handshake violated ({last} checks): busy timing, or k/error changed before LATENCY"
+    for line in lines:
         a, b = line.split()
         ks.append(int(a, 16))
         errs.append(int(b, 16))

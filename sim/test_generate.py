@@ -13,6 +13,7 @@ from amaranth.sim import Simulator
 import sieve
 from sieve_hw import generate
 from sieve_hw.compressor import Compressor
+from sieve_hw.constants import ConstCalc
 from sieve_hw.decompressor import Decompressor
 from sieve_hw.generate import DesignError, elaborate, top_name, write_rtlil, write_verilog
 
@@ -60,7 +61,7 @@ def test_depth_names_and_latency():
     assert generate.latency("lanes8_s1") == {"compressor": 1, "decompressor": 1}
     assert generate.latency("lanes1") == {"compressor": Compressor.DEFAULT_STAGES,
                                           "decompressor": Decompressor.DEFAULT_STAGES}
-    assert generate.latency("constcalc") == 0
+    assert generate.latency("constcalc") == ConstCalc.LATENCY == 6
     assert generate.DEPTHS == {"compressor": [1, 2, 3, 4], "decompressor": [1, 2, 3]}
 
 

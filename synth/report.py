@@ -334,8 +334,7 @@ def markdown(report: dict) -> str:
         "- iCE40 counts: `synth_ice40` of the bare design (same netlist for HX8K and UP5K). Fmax: the design inside a"
         " shift-register / signature-register harness (4 pins, every design path register to register), `synth_ice40`,"
         f" `nextpnr-ice40 --hx8k --package ct256` / `--up5k --package sg48`, `--freq {meta['freq_mhz']:g}`, worst clock of"
-        " the `--report` JSON. A design without flip-flops (constcalc) is timed from the harness's input register"
-        " to its signature register.",
+        " the `--report` JSON.",
         "- ECP5: `synth_ecp5`; LUT4 + 2 × CCU2C (each carry cell holds two LUT4s). Xilinx: `synth_xilinx -family xc7"
         " -flatten -noiopad`; LUT1…LUT6.",
         "",

@@ -53,6 +53,12 @@ def measure(fmt: Format, n: int = 1000, seed: int = 0) -> dict:
         else:
             raise SieveError("lanes1 never raised cfg_ready after reset; the configuration handshake is stuck")
         ctx.set(dut.cfg_valid, 0)
+        for _ in range(64):  # the constant calculator takes a few cycles (cfg_ready low meanwhile)
+            if ctx.get(dut.cfg_ready):
+                break
+            await ctx.tick()
+        else:
+            raise SieveError("lanes1 never finished loading the format (cfg_ready stayed low)")
         if ctx.get(dut.cfg_error):
             raise SieveError(f"lanes1 flags cfg_error for the legal format {fmt}")
         ctx.set(dut.c_o_ready, 1)

@@ -1,4 +1,4 @@
-"""Constant calculator: Format record in, engine constants out (combinational).
+"""Constant calculator: Format record in, engine constants out (a short register pipeline).
 
 This is the dissertation's shared constant calculator (§4.4.2): it turns the per-layer
 format into the numbers that configure every compressor and decompressor lane, so that the
@@ -7,18 +7,28 @@ engines themselves do only per-value work.  Its outputs include exactly the eigh
 :func:`sieve.engine_constants` for every legal Format) plus derived constants the engines
 use (thresholds, masks, the special codes), and ``error`` for an illegal record (see
 :mod:`sieve_hw.config`).  All of it is a function of the record alone, so one calculator
-serves any number of lanes; :mod:`sieve_hw.lanes` registers its outputs.
-"""
+serves any number of lanes.
 
+Why registered: done in one clock the calculator is ~40 logic levels (40 MHz on an iCE40
+HX8K) and would set the clock of every lane unit, whose engines run at >= 100 MHz.  The
+constants only change at a format change, which already waits for the pipelines to drain,
+so the calculator may take a few cycles instead: :class:`ConstCalc` registers the record,
+cuts the long chains with :data:`CALC_RANKS` register ranks and registers its outputs, and
+holds ``busy`` high until they are valid, :attr:`ConstCalc.LATENCY` cycles after the load.
+The fixed-format path (:func:`fixed_constants`) stays combinational: it folds to constants.
+"""
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from typing import Callable
+
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import FORMAT_LAYOUT
 
-__all__ = ["CONST_LAYOUT", "DISSERTATION_FIELDS", "ConstCalc", "calc_constants", "fixed_constants"]
+__all__ = ["CALC_RANKS", "CONST_LAYOUT", "DISSERTATION_FIELDS", "ConstCalc", "Rank", "calc_constants",
+           "fixed_constants", "register_rank"]
 
 #: The constants that equal ``sieve.engine_constants(fmt)`` field for field.
 DISSERTATION_FIELDS = ("min_bits", "half_min_bits", "max_bits", "sign_shift", "adjusted_bias",
@@ -68,19 +78,54 @@ CONST_LAYOUT = data.StructLayout({
 })
 
 
-def _fp32_bits(m: Module, name: str, e_field, mant23):
-    """fp32 bit pattern of 2^(e_field-127) * (1 + mant23/2^23), e_field >= -23 (may be subnormal)."""
+#: ``rank(value, name) -> value``: where :func:`calc_constants` may place a register.
+Rank = Callable[[Value, str], Value]
+#: Register ranks on the calculator's deepest path (record -> ... -> overflow threshold).
+CALC_RANKS = 4
+
+
+def register_rank(m: Module) -> Rank:
+    """A :data:`Rank` that registers ``value`` (no reset, no enable: the record is held still)."""
+    def rank(value, name):
+        value = Value.cast(value)
+        if isinstance(value, Const):
+            return value
+        r = Signal(value.shape(), name=name, reset_less=True)
+        m.d.sync += r.eq(value)
+        return r
+    return rank
+
+
+def _fp32_bits(m: Module, name: str, e_field, mant23, rank: Rank):
+    """fp32 bit pattern of 2^(e_field-127) * (1 + mant23/2^23), e_field >= -23 (may be subnormal).
+
+    Two sections: the normal test and the subnormal shift amount, then the shift itself.
+    """
     out = Signal(32, name=name)
-    normal = e_field >= 1
+    normal = rank(e_field >= 1, f"{name}_normal")
     sh = Signal(5, name=f"{name}_sh")
-    m.d.comb += sh.eq(Mux(normal, 0, 1 - e_field))
-    sig = Cat(mant23, Const(1, 1))
-    m.d.comb += out.eq(Mux(normal, Cat(mant23, e_field[:8]), sig >> sh))
+    m.d.comb += sh.eq(Mux(e_field >= 1, 0, 1 - e_field))
+    sh = rank(sh, f"{name}_sh")
+    e8 = rank(e_field[:8], f"{name}_e8")
+    mant = rank(mant23, f"{name}_mant")
+    sig = Cat(mant, Const(1, 1))
+    m.d.comb += out.eq(Mux(normal, Cat(mant, e8), sig >> sh))
     return out
 
 
-def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
-    """Add the calculator's logic for record ``fmt`` to ``m``; return (constants view, error)."""
+def calc_constants(m: Module, fmt, rank: Rank | None = None) -> tuple[data.View, Signal]:
+    """Add the calculator's logic for record ``fmt`` to ``m``; return (constants view, error).
+
+    ``rank(value, name)`` places a register on the long chains (Max -> its fp32 pattern ->
+    the overflow threshold) and is called at fixed points, :data:`CALC_RANKS` deep on the
+    deepest path; ``None`` (fixed formats) keeps the whole calculator combinational.  The
+    ranks are deliberately *unbalanced* (no value is carried alongside others): the
+    calculator is only used with a record held still, so every output is simply valid
+    :data:`CALC_RANKS` clock edges after the record last changed.
+    """
+    if rank is None:
+        def rank(value, name):
+            return value
     k = Signal(CONST_LAYOUT, name="k")
     err = Signal(name="error")
     E, M, b = fmt.exp_bits, fmt.man_bits, fmt.bias
@@ -107,56 +152,77 @@ def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
     m.d.comb += man_shift.eq(23 - M)
     m0 = M == 0
 
+    # --- section 1 (record -> rank 1): the Max code's fields, Min's exponent
     top = Signal(8, name="top_field")
     m.d.comb += top.eq(exp_mask - ieee - (fn & m0))
     max_man = Signal(23, name="max_man")
     m.d.comb += max_man.eq(man_all - (fn & ~m0))
-    max_code = Signal(31, name="max_code")
-    m.d.comb += max_code.eq((top << M) | max_man)
-    inf_code = Signal(31, name="inf_code")
-    m.d.comb += inf_code.eq(exp_mask << M)
-
     sub_en = Signal(name="sub_en_w")
     m.d.comb += sub_en.eq(fmt.subnormals & ~m0)
-
-    # fp32 patterns of Max, Min, Min/2 (Min is the smallest subnormal when subnormals are on)
-    max_e = Signal(signed(11), name="max_e")
-    m.d.comb += max_e.eq(top + adj)
-    max_bits = _fp32_bits(m, "max_bits_w", max_e, (max_man << man_shift)[:23])
     min_e = Signal(signed(11), name="min_e")
     m.d.comb += min_e.eq(Mux(sub_en, adj + 1 - M, adj + 1))
-    zero23 = Const(0, 23)
-    min_bits = _fp32_bits(m, "min_bits_w", min_e, zero23)
-    half_min_bits = _fp32_bits(m, "half_min_bits_w", min_e - 1, zero23)
+    top_r, max_man_r, min_e_r = rank(top, "top_r1"), rank(max_man, "max_man_r1"), rank(min_e, "min_e_r1")
+    adj_r = rank(adj, "adj_r1")
+    dec_k = Signal(10, name="dec_k_w")
+    m.d.comb += dec_k.eq(adj + man_shift)
+    dec_k_r = rank(dec_k, "dec_k_r1")
+    width_r, w1_r = rank(width, "width_r1"), rank(w1, "width_m1_r1")
 
+    # --- section 2 (rank 1 -> rank 2): Max's exponent and mantissa as an fp32, its code
+    max_e = Signal(signed(11), name="max_e")
+    m.d.comb += max_e.eq(top_r + adj_r)
+    max_e_r = rank(max_e, "max_e_r2")
+    max_mant_r = rank((max_man_r << man_shift)[:23], "max_mant_r2")
+    max_code = Signal(31, name="max_code")
+    m.d.comb += max_code.eq((top_r << M) | max_man_r)
+    max_code = rank(max_code, "max_code_r2")
+    max_exponent = Signal(signed(11), name="max_exponent")
+    m.d.comb += max_exponent.eq(top_r - b)
+    max_exponent = rank(max_exponent, "max_exponent_r2")
+    zero23 = Const(0, 23)
+    # Min and Min/2 (Min is the smallest subnormal when subnormals are on): ranks 2 and 3
+    min_bits = _fp32_bits(m, "min_bits_w", min_e_r, zero23, rank)
+    half_min_bits = _fp32_bits(m, "half_min_bits_w", rank(min_e_r - 1, "half_min_e_r2"), zero23, rank)
+
+    # --- sections 3-4 (rank 2 -> rank 4): Max's fp32 pattern (sh at rank 3, shift after it)
+    max_bits = _fp32_bits(m, "max_bits_w", max_e_r, max_mant_r, rank)
     # overflow threshold: the largest fp32 pattern whose rounded value is still <= Max.
     # ulp of Max in fp32 bit units: 2^man_shift when Max is an fp32 normal, finer below.
     ulp_sh = Signal(6, name="ulp_sh")
-    m.d.comb += ulp_sh.eq(Mux(max_e >= 1, man_shift, man_shift + max_e - 1))
+    m.d.comb += ulp_sh.eq(Mux(max_e_r >= 1, man_shift, man_shift + max_e_r - 1))
+    ulp_sh = rank(ulp_sh, "ulp_sh_r3")
+    # tie parity of Max: its mantissa LSB; with M == 0 the emulator takes the fp32 exponent
+    # LSB (fp32 normal Max) or the hidden one (fp32 subnormal Max, always odd)
+    odd = Signal(name="max_odd")
+    m.d.comb += odd.eq(Mux(m0, Mux(max_e_r >= 1, max_e_r[0], 1), max_man_r[0]))
+    odd = rank(odd, "max_odd_r3")
     ulp_m1 = Signal(24, name="ulp_m1")
     m.d.comb += ulp_m1.eq((Const(1, 25) << ulp_sh) - 1)
     half_ulp = Signal(24, name="half_ulp")
     m.d.comb += half_ulp.eq((Const(1, 25) << ulp_sh) >> 1)
-    # tie parity of Max: its mantissa LSB; with M == 0 the emulator takes the fp32 exponent
-    # LSB (fp32 normal Max) or the hidden one (fp32 subnormal Max, always odd)
-    odd = Signal(name="max_odd")
-    m.d.comb += odd.eq(Mux(m0, Mux(max_e >= 1, max_e[0], 1), max_man[0]))
-    thr = Signal(33, name="ovf_thr")
     rne = fmt.rounding == 0
+    # thr = max_bits + addend, the addend ready in parallel with max_bits (rank 4)
+    addend = Signal(25, name="ovf_addend")
     with m.If(~rne):
-        m.d.comb += thr.eq(max_bits + ulp_m1)
+        m.d.comb += addend.eq(ulp_m1)
     with m.Elif(ulp_sh == 0):
-        m.d.comb += thr.eq(max_bits)
+        m.d.comb += addend.eq(0)
     with m.Else():
-        m.d.comb += thr.eq(max_bits + half_ulp - odd)
+        m.d.comb += addend.eq(half_ulp - odd)
+    addend = rank(addend, "ovf_addend_r4")
+    max_bits_r = rank(max_bits, "max_bits_r4")
+    # --- section 5 (rank 4 -> output): one 33-bit addition
+    thr = Signal(33, name="ovf_thr")
+    m.d.comb += thr.eq(max_bits_r + addend)
 
+    inf_code = Signal(31, name="inf_code")
+    m.d.comb += inf_code.eq(exp_mask << M)
+    inf_code = rank(inf_code, "inf_code_r1")
     ovf_mag = Signal(31, name="ovf_mag_w")
     m.d.comb += ovf_mag.eq(Mux(ov_inf, inf_code, max_code))
 
-    # legality (mirrors sieve.Format.validate)
-    max_exponent = Signal(signed(11), name="max_exponent")
-    m.d.comb += max_exponent.eq(top - b)
-    illegal = [
+    # legality (mirrors sieve.Format.validate); the two Max-exponent tests use rank 2
+    record_illegal = [  # from the record alone: rank 1
         (E < 1) | (E > 8),
         M > 23,
         fmt.overflow == 3,
@@ -166,26 +232,29 @@ def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
         fnuz & ~sgn,
         ov_inf & ~ieee,
         ov_nan & none,
+        (1 - b - M) < -149,
+    ]
+    illegal = [
+        rank(Cat(*record_illegal).any(), "record_illegal_r1"),
         max_exponent < (1 - b),
         max_exponent > 127,
-        (1 - b - M) < -149,
     ]
     m.d.comb += err.eq(Cat(*illegal).any())
 
     m.d.comb += [
         k.min_bits.eq(min_bits),
         k.half_min_bits.eq(half_min_bits),
-        k.max_bits.eq(max_bits),
-        k.sign_shift.eq(Mux(sgn, 32 - width, 0)),
-        k.adjusted_bias.eq(adj),
+        k.max_bits.eq(max_bits_r),
+        k.sign_shift.eq(Mux(sgn, 32 - width_r, 0)),
+        k.adjusted_bias.eq(adj_r),
         k.exp_mask.eq(exp_mask),
         k.exp_shift.eq(M),
         k.man_shift.eq(man_shift),
         k.ovf_bits.eq(thr),
-        k.kra.eq(man_shift + 1 + adj),
-        k.kra1.eq(man_shift + 2 + adj),
-        k.nadj.eq(-adj),
-        k.nadj1.eq(1 - adj),
+        k.kra.eq(man_shift + 1 + adj_r),
+        k.kra1.eq(man_shift + 2 + adj_r),
+        k.nadj.eq(-adj_r),
+        k.nadj1.eq(1 - adj_r),
         k.m0.eq(m0),
         k.sub_en.eq(sub_en),
         k.rne.eq(rne),
@@ -201,13 +270,13 @@ def calc_constants(m: Module, fmt) -> tuple[data.View, Signal]:
         k.nan_sign_one.eq(sgn & fnuz),
         k.fnuz.eq(fnuz),
         k.signed.eq(sgn),
-        k.sign_onehot.eq(Mux(sgn, Const(1, 32) << w1, 0)),
+        k.sign_onehot.eq(Mux(sgn, Const(1, 32) << w1_r, 0)),
         k.man_mask.eq(man_all),
         k.m_onehot.eq(Const(1, 24) << M),
         k.sign_win.eq(Mux(sgn, Const(1, 9) << E, 0)),
-        k.dec_k.eq(adj + man_shift),
-        k.dec_k2.eq(adj + man_shift + 2),
-        k.dec_kc.eq(Mux(adj + man_shift > 24, 24, adj + man_shift)),
+        k.dec_k.eq(dec_k_r),
+        k.dec_k2.eq(dec_k_r + 2),
+        k.dec_kc.eq(Mux(dec_k_r > 24, 24, dec_k_r)),
         k.ieee.eq(ieee),
         k.fn.eq(fn),
     ]
@@ -228,17 +297,41 @@ def fixed_constants(m: Module, fmt) -> data.View:
 
 
 class ConstCalc(wiring.Component):
-    """Combinational constant calculator: ``fmt`` (the record) in, ``k`` and ``error`` out."""
+    """The registered constant calculator with a load/busy handshake.
+
+    ``load`` (taken while ``busy`` is low) latches ``fmt``; ``busy`` is then high for
+    ``LATENCY - 1`` cycles, and ``k``/``error`` change to the new record's constants at the
+    clock edge where ``busy`` falls: counting the cycle in which ``load`` was taken as cycle 0,
+    the new ``k``/``error`` are visible from cycle :attr:`LATENCY` on and stay until the
+    next load.  After reset ``error`` is 1 (nothing loaded yet) and ``busy`` is 0.
+    """
+
+    #: record register + :data:`CALC_RANKS` ranks + output register
+    LATENCY = CALC_RANKS + 2
 
     def __init__(self):
+        self.latency = self.LATENCY
         super().__init__({
             "fmt": In(FORMAT_LAYOUT),
+            "load": In(1),
+            "busy": Out(1),
             "k": Out(CONST_LAYOUT),
             "error": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        k, err = calc_constants(m, self.fmt)
-        m.d.comb += [self.k.eq(k), self.error.eq(err)]
+        record = Signal(FORMAT_LAYOUT, name="fmt_reg", reset_less=True)
+        count = Signal(range(self.LATENCY), name="calc_count")
+        take = self.load & (count == 0)
+        with m.If(take):
+            m.d.sync += [record.eq(self.fmt), count.eq(self.LATENCY - 1)]
+        with m.Elif(count != 0):
+            m.d.sync += count.eq(count - 1)
+        k_new, err_new = calc_constants(m, record, register_rank(m))
+        k = Signal(CONST_LAYOUT, name="k_reg", reset_less=True)
+        err = Signal(name="err_reg", init=1)  # unconfigured after reset
+        with m.If(count == 1):  # every rank has settled on the new record
+            m.d.sync += [k.eq(k_new), err.eq(err_new)]
+        m.d.comb += [self.k.eq(k), self.error.eq(err), self.busy.eq(count != 0)]
         return m

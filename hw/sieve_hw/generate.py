@@ -8,7 +8,7 @@ Top module names (:func:`top_name`): ``sieve_<design>`` for the configurable net
 ``sieve_<design>__<format slug>`` for a fixed format (slug: ``str(fmt)`` with ``+`` → ``_``
 and ``-`` → ``n``, e.g. ``sieve_compressor__se4m3b7``).  Files are ``<top>.v`` and
 ``<top>.il``.  Every design has one clock domain: ports ``clk`` and ``rst`` (synchronous,
-active high); ``constcalc`` is purely combinational (no clock).
+active high), ``constcalc`` included (a register pipeline, see :class:`~.constants.ConstCalc`).
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def split_design(design: str) -> tuple[str, int | None]:
 
 
 def latency(design: str) -> dict[str, int] | int:
-    """Clock cycles from input acceptance to output valid: an int for an engine, 0 for the
-    (combinational) constcalc, ``{"compressor": .., "decompressor": ..}`` for a lane unit."""
+    """Clock cycles from input acceptance to output valid: an int for an engine and for
+    constcalc (load to constants valid), ``{"compressor": .., "decompressor": ..}`` for a lane unit."""
     comp = elaborate(design)
     comp._MustUse__silence = True  # only inspected here, never elaborated
     if isinstance(comp, Lanes):

@@ -5,11 +5,17 @@ run-time format:
 
 * ``cfg`` (:data:`sieve_hw.config.FORMAT_LAYOUT`) with ``cfg_valid``/``cfg_ready``.  While
   ``cfg_valid`` is high no engine accepts new data; ``cfg_ready`` rises once every pipeline
-  is empty, so the record takes effect exactly at a stream boundary and values already in
-  flight always finish with the constants they started with.  On acceptance the calculator's
-  outputs for the new record are latched into the constant register (one cycle, no extra
-  latency for the next value).
-* ``cfg_error`` is high while the latched record is illegal, and also after reset until the
+  is empty and the constant calculator is idle, so the record takes effect exactly at a
+  stream boundary and values already in flight always finish with the constants they
+  started with.
+* Format-change latency: the shared :class:`~.constants.ConstCalc` is a register pipeline
+  (so it does not limit the lane unit's clock).  Counting the cycle in which ``cfg`` is
+  accepted (``cfg_valid`` and ``cfg_ready`` high) as cycle 0, ``cfg_ready`` and every
+  ``*_i_ready`` stay low through cycle ``cfg_latency - 1``; from cycle ``cfg_latency``
+  (= :attr:`ConstCalc.LATENCY` = 6) the new constants and ``cfg_error`` hold and, if the
+  record is legal and ``cfg_valid`` is low, the streams open.  ``cfg_error`` keeps the
+  previous record's value until then.
+* ``cfg_error`` is high while the loaded record is illegal, and also after reset until the
   first record is loaded: the streams are then closed (``*_i_ready`` = 0, nothing comes out).
 
 ``stages`` (generation parameter) sets the pipeline depth of every engine; ``None`` keeps
@@ -30,7 +36,7 @@ from amaranth.lib.wiring import In, Out
 
 from .compressor import Compressor
 from .config import FORMAT_LAYOUT
-from .constants import CONST_LAYOUT, calc_constants, fixed_constants
+from .constants import ConstCalc, fixed_constants
 from .decompressor import Decompressor
 from .engine import check_stages
 
@@ -51,6 +57,9 @@ class Lanes(wiring.Component):
         self.c_stages = check_stages(Compressor, stages)
         self.d_stages = check_stages(Decompressor, stages)
         self.latency = {"compressor": self.c_stages, "decompressor": self.d_stages}
+        #: cycles from a format change's acceptance (cycle 0) to the first cycle a value may
+        #: be accepted under the new format (None with the format baked in)
+        self.cfg_latency = ConstCalc.LATENCY if fixed_format is None else None
         n = lanes
         members = {}
         for side in ("c", "d"):
@@ -75,17 +84,18 @@ class Lanes(wiring.Component):
             engines.append((c, d))
 
         if self.fixed_format is None:
-            k_new, err_new = calc_constants(m, self.cfg)
-            k = Signal(CONST_LAYOUT, name="k_reg", reset_less=True)
-            err = Signal(name="err_reg", init=1)  # unconfigured after reset: streams closed
+            calc = m.submodules.constcalc = ConstCalc()
             busy = Signal(name="busy")
             m.d.comb += busy.eq(Cat(*(e.busy for pair in engines for e in pair)).any())
-            m.d.comb += [self.cfg_ready.eq(~busy), self.cfg_error.eq(err)]
-            with m.If(self.cfg_valid & ~busy):
-                m.d.sync += [k.eq(k_new), err.eq(err_new)]
-            open_ = ~self.cfg_valid & ~err
+            m.d.comb += [
+                self.cfg_ready.eq(~busy & ~calc.busy),
+                calc.fmt.eq(self.cfg),
+                calc.load.eq(self.cfg_valid & ~busy),  # ConstCalc takes it only when idle
+                self.cfg_error.eq(calc.error),
+            ]
+            open_ = ~self.cfg_valid & ~calc.busy & ~calc.error
             for c, d in engines:
-                m.d.comb += [c.k.eq(k), d.k.eq(k)]
+                m.d.comb += [c.k.eq(calc.k), d.k.eq(calc.k)]
         else:  # one constant set for all lanes; synthesis folds it into every engine
             k = fixed_constants(m, self.fixed_format)
             for c, d in engines:
