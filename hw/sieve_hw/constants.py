@@ -73,6 +73,7 @@ CONST_LAYOUT = data.StructLayout({
     "dec_k": unsigned(10),             # adj + man_shift (>= 0 for legal formats)
     "dec_k2": unsigned(10),            # dec_k + 2
     "dec_kc": unsigned(5),             # min(dec_k, 24)
+    "dec_km1": unsigned(5),            # (dec_k - 1) mod 32: the tiny-value shift minus e_code
     "ieee": unsigned(1),
     "fn": unsigned(1),
 })
@@ -145,18 +146,19 @@ def calc_constants(m: Module, fmt, rank: Rank | None = None) -> tuple[data.View,
     adj = Signal(signed(10), name="adj")
     m.d.comb += adj.eq(127 - b)
     exp_mask = Signal(8, name="exp_mask")
-    m.d.comb += exp_mask.eq((Const(1, 9) << E) - 1)
+    m.d.comb += exp_mask.eq(~(Const(0xFF, 8) << E))  # (1 << E) - 1 as a mask shifter, no borrow chain
     man_all = Signal(23, name="man_all")
-    m.d.comb += man_all.eq((Const(1, 24) << M) - 1)
+    m.d.comb += man_all.eq(~(Const(0x7FFFFF, 23) << M))  # (1 << M) - 1 (M <= 23 when legal)
     man_shift = Signal(5, name="man_shift_w")
     m.d.comb += man_shift.eq(23 - M)
     m0 = M == 0
 
     # --- section 1 (record -> rank 1): the Max code's fields, Min's exponent
     top = Signal(8, name="top_field")
-    m.d.comb += top.eq(exp_mask - ieee - (fn & m0))
+    # exp_mask - ieee - (fn & m0): the all-ones field minus 0 or 1 only clears bit 0
+    m.d.comb += top.eq(Cat(exp_mask[0] & ~(ieee | (fn & m0)), exp_mask[1:]))
     max_man = Signal(23, name="max_man")
-    m.d.comb += max_man.eq(man_all - (fn & ~m0))
+    m.d.comb += max_man.eq(Cat(man_all[0] & ~(fn & ~m0), man_all[1:]))  # man_all - (fn & ~m0), no borrow
     sub_en = Signal(name="sub_en_w")
     m.d.comb += sub_en.eq(fmt.subnormals & ~m0)
     min_e = Signal(signed(11), name="min_e")
@@ -196,19 +198,21 @@ def calc_constants(m: Module, fmt, rank: Rank | None = None) -> tuple[data.View,
     odd = Signal(name="max_odd")
     m.d.comb += odd.eq(Mux(m0, Mux(max_e_r >= 1, max_e_r[0], 1), max_man_r[0]))
     odd = rank(odd, "max_odd_r3")
+    # 2^ulp_sh - 1 and 2^ulp_sh / 2 as shifters (no borrow chains)
     ulp_m1 = Signal(24, name="ulp_m1")
-    m.d.comb += ulp_m1.eq((Const(1, 25) << ulp_sh) - 1)
+    m.d.comb += ulp_m1.eq(~(Const(0xFFFFFF, 24) << ulp_sh))
     half_ulp = Signal(24, name="half_ulp")
     m.d.comb += half_ulp.eq((Const(1, 25) << ulp_sh) >> 1)
     rne = fmt.rounding == 0
-    # thr = max_bits + addend, the addend ready in parallel with max_bits (rank 4)
+    # thr = max_bits + addend, the addend ready in parallel with max_bits (rank 4);
+    # half_ulp - odd = odd ? 2^(ulp_sh-1) - 1 = ulp_m1 >> 1 : half_ulp (ulp_sh >= 1 there)
     addend = Signal(25, name="ovf_addend")
     with m.If(~rne):
         m.d.comb += addend.eq(ulp_m1)
     with m.Elif(ulp_sh == 0):
         m.d.comb += addend.eq(0)
     with m.Else():
-        m.d.comb += addend.eq(half_ulp - odd)
+        m.d.comb += addend.eq(Mux(odd, ulp_m1 >> 1, half_ulp))
     addend = rank(addend, "ovf_addend_r4")
     max_bits_r = rank(max_bits, "max_bits_r4")
     # --- section 5 (rank 4 -> output): one 33-bit addition
@@ -216,8 +220,8 @@ def calc_constants(m: Module, fmt, rank: Rank | None = None) -> tuple[data.View,
     m.d.comb += thr.eq(max_bits_r + addend)
 
     inf_code = Signal(31, name="inf_code")
-    m.d.comb += inf_code.eq(exp_mask << M)
-    inf_code = rank(inf_code, "inf_code_r1")
+    m.d.comb += inf_code.eq(rank(exp_mask, "exp_mask_r1") << M)
+    inf_code = rank(inf_code, "inf_code_r2")
     ovf_mag = Signal(31, name="ovf_mag_w")
     m.d.comb += ovf_mag.eq(Mux(ov_inf, inf_code, max_code))
 
@@ -277,6 +281,7 @@ def calc_constants(m: Module, fmt, rank: Rank | None = None) -> tuple[data.View,
         k.dec_k.eq(dec_k_r),
         k.dec_k2.eq(dec_k_r + 2),
         k.dec_kc.eq(Mux(dec_k_r > 24, 24, dec_k_r)),
+        k.dec_km1.eq(dec_k_r - 1),
         k.ieee.eq(ieee),
         k.fn.eq(fn),
     ]

@@ -6,9 +6,9 @@ Datapath (equal bit for bit to :func:`sieve.decode`, including the canonical qui
 
 0. ``fields``: a 9-bit window shifter brings ``{sign, exponent field}`` down from bit
    ``M``; the mantissa is masked, its leading zeros counted.
-1. ``exponent``: Inf/NaN/zero per the convention; one adder gives the fp32 exponent:
-   ``e_code + adj`` for normal codes, ``adj + man_shift - lz`` for subnormal codes
-   (normalised).  Results below 2^-126 become fp32 subnormals: the shift is capped
+1. ``exponent``: Inf/NaN/zero per the convention; two adders side by side give the fp32
+   exponent: ``e_code + adj`` for normal codes, ``adj + man_shift - lz`` for subnormal codes
+   (normalised); the fp32-subnormal test and shift come from comparisons with constants.  Results below 2^-126 become fp32 subnormals: the shift is capped
    (subnormal codes) or shortened by ``1 - e`` (normal codes).
 2. ``assemble``: one left shifter puts the significand in place; the NaN quiet bit is ORed in.
 
@@ -57,26 +57,34 @@ def fields(m: Module, sig: dict, k) -> dict:
 
 
 def exponent(m: Module, sig: dict, k) -> dict:
-    """Step 1: the fp32 exponent (one adder), the significand and its left-shift amount."""
+    """Step 1: the fp32 exponent, the significand and its left-shift amount."""
     e_code, ez, efull, mm, lz1 = sig["e_code"], sig["ez"], sig["efull"], sig["mm"], sig["lz1"]
     man_nz, sign = sig["man_nz"], sig["sign"]
     sub = Signal(name="d_sub")  # subnormal code: normalise
     m.d.comb += sub.eq(ez & man_nz & k.sub_en)
-    e_sum = Signal(signed(11), name="d_esum")
-    # one adder: e_code + adj (normal) or (dec_k + 2) + ~lz1 = dec_k - lz (subnormal; ~lz1 = -lz - 2)
-    op_a = Signal(signed(10), name="d_opa")
-    op_b = Signal(signed(11), name="d_opb")
-    m.d.comb += [op_a.eq(Mux(sub, Cat(~lz1, Const(0x1F, 5)).as_signed(), e_code)),
-                 op_b.eq(Mux(sub, k.dec_k2, k.adjusted_bias))]
-    m.d.comb += e_sum.eq(op_a + op_b)
-    tiny = Signal(name="d_tiny")  # the value is an fp32 subnormal
-    m.d.comb += tiny.eq(e_sum <= 0)
+    # the fp32 exponent (low 8 bits: the out-of-range cases are zeroed or capped below):
+    # e_code + adj for normal codes, (dec_k + 2) + ~lz1 = dec_k - lz for subnormal codes
+    # (~lz1 = -lz - 2); both adders run beside each other and `sub` only picks one, so no
+    # adder waits for the classification (the lane unit's clock hinges on this step)
+    e_norm = Signal(8, name="d_enorm")
+    e_subn = Signal(8, name="d_esubn")
+    m.d.comb += [e_norm.eq(e_code + k.adjusted_bias),
+                 e_subn.eq(k.dec_k2 + Cat(~lz1, Const(0x7, 3)))]
+    e_low = Mux(sub, e_subn, e_norm)
+    # the value is an fp32 subnormal (the fp32 exponent <= 0): e_code <= -adj for normal
+    # codes; lz >= dec_k for subnormal codes, which is `cap` (lz1 <= 23 < dec_k when dec_k > 24)
     cap = lz1 > k.dec_kc  # lz >= dec_kc
+    tiny = Signal(name="d_tiny")
+    m.d.comb += tiny.eq(Mux(sub, cap, e_code <= k.nadj))
     amt = Signal(5, name="d_amt")
+    # man_shift - 1 + e[:5] with e = e_code + adj here: e_code + (dec_k - 1), an
+    # adder beside the exponent adders instead of after one (the constant from the calculator)
+    amt_tiny = Signal(5, name="d_amt_tiny")
+    m.d.comb += amt_tiny.eq(e_code[:5] + k.dec_km1)
     with m.If(sub):
         m.d.comb += amt.eq(Mux(cap, k.dec_kc, lz1))
     with m.Elif(tiny):
-        m.d.comb += amt.eq(k.man_shift - 1 + e_sum[:5])
+        m.d.comb += amt.eq(amt_tiny)
     with m.Else():
         m.d.comb += amt.eq(k.man_shift)
 
@@ -86,7 +94,7 @@ def exponent(m: Module, sig: dict, k) -> dict:
     zero = ez & ~sub  # +-0 (or a subnormal code with subnormals off)
     special = is_inf | is_nan
     e_out = Signal(8, name="d_eout")
-    m.d.comb += e_out.eq(Mux(special, 0xFF, Mux(zero | tiny, 0, e_sum[:8])))
+    m.d.comb += e_out.eq(Mux(special, 0xFF, Mux(zero | tiny, 0, e_low)))
     sig_ = Signal(24, name="d_sig")  # significand with the hidden bit of normal codes
     m.d.comb += sig_.eq(Mux(zero | is_nan | is_inf, 0, mm | (k.m_onehot & (~ez).replicate(24))))
     return {"sig": sig_, "amt": amt, "sign": sign, "e_out": e_out, "is_nan": is_nan}
