@@ -76,15 +76,32 @@ def inspect(m: Module, sig: dict, k) -> dict:
             "zero_in": ex_zero & ~f_nz, "ovf": ovf, "lsb0": lsb0}
 
 
+def _normalised_mantissa(m: Module, sig: dict):
+    """The fp32 mantissa shifted left past its leading zeros when the input is an fp32
+    subnormal (hidden bit dropped), so every nonzero input reads ``2^(e_v-127) * 1.g``."""
+    nsh = Signal(5, name="c_nsh")
+    m.d.comb += nsh.eq(Mux(sig["ex_zero"], sig["lz"] + 1, 0))
+    g = Signal(23, name="c_g")
+    m.d.comb += g.eq(sig["f"] << nsh)
+    return g
+
+
+def _step1_outputs(m: Module, sig: dict, g, ec, low, r) -> dict:
+    """What step 1 hands on, the same in both forms: the underflow shift amount clamped to 31
+    (``r > 0`` on the underflow path) and the signals step 2 reads."""
+    amt_low = Signal(5, name="c_amt_low")
+    m.d.comb += amt_low.eq(Mux(r[5:].any(), 31, r[:5]))
+    out = {n: v for n, v in sig.items() if n not in ("f", "ex", "ex_zero", "lz")}
+    out.update(g=g, ec=ec[:9], low=low, amt_low=amt_low)
+    return out
+
+
 def normalise(m: Module, sig: dict, k) -> dict:
     """Step 1 (area-lean form): normalise fp32 subnormals (left shift by the leading-zero count
     + 1), so every nonzero input is ``2^(e_v-127) * 1.g``; the code exponent ``ec = e_v - adj``
     and what follows from it by serial arithmetic (fewest gates)."""
     ex_zero, lz = sig["ex_zero"], sig["lz"]
-    nsh = Signal(5, name="c_nsh")
-    m.d.comb += nsh.eq(Mux(ex_zero, lz + 1, 0))
-    g = Signal(23, name="c_g")  # normalised mantissa (hidden bit dropped)
-    m.d.comb += g.eq(sig["f"] << nsh)
+    g = _normalised_mantissa(m, sig)
     e_v = Signal(signed(10), name="c_ev")
     m.d.comb += e_v.eq(Mux(ex_zero, -lz, sig["ex"]))
     ec = Signal(signed(11), name="c_ec")
@@ -93,21 +110,14 @@ def normalise(m: Module, sig: dict, k) -> dict:
     m.d.comb += low.eq((ec <= 0) | sig["zero_in"])
     r = Signal(signed(12), name="c_r")
     m.d.comb += r.eq(k.kra - e_v)  # = man_shift + 1 - ec
-    amt_low = Signal(5, name="c_amt_low")
-    m.d.comb += amt_low.eq(Mux(r[5:].any(), 31, r[:5]))  # r > 0 on the underflow path
-    out = {n: v for n, v in sig.items() if n not in ("f", "ex", "ex_zero", "lz")}
-    out.update(g=g, ec=ec[:9], low=low, amt_low=amt_low)
-    return out
+    return _step1_outputs(m, sig, g, ec, low, r)
 
 
 def normalise_fast(m: Module, sig: dict, k) -> dict:
     """Step 1 (fast form, deep pipelines): as :func:`normalise`, but the exponent arithmetic
     runs beside the shifter with no carry chain feeding another."""
     ex_zero, lz = sig["ex_zero"], sig["lz"]
-    nsh = Signal(5, name="c_nsh")
-    m.d.comb += nsh.eq(Mux(ex_zero, lz + 1, 0))
-    g = Signal(23, name="c_g")  # normalised mantissa (hidden bit dropped)
-    m.d.comb += g.eq(sig["f"] << nsh)
+    g = _normalised_mantissa(m, sig)
     # The input exponent e_v is ex (normal) or -lz (fp32 subnormal).  What follows from the
     # code exponent ec = e_v - adj is computed beside the shifter, each quantity by one adder
     # or comparator on multiplexed operands (-lz = ~lz + 1 folded into the constants), so no
@@ -121,11 +131,7 @@ def normalise_fast(m: Module, sig: dict, k) -> dict:
     m.d.comb += low.eq(Mux(ex_zero, opa < k.adjusted_bias, opa <= k.adjusted_bias) | sig["zero_in"])
     r = Signal(signed(12), name="c_r")  # man_shift + 1 - ec = kra - e_v
     m.d.comb += r.eq(Mux(ex_zero, Cat(lz, Const(0, 5)).as_signed(), ~ex_s) + Mux(ex_zero, k.kra, k.kra1))
-    amt_low = Signal(5, name="c_amt_low")
-    m.d.comb += amt_low.eq(Mux(r[5:].any(), 31, r[:5]))  # r > 0 on the underflow path
-    out = {n: v for n, v in sig.items() if n not in ("f", "ex", "ex_zero", "lz")}
-    out.update(g=g, ec=ec[:9], low=low, amt_low=amt_low)
-    return out
+    return _step1_outputs(m, sig, g, ec, low, r)
 
 
 def classify(m: Module, sig: dict, k) -> dict:
