@@ -14,9 +14,10 @@ from onnx import TensorProto, helper
 
 import sieve
 from sieve import Format
-from sieve.export.onnx_graph import (ACTIVATION_OPSET, WEIGHT_OPSET, CodesItem, GraphBuilder, add_codes_decode,
-                                     add_blocked_rounding, add_fields_decodes, add_rounding, add_weight_decode,
-                                     add_weight_decodes, blocked_eligible, fields_eligible, rounding_method)
+from sieve.export.onnx_graph import GraphBuilder
+from sieve.export.rounding import ACTIVATION_OPSET, add_blocked_rounding, add_rounding, blocked_eligible, rounding_method
+from sieve.export.weight_decode import (WEIGHT_OPSET, CodesItem, add_codes_decode, add_fields_decodes, add_weight_decode,
+                                        add_weight_decodes, fields_eligible)
 from tests.formats import formats, small_formats
 
 # one of every policy, widths 1..32, the presets, biases far from the default

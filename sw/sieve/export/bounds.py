@@ -1,6 +1,6 @@
 """Which activations can never be NaN or infinite?  A static bound on every tensor's magnitude.
 
-The blocked rounding (:func:`sieve.export.onnx_graph.add_blocked_rounding`) is exact on every
+The blocked rounding (:func:`sieve.export.rounding.add_blocked_rounding`) is exact on every
 finite float but turns a NaN into NaN (the emulator gives 0), so the exporter uses it only for
 tensors this module proves finite: the magnitude bound is propagated through the graph in
 topological order from what is known exactly - constants, the decoded weights, and the planned

@@ -32,9 +32,10 @@ from ..errors import SieveError
 from ..io_utils import atomic_path
 from .compact import batchnorm_to_affine, fold_constants, strip_graph
 from .bounds import FINITE_LIMIT, magnitude_bounds
-from .onnx_graph import (ACTIVATION_OPSET, BLOCKED_CHANNEL_MULTIPLE, WEIGHT_OPSET, GraphBuilder,
-                         add_blocked_rounding, add_rounding, add_weight_decodes, blocked_eligible,
-                         rounding_method)
+from .onnx_graph import GraphBuilder
+from .rounding import (ACTIVATION_OPSET, BLOCKED_CHANNEL_MULTIPLE, add_blocked_rounding, add_rounding,
+                       blocked_eligible, rounding_method)
+from .weight_decode import WEIGHT_OPSET, add_weight_decodes
 
 __all__ = ["MODES", "TensorEntry", "ExportResult", "quantizable_names", "check_plan", "export_onnx",
            "build_model", "read_records", "METADATA_KEY"]
