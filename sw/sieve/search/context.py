@@ -245,12 +245,9 @@ class SearchContext:
 
     @staticmethod
     def _predicted_outside(sset: SampleSet, logits: torch.Tensor) -> tuple[float, float]:
-        """(see :meth:`_predicted_from`) over the whole set's logits."""
-        return SearchContext._predicted_from(sset, logits, 0)
-
-    @staticmethod
-    def _predicted_from(sset: SampleSet, logits: torch.Tensor, lo: int) -> tuple[float, float]:
-        """Expected net change and flips of the images outside ``sset`` (the confident ones).
+        """Expected net change and flips of the images outside ``sset`` (the confident ones),
+        from ``logits`` of the set's first ``len(logits)`` images (all of them, or the batches
+        run so far).
 
         Noise model: the plan shrinks an image's fp32 top-2 margin by ``u`` times the image's
         logit scale (RMS logit), with ``u`` distributed as observed on the images that were run
@@ -260,9 +257,9 @@ class SearchContext:
         if not len(sset.out_margin):
             return 0.0, 0.0
         rows = torch.arange(len(logits))
-        hi = lo + len(logits)
-        moved = logits[rows, sset.top2[lo:hi, 0]] - logits[rows, sset.top2[lo:hi, 1]] - sset.margin[lo:hi]
-        shrink = torch.sort(-moved / sset.logit_scale[lo:hi]).values
+        hi = len(logits)
+        moved = logits[rows, sset.top2[:hi, 0]] - logits[rows, sset.top2[:hi, 1]] - sset.margin[:hi]
+        shrink = torch.sort(-moved / sset.logit_scale[:hi]).values
         need = sset.out_margin / sset.out_scale
         p = 1.0 - torch.searchsorted(shrink, need, right=True).double() / len(shrink)
         return float((p * sset.out_value).sum()), float((p * sset.out_value.abs()).sum())
@@ -299,10 +296,10 @@ class SearchContext:
             tol = min(remaining, math.ceil(self.early_tolerance * remaining)) + 2 * sset.scale
             net = (stats["cc"] - stats["rc"]) + sset.scale * (stats["cs"] - stats["rs"])
             flips = stats["fc"] + sset.scale ** 2 * stats["fs"]
-            if len(sset.out_margin) and not sset.is_sample.any():
+            if len(sset.out_margin):  # (empty when the set holds a sample, which stands for them)
                 # the images outside the set, predicted from the margin shrinkage seen so far
                 seen.append(logits)
-                out_net, out_flips = self._predicted_from(sset, torch.cat(seen), 0)
+                out_net, out_flips = self._predicted_outside(sset, torch.cat(seen))
                 net, flips = net + out_net, flips + out_flips
             return self.passes(criterion, net + tol, flips, z=self.set_z(sset))
 
