@@ -183,6 +183,15 @@ class SearchContext:
         z = self.margin_z if z is None else z
         return net + slack - surplus >= z * math.sqrt(max(0.0, flips)) - 1e-9
 
+    def meets(self, variant: str, outcome: Outcome, margin: bool = True) -> bool:
+        """Whether a complete run on the whole split meets the variant's target: with the
+        generalization margin (as the greedy and uniform strategies decide), or the plain one."""
+        if variant == "exact":
+            return outcome.agree == self.n
+        if margin:
+            return self.passes(variant, outcome.correct - self.base_correct, outcome.flips)
+        return outcome.correct >= self.need(variant)
+
     def set_z(self, sset: "SampleSet") -> float:
         """The margin for decisions on ``sset``: ``margin_z`` on the whole split, at least
         ``subset_z`` on a subset (see the module docstring)."""

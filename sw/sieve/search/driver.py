@@ -107,9 +107,9 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
             "normalized_val_accuracy": measured[v].correct / max(1, ctx.base_correct),
             "normalized_test_accuracy": test_acc / base_test if base_test else 0.0,
             "val_agreement": measured[v].agree / ctx.n,
-            "meets_target": _meets(ctx, v, measured[v]),
+            "meets_target": ctx.meets(v, measured[v], margin=False),
             "val_flips": int(round(measured[v].flips)),
-            "meets_target_with_margin": _meets(ctx, v, measured[v], margin=True),
+            "meets_target_with_margin": ctx.meets(v, measured[v]),
             "mean_bits_weights": bits["mean_bits_weights"],
             "mean_bits_activations": bits["mean_bits_activations"],
             "mean_bits": bits["mean_bits"],
@@ -146,11 +146,3 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
             write_report(out, doc, ctx.histograms, ctx.points)
     return doc
 
-
-def _meets(ctx: SearchContext, variant: str, outcome, margin: bool = False) -> bool:
-    """The plain validation target, or (``margin``) the target with the generalization margin."""
-    if variant == "exact":
-        return outcome.agree == ctx.n
-    if margin:
-        return ctx.passes(variant, outcome.correct - ctx.base_correct, outcome.flips)
-    return outcome.correct >= ctx.need(variant)

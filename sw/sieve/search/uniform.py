@@ -30,14 +30,6 @@ def uniform_plan(ctx: SearchContext, exp_bits: int, man_bits: int) -> dict[str, 
     return plan
 
 
-def _meets(ctx: SearchContext, variant: str, out) -> bool:
-    """The same target as the default strategy's, generalization margin included, so that the
-    two are compared on equal terms (see :mod:`sieve.search.context`)."""
-    if variant == "exact":
-        return out.agree == ctx.n
-    return ctx.passes(variant, out.correct - ctx.base_correct, out.flips)
-
-
 def search_uniform(ctx: SearchContext, log=None):
     plans: dict[str, dict[str, Format]] = {v: {} for v in VARIANTS}  # fp32 when nothing fits
     trace: list[dict] = []
@@ -57,7 +49,9 @@ def search_uniform(ctx: SearchContext, log=None):
             if not out.complete:
                 continue
             for v in todo:
-                if _meets(ctx, v, out) and (v not in found or out.correct > found[v][0]):
+                # the default strategy's target, generalization margin included, so that the
+                # two are compared on equal terms (see :mod:`sieve.search.context`)
+                if ctx.meets(v, out) and (v not in found or out.correct > found[v][0]):
                     found[v] = (out.correct, plan)
         for v, (_, plan) in found.items():
             plans[v] = plan
