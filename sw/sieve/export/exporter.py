@@ -94,9 +94,8 @@ def _compact(e: TensorEntry) -> str:
                      _CODES[e.method]])
 
 
-def _decoded_elements(graph: onnx.GraphProto, name: str) -> int:
+def _decoded_elements(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], name: str) -> int:
     """Element count of the decoded weight ``name``: the shape its final Reshape is given."""
-    inits = {t.name: t for t in graph.initializer}
     for node in graph.node:
         if node.output and node.output[0] == name and node.op_type == "Reshape" and node.input[1] in inits:
             return int(np.prod(numpy_helper.to_array(inits[node.input[1]])))
@@ -116,7 +115,7 @@ def read_records(proto: onnx.ModelProto) -> list[TensorEntry] | None:
             name, fmt, packed = f"{r[0]}.weight", r[2], r[3]
             method = _METHODS[r[4]] if len(r) == 5 else "fields"
             stored = len(inits[packed].raw_data) if packed in inits else 0
-            elements = _decoded_elements(proto.graph, name)
+            elements = _decoded_elements(proto.graph, inits, name)
             out.append(TensorEntry(name, "weight", fmt, elements, stored, 4 * elements, method, name, packed))
         elif len(r) == 7 and r[1] == "a":
             _, _, fmt, elements, tensor, source, method = r
@@ -265,9 +264,11 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
     # share constant-building nodes, which must come before every use)
     consumers = {name: _consumer(graph, f"{name[: -len('.input')]}.weight") for name in acts}
     acts = sorted(acts, key=consumers.__getitem__)
-    values = {n: (quantize(p.detach().cpu().numpy(), plan[n]) if n in plan and mode != "fp32" else
-                  p.detach().cpu().numpy()) for n, p in params.items() if known.get(n, ("",))[0] == "weight"}
-    bounds = magnitude_bounds(graph, values, {consumers[n]: plan[n] for n in acts})
+    bounds: dict[str, float] = {}
+    if acts:  # the bound proof only serves the choice of rounding
+        values = {n: (quantize(p.detach().cpu().numpy(), plan[n]) if n in weights else p.detach().cpu().numpy())
+                  for n, p in params.items() if known.get(n, ("",))[0] == "weight"}
+        bounds = magnitude_bounds(graph, values, {consumers[n]: plan[n] for n in acts})
     before: dict[int, list[onnx.NodeProto]] = {}
     producers = {o: i for i, n in enumerate(graph.node) for o in n.output}
     uses = Counter(i for n in graph.node for i in n.input)
