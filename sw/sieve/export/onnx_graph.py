@@ -62,5 +62,10 @@ class GraphBuilder:
         """A float32 scalar given by its exact bit pattern (NaN payloads, -0)."""
         return self.const(np.array(bits, dtype=np.uint32).view(np.float32), hint=hint)
 
-
-# ---------------------------------------------------------------------------- weights
+    def f32_filled(self, value: float, shape: tuple[int, ...]) -> str:
+        """A float32 tensor of ``shape`` filled with ``value``, built by ``Expand`` from a scalar
+        (folded at session start) so the file stores 4 bytes, not one per element; built once."""
+        key = ("expand", float(value), tuple(shape))
+        if key not in self._consts:
+            self._consts[key] = self.op("Expand", [self.f32(value), self.const(list(shape), np.int64)])
+        return self._consts[key]

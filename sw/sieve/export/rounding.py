@@ -214,24 +214,15 @@ def blocked_eligible(fmt: Format) -> bool:
             and fmt.max_value * (2.0 ** (23 - fmt.man_bits) + 1) < 2.0 ** 127)
 
 
-def _channel_const(b: GraphBuilder, value: float, shape: tuple[int, ...]) -> str:
-    """A float32 tensor of ``shape`` filled with ``value``, built by ``Expand`` from a scalar (folded
-    at session start) so the file stores 4 bytes, not one per channel."""
-    key = ("expand", float(value), shape)
-    if key not in b._consts:
-        b._consts[key] = b.op("Expand", [b.f32(value), b.const(list(shape), np.int64)])
-    return b._consts[key]
-
-
 def _depthwise(b: GraphBuilder, x: str, channels: int, scale: float, bias: float | None = None,
                clip: tuple[float, float] | None = None) -> str:
     """``clip(x * scale + bias)`` per element as a depthwise 1x1 Conv (+ Clip): one pass that
     onnxruntime keeps in its blocked NCHWc layout.  onnxruntime rounds the product once, then adds
     the bias, then (when it fuses a following Add into the Conv) the Add's other operand: the
     same two roundings as separate nodes (checked by the tests)."""
-    inputs = [x, _channel_const(b, scale, (channels, 1, 1, 1))]
+    inputs = [x, b.f32_filled(scale, (channels, 1, 1, 1))]
     if bias is not None:
-        inputs.append(_channel_const(b, bias, (channels,)))
+        inputs.append(b.f32_filled(bias, (channels,)))
     y = b.op("Conv", inputs, group=channels)
     if clip is not None:
         y = b.op("Clip", [y, b.f32(clip[0]), b.f32(clip[1])])

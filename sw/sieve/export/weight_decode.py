@@ -359,5 +359,3 @@ def add_weight_decode(b: GraphBuilder, out: str, weight: np.ndarray, fmt: Format
     packed, nbytes, used = add_codes_decode(b, out, encode(w.reshape(-1), fmt), fmt, w.shape, name, method)
     return WeightRecord(name, str(fmt), int(w.size), tuple(w.shape), packed, nbytes, used)
 
-
-# ---------------------------------------------------------------------------- activations
