@@ -242,6 +242,7 @@ def add_fields_decodes(b: GraphBuilder, items: list[tuple[CodesItem, Format]]) -
     bit_start, elem_start = 0, 0
     low = min(f.min_exponent - f.man_bits for _, f in items)
     high = max(f.max_exponent - f.man_bits for _, f in items)
+    any_sub = any(f.subnormals for _, f in items)  # the subnormals column only when some Format has them
     for item, fmt in items:
         codes = np.asarray(item.codes).reshape(-1)
         n = int(codes.size)
@@ -251,9 +252,9 @@ def add_fields_decodes(b: GraphBuilder, items: list[tuple[CodesItem, Format]]) -
         w, m = fmt.width, fmt.man_bits
         half = 1 << (w - 1) if fmt.signed else 1 << w
         # columns: width, bit offset (bit of element i = i*w + off), sign threshold, 2^M,
-        # pow2 index offset, subnormals
-        rows.append([w, bit_start - elem_start * w, half, 1 << m, -fmt.bias - m - low, int(fmt.subnormals)])
-        rows[-1] = rows[-1][:5] + rows[-1][5:] * any(f.subnormals for _, f in items)
+        # pow2 index offset[, subnormals]
+        rows.append([w, bit_start - elem_start * w, half, 1 << m, -fmt.bias - m - low]
+                    + ([int(fmt.subnormals)] if any_sub else []))
         sizes.append(n)
         bit_start += 8 * int(blob.size)
         elem_start += n
@@ -297,7 +298,7 @@ def add_fields_decodes(b: GraphBuilder, items: list[tuple[CodesItem, Format]]) -
     exp_field = b.op("Div", [mag, two_m])
     normal = b.op("Cast", [b.op("Greater", [exp_field, b.const(i32(0))])], to=TensorProto.INT32)
     lead = b.op("Add", [b.op("Mod", [mag, two_m]), b.op("Mul", [two_m, normal])])
-    keep = b.op("Max", [normal, sub]) if any(f.subnormals for _, f in items) else normal
+    keep = b.op("Max", [normal, sub]) if any_sub else normal
     lead = b.op("Mul", [lead, keep])
     step = b.op("Add", [b.op("Max", [exp_field, b.const(i32(1))]), k_off])
     pow2 = np.array([np.ldexp(1.0, e) for e in range(low, high + 1)], np.float32)
