@@ -163,6 +163,7 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
         results = list(pool.map(one, jobs))
     bar.close()
     records = [r for recs in results for r in recs]
+    rows = step_breakdown(out_dir / "breakdown") if breakdown else None
     meta = {
         "command": command,
         "hw_revision": revision,
@@ -174,8 +175,6 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    rows = step_breakdown(out_dir / "breakdown") if breakdown else None
-    meta["seconds"] = round(time.perf_counter() - start, 1)
     return report.write(out_dir, records, meta, throughput_runs, rows)
 
 
