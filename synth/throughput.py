@@ -43,22 +43,21 @@ def measure(fmt: Format, n: int = 1000, seed: int = 0) -> dict:
     result: dict = {}
 
     async def bench(ctx):
+        async def until_cfg_ready(stuck: str) -> None:
+            """Tick until ``cfg_ready`` is high in the current cycle (at most 64 cycles)."""
+            for _ in range(64):
+                if ctx.get(dut.cfg_ready):
+                    return
+                await ctx.tick()
+            raise SieveError(stuck)
+
         ctx.set(dut.cfg.as_value(), pack_format(fmt))
         ctx.set(dut.cfg_valid, 1)
-        for _ in range(64):
-            ready = ctx.get(dut.cfg_ready)
-            await ctx.tick()
-            if ready:
-                break
-        else:
-            raise SieveError("lanes1 never raised cfg_ready after reset; the configuration handshake is stuck")
+        await until_cfg_ready("lanes1 never raised cfg_ready after reset; the configuration handshake is stuck")
+        await ctx.tick()  # the record is taken at this edge
         ctx.set(dut.cfg_valid, 0)
-        for _ in range(64):  # the constant calculator takes a few cycles (cfg_ready low meanwhile)
-            if ctx.get(dut.cfg_ready):
-                break
-            await ctx.tick()
-        else:
-            raise SieveError("lanes1 never finished loading the format (cfg_ready stayed low)")
+        # the constant calculator takes a few cycles (cfg_ready low meanwhile)
+        await until_cfg_ready("lanes1 never finished loading the format (cfg_ready stayed low)")
         if ctx.get(dut.cfg_error):
             raise SieveError(f"lanes1 flags cfg_error for the legal format {fmt}")
         ctx.set(dut.c_o_ready, 1)
