@@ -46,9 +46,8 @@ class StepModule(Elaboratable):
         self.inputs = {n: Signal(Value.cast(v).shape(), name=f"in_{n}") for n, v in sig.items()}
         self.steps = steps
         self.index = index
-        self.outputs: dict[str, Signal] = {}
         probe = steps[index](_throwaway(), dict(self.inputs), self.k)
-        self.outputs = {n: Signal(Value.cast(v).shape(), name=f"out_{n}") for n, v in probe.items()}
+        self.outputs: dict[str, Signal] = {n: Signal(Value.cast(v).shape(), name=f"out_{n}") for n, v in probe.items()}
 
     def elaborate(self, platform):
         m = Module()
