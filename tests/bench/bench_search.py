@@ -127,7 +127,6 @@ def run(out_dir: Path, quick: bool) -> dict:
     torch.set_num_threads(1)
     results: dict = {"models": {}, "skipped": {}}
     for model_name, vals, test in _cases(quick):
-        per = {}
         for strategy in _strategies():
             try:
                 model, data = zoo.load(model_name, val=vals[strategy], test=test)
@@ -140,11 +139,11 @@ def run(out_dir: Path, quick: bool) -> dict:
             print(f"   {model_name} / {strategy} ...", flush=True)
             doc = run_search(model, data, model_name=model_name, strategy=strategy, out_dir=where,
                              progress=False, threads=1)
-            per[strategy] = _summary(doc)
-            acc = per[strategy]["variants"]["accurate"]
+            summary = _summary(doc)  # (the model's comparison is collected from the plan files below)
+            acc = summary["variants"]["accurate"]
             print(f"   {model_name} / {strategy}: accurate {acc['mean_bits']:.2f} bits, normalized test "
-                  f"{acc['normalized_test_accuracy']:.2%}, cost {per[strategy]['cost_fp32_passes']}x fp32, "
-                  f"{per[strategy]['evaluations']} evaluations, {per[strategy]['search_seconds']} s", flush=True)
+                  f"{acc['normalized_test_accuracy']:.2%}, cost {summary['cost_fp32_passes']}x fp32, "
+                  f"{summary['evaluations']} evaluations, {summary['search_seconds']} s", flush=True)
         if model_name not in results["skipped"]:
             results["models"][model_name] = collect(out_dir, model_name)
     return combine(out_dir, results)
