@@ -2,8 +2,10 @@
 
 ``python -m sim.exhaustive --out build/verify [--format se4m3b7] [--fraction 1.0]``
 
-The configurable compressor engine (the same Amaranth component every lane instantiates,
-behind the lane unit's constant register and calculator) is compiled to C++
+The configurable compressor engine (the same Amaranth component every lane instantiates) behind
+a constant register fed by :func:`sieve_hw.constants.calc_constants` in its combinational form
+(the logic ``ConstCalc`` spreads over register ranks; the check is of the engine, and a format is
+loaded once per run, so the ranks and the load/busy handshake are left out) is compiled to C++
 with Yosys ``write_cxxrtl`` and g++ (-O2).  A small C++ driver loads the format record,
 streams inputs ``start .. start+count-1`` through the compressor at one value per clock
 and writes the codes to stdout; Python reads them chunk by chunk and compares each chunk
@@ -86,8 +88,9 @@ def _cxxrtl_include() -> Path:
 
 
 def compressor_unit():
-    """The configurable compressor engine behind the lane unit's constant register (no
-    decompressor, so the C++ model evaluates only what is checked)."""
+    """The configurable compressor engine behind a constant register loaded from the
+    calculator's combinational form (no decompressor and no calculator ranks, so the C++ model
+    evaluates only what is checked)."""
     from amaranth import Module, Signal
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
