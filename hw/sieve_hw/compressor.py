@@ -226,6 +226,8 @@ class Compressor(StreamEngine):
 
     @classmethod
     def steps_for(cls, stages: int):
+        """Deep pipelines (3+ ranks) take step 1's fast form (exponent arithmetic beside the
+        normalising shift); the other steps are the same at every depth."""
         if stages >= 3:
-            return (inspect, normalise_fast, classify, shift, round_assemble)
+            return cls.STEPS[:1] + (normalise_fast,) + cls.STEPS[2:]
         return cls.STEPS

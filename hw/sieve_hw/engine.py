@@ -4,8 +4,10 @@ An engine's datapath is a short chain of combinational *steps* (``step(m, sig, k
 named signals in, named signals out; the last step returns ``{"out": <32-bit value>}``).
 The shell places pipeline registers after some of the steps: which ones is the engine's
 *cut table* ``CUTS[stages]`` (the step indices followed by a register; ``-1`` registers
-the input itself), so the depth is a generation parameter and the same steps serve every
-depth.  A cut after the last step is an output register.  ``stages`` = number of register ranks = latency in clock cycles.
+the input itself), so the depth is a generation parameter; ``steps_for(stages)`` may swap a
+step for a form that suits the depth (the compressor's exponent arithmetic beside its shifter
+from 3 ranks on).  A cut after the last step is an output register.  ``stages`` = number of
+register ranks = latency in clock cycles.
 
 The shell owns the signature (valid/ready in and out, the constant record ``k`` unless the
 format is baked in) and the stall-all :class:`~.pipeline.Pipeline`: every rank advances
