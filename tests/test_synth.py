@@ -213,8 +213,19 @@ def _rec(design, variant, target, **kw):
             "target": target, "status": "ok", **kw}
 
 
+_GENERIC = dict(transistors_complete=True, cells=10, ff_bits=2, nand2_eq=1, transistors_by_type={"$_XOR_": 12})
+
+
+def _write_report(tmp_path, records):
+    """Write a report from made-up records; return it and its pass/fail per (engine, check kind)."""
+    meta = {"command": "python -m synth.run", "yosys": "Yosys x", "freq_mhz": 100.0, "seed": 1,
+            "date": "today", "seconds": 1.0}
+    rep = report.write(tmp_path, records, meta)
+    return rep, {(c["engine"], c["check"].split()[0]): c["pass"] for c in rep["checks"]}
+
+
 def test_report_checks_and_configurability(tmp_path):
-    gen = dict(transistors_complete=True, cells=10, ff_bits=2, nand2_eq=1, transistors_by_type={"$_XOR_": 12})
+    gen = _GENERIC
     records = [
         _rec("compressor", "configurable", "generic", transistors=4000, **gen),
         _rec("decompressor", "configurable", "generic", transistors=5000, **gen),
@@ -226,10 +237,7 @@ def test_report_checks_and_configurability(tmp_path):
         _rec("lanes32", "configurable", "ice40-hx8k", lut4=9000, carry=0, ff=1, pnr="skipped",
              pnr_reason="does not fit", fmax_mhz=None),
     ]
-    meta = {"command": "python -m synth.run", "yosys": "Yosys x", "freq_mhz": 100.0, "seed": 1,
-            "date": "today", "seconds": 1.0}
-    rep = report.write(tmp_path, records, meta)
-    verdict = {(c["engine"], c["check"].split()[0]): c["pass"] for c in rep["checks"]}
+    rep, verdict = _write_report(tmp_path, records)
     assert verdict == {("compressor", "transistors"): True, ("compressor", "iCE40"): True,
                        ("decompressor", "transistors"): False, ("decompressor", "iCE40"): False}
     (conf,) = rep["configurability"]
@@ -242,7 +250,7 @@ def test_report_checks_and_configurability(tmp_path):
 
 def test_report_judges_every_engine_depth(tmp_path):
     """Depth variants (``compressor_s1``) get their own target rows and a one-line verdict."""
-    gen = dict(transistors_complete=True, cells=10, ff_bits=2, nand2_eq=1, transistors_by_type={"$_XOR_": 12})
+    gen = _GENERIC
     records = [
         _rec("compressor_s1", "configurable", "generic", transistors=4600, **gen),
         _rec("compressor_s1", "configurable", "ice40-hx8k", lut4=100, carry=0, ff=1, pnr="ok", fmax_mhz=60.0),
@@ -250,10 +258,7 @@ def test_report_judges_every_engine_depth(tmp_path):
         _rec("compressor", "configurable", "ice40-hx8k", lut4=100, carry=0, ff=1, pnr="ok", fmax_mhz=110.0),
         _rec("lanes8_s1", "configurable", "generic", transistors=16 * 1000, **gen),
     ]
-    meta = {"command": "python -m synth.run", "yosys": "Yosys x", "freq_mhz": 100.0, "seed": 1,
-            "date": "today", "seconds": 1.0}
-    rep = report.write(tmp_path, records, meta)
-    verdict = {(c["engine"], c["check"].split()[0]): c["pass"] for c in rep["checks"]}
+    rep, verdict = _write_report(tmp_path, records)
     assert verdict == {("compressor_s1", "transistors"): True, ("compressor_s1", "iCE40"): False,
                        ("compressor", "transistors"): False, ("compressor", "iCE40"): True}
     md = (tmp_path / "report.md").read_text()
