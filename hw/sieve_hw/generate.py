@@ -27,6 +27,7 @@ from sieve.io_utils import write_text as atomic_write_text
 from .compressor import Compressor
 from .constants import ConstCalc
 from .decompressor import Decompressor
+from .engine import check_stages
 from .lanes import Lanes
 
 __all__ = ["DESIGNS", "FIXED_DESIGNS", "FIXED_FORMATS", "DEPTHS", "elaborate", "latency", "split_design",
@@ -67,12 +68,19 @@ def split_design(design: str) -> tuple[str, int | None]:
 
 def latency(design: str) -> dict[str, int] | int:
     """Clock cycles from input acceptance to output valid: an int for an engine and for
-    constcalc (load to constants valid), ``{"compressor": .., "decompressor": ..}`` for a lane unit."""
-    comp = elaborate(design)
-    comp._MustUse__silence = True  # only inspected here, never elaborated
-    if isinstance(comp, Lanes):
-        return dict(comp.latency)
-    return getattr(comp, "latency", 0)
+    constcalc (load to constants valid), ``{"compressor": .., "decompressor": ..}`` for a lane unit.
+
+    Read from the classes (cut tables, defaults, ``ConstCalc.LATENCY``) after the same checks
+    :func:`elaborate` makes, so no component is built just to be inspected."""
+    base, n, stages = _resolve(design)
+    if base == "constcalc":
+        return ConstCalc.LATENCY
+    try:
+        if n is not None:
+            return {"compressor": check_stages(Compressor, stages), "decompressor": check_stages(Decompressor, stages)}
+        return check_stages(Compressor if base == "compressor" else Decompressor, stages)
+    except ValueError as exc:
+        raise DesignError(f"design {design!r}: {exc}") from None
 
 
 def _lanes(design: str) -> int | None:
@@ -88,10 +96,7 @@ def elaborate(design: str, fixed_format: sieve.Format | str | None = None):
     """The Amaranth component for ``design``: one of :data:`DESIGNS`, or ``lanes<N>`` for any
     N >= 1, optionally with ``_s<N>`` for the pipeline depth (``compressor_s1``, ``lanes8_s3``)."""
     fmt = _format(fixed_format)
-    base, stages = split_design(design)
-    n = _lanes(base)
-    if n is not None and n < 1:
-        raise DesignError(f"design {design!r}: a lane unit needs at least 1 lane")
+    base, n, stages = _resolve(design)
     try:
         if n is not None:
             return Lanes(n, fmt, stages)
@@ -101,14 +106,24 @@ def elaborate(design: str, fixed_format: sieve.Format | str | None = None):
             return Decompressor(fmt, stages)
     except ValueError as exc:
         raise DesignError(f"design {design!r}: {exc}") from None
-    if stages is not None:
-        raise DesignError(f"design {design!r}: only engines and lane units have a pipeline depth (_s<N>)")
-    design = base
-    if design == "constcalc":
-        if fmt is not None:
-            raise DesignError("constcalc has no fixed-format variant: with the format known there is nothing to compute")
-        return ConstCalc()
-    raise DesignError(f"unknown design {design!r}; known: {', '.join(DESIGNS)} (or lanes<N>)")
+    if fmt is not None:
+        raise DesignError("constcalc has no fixed-format variant: with the format known there is nothing to compute")
+    return ConstCalc()
+
+
+def _resolve(design: str) -> tuple[str, int | None, int | None]:
+    """``(base name, lane count or None, depth or None)`` of a design name, or the DesignError
+    for an unknown name, a lane unit without lanes, or a depth on something without a pipeline."""
+    base, stages = split_design(design)
+    n = _lanes(base)
+    if n is not None and n < 1:
+        raise DesignError(f"design {design!r}: a lane unit needs at least 1 lane")
+    if n is None and base not in ("compressor", "decompressor"):
+        if stages is not None:
+            raise DesignError(f"design {design!r}: only engines and lane units have a pipeline depth (_s<N>)")
+        if base != "constcalc":
+            raise DesignError(f"unknown design {design!r}; known: {', '.join(DESIGNS)} (or lanes<N>)")
+    return base, n, stages
 
 
 def top_name(design: str, fixed_format=None) -> str:
