@@ -16,7 +16,7 @@ from pathlib import Path
 
 from amaranth import Module, Signal, Value
 from amaranth.back import rtlil
-from amaranth.hdl import Elaboratable
+from amaranth.hdl import Elaboratable, Fragment
 
 from sieve.errors import SieveError
 
@@ -25,11 +25,14 @@ from . import yosys
 __all__ = ["StepModule", "step_modules", "breakdown"]
 
 
-def _throwaway() -> Module:
-    """A module used only to learn signal shapes (never elaborated: silence the must-use check)."""
-    m = Module()
-    m._MustUse__silence = True
-    return m
+def _shapes_after(steps, sig: dict[str, Value], k) -> dict[str, Value]:
+    """What ``steps`` hand over from ``sig``, built in a scratch module that is then turned into
+    a fragment (that is all it is for; Amaranth warns about a module nobody elaborates)."""
+    scratch = Module()
+    for step in steps:
+        sig = step(scratch, sig, k)
+    Fragment.get(scratch, None)
+    return sig
 
 
 class StepModule(Elaboratable):
@@ -39,14 +42,11 @@ class StepModule(Elaboratable):
         from sieve_hw.constants import CONST_LAYOUT
 
         self.k = Signal(CONST_LAYOUT, name="k")
-        scratch = _throwaway()  # shapes of what the previous steps hand over
-        sig: dict[str, Value] = {"x": Signal(32)}
-        for step in steps[:index]:
-            sig = step(scratch, sig, self.k)
+        sig = _shapes_after(steps[:index], {"x": Signal(32)}, self.k)
         self.inputs = {n: Signal(Value.cast(v).shape(), name=f"in_{n}") for n, v in sig.items()}
         self.steps = steps
         self.index = index
-        probe = steps[index](_throwaway(), dict(self.inputs), self.k)
+        probe = _shapes_after(steps[index:index + 1], dict(self.inputs), self.k)
         self.outputs: dict[str, Signal] = {n: Signal(Value.cast(v).shape(), name=f"out_{n}") for n, v in probe.items()}
 
     def elaborate(self, platform):
