@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sieve.io_utils import write_json, write_text
+from sieve_hw import generate
 
 ENGINES = ("compressor", "decompressor")
 TRANSISTOR_LIMIT = 4700
@@ -24,8 +25,7 @@ LANE_COUNTS = {"lanes1": 1, "lanes8": 8, "lanes32": 32}
 
 def base_design(design: str) -> str:
     """``compressor_s1`` -> ``compressor``, ``lanes8_s3`` -> ``lanes8`` (the depth suffix dropped)."""
-    base, sep, tail = design.rpartition("_s")
-    return base if sep and base and tail.isdigit() else design
+    return generate.split_design(design)[0]
 
 
 def is_engine(design: str) -> bool:
@@ -38,10 +38,8 @@ def stages(design: str) -> int | None:
     if not is_engine(design):
         return None
     try:
-        from sieve_hw import generate
-
         return generate.latency(design)
-    except (ImportError, ValueError):
+    except ValueError:
         return None
 
 
