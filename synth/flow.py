@@ -47,10 +47,11 @@ class FlowSettings:
     targets: tuple[str, ...] = TARGETS
     pnr: PnrSettings = field(default_factory=PnrSettings)
     yosys_timeout: float | None = 1800.0
-    #: designs whose place and route is skipped outright (reason recorded)
+    #: designs whose place and route is skipped outright (reason recorded; names as in skip_ice40)
     skip_pnr: frozenset[str] = frozenset()
     #: designs whose iCE40 targets are skipped outright, mapping included (reason recorded):
-    #: for units far larger than any iCE40, whose ``synth_ice40`` alone takes many minutes
+    #: for units far larger than any iCE40, whose ``synth_ice40`` alone takes many minutes;
+    #: a design name covers its depth variants (``lanes32`` covers ``lanes32_s2``)
     skip_ice40: frozenset[str] = frozenset()
 
 
@@ -133,7 +134,7 @@ def run_variant(variant: Variant, writer: RtlilWriter, workdir: Path, settings: 
             _guard(record, lambda: yosys.ecp5(il, iface.top, workdir, timeout))
         elif target == "xc7":
             _guard(record, lambda: yosys.xc7(il, iface.top, workdir, timeout))
-        elif variant.design in settings.skip_ice40:
+        elif _named(variant.design, settings.skip_ice40):
             record.update(status="skipped", reason="iCE40 mapping not requested for this design (far larger than any iCE40)")
         else:
             device = target.split("-", 1)[1]
@@ -142,12 +143,20 @@ def run_variant(variant: Variant, writer: RtlilWriter, workdir: Path, settings: 
     return records
 
 
+def _named(design: str, names: frozenset[str]) -> bool:
+    """Whether ``design`` is in ``names`` by its own name or, for a depth variant
+    (``lanes32_s2``), by its design's name (``lanes32``)."""
+    from sieve_hw.generate import split_design
+
+    return design in names or split_design(design)[0] in names
+
+
 def _ice40(variant: Variant, device: str, workdir: Path, settings: FlowSettings,
            area: Callable[[], dict], harness: Callable[[], tuple[str, dict]], iface: Interface) -> dict:
     out = dict(area())
     capacity = DEVICES[device][2]
     out["device_lcs"] = capacity
-    if variant.design in settings.skip_pnr:
+    if _named(variant.design, settings.skip_pnr):
         out.update(fmax_mhz=None, pnr="skipped", pnr_reason="place and route not requested for this design")
         return out
     bare = max(out["lut4"], out["ff"])  # the harness only adds to this lower bound

@@ -268,6 +268,15 @@ def test_report_judges_every_engine_depth(tmp_path):
     assert report.base_design("lanes8_s1") == "lanes8" and report.is_engine("decompressor_s3")
 
 
+def test_skip_lists_cover_depth_variants():
+    from synth.flow import _named
+
+    names = frozenset({"lanes32", "compressor_s2"})
+    assert _named("lanes32", names) and _named("lanes32_s3", names)  # a design covers its depths
+    assert _named("compressor_s2", names) and not _named("compressor_s3", names)
+    assert not _named("compressor", names) and not _named("lanes8_s3", names)
+
+
 def test_cli_rejects_unknown_target(capsys):
     from synth.run import main
 
