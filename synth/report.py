@@ -326,7 +326,7 @@ def markdown(report: dict) -> str:
         " 64 engines at 45 nm ÷ 0.798 µm² per NAND2 × 4.",
         "- 'per engine' = transistors / number of engines (lane units: 2N engines sharing one constant calculator).",
         "- Engine depths: `compressor` / `decompressor` are the default depths (4 and 2 register ranks, latency = ranks);"
-        " `<engine>_s<N>` the other depths (`hw/sieve_hw/*.py` `CUTS`); fixed-format variants use the default depth."
+        " `<engine>_s<N>` the other depths (`hw/sieve_hw/*.py` `CUTS`); each engine depth also has its fixed-format variants (lane units: the default depth only), so configurable ÷ fixed compares equal depths."
         " The target verdicts use the headline transistor figure above; the 're-mapped to CMOS gates' column is"
         " the same netlist after `abc -g cmos3`, shown for comparison only.",
         "- iCE40 counts: `synth_ice40` of the bare design (same netlist for HX8K and UP5K). Fmax: the design inside a"

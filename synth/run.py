@@ -33,7 +33,8 @@ from .tools import nextpnr_ice40, yosys
 #: unsigned 8-bit activation format of the kind the search picks for post-ReLU tensors.
 DEFAULT_FIXED = ("e4m3", "ue3m4b5")
 #: Designs that also get fixed-format variants (the constant calculator with a fixed
-#: format is a set of constants: nothing to compare).
+#: format is a set of constants: nothing to compare); the engines at every depth, so the cost
+#: of configurability is measured at equal depth.
 FIXED_DESIGNS = ("compressor", "decompressor", "lanes1", "lanes8")
 QUICK_DESIGNS = ("constcalc", "compressor", "decompressor", "lanes1")
 #: Designs whose iCE40 targets are skipped by default (they cannot fit any iCE40 device).
@@ -80,8 +81,13 @@ def _variant_of_known(design: str, known: list[str]) -> bool:
 def plan_variants(designs: list[str], fixed: list[Format]) -> list[Variant]:
     """Configurable variants of every design, then fixed-format variants where they apply."""
     out = [Variant(d) for d in designs]
-    out += [Variant(d, f) for d in designs if d in FIXED_DESIGNS for f in fixed]
+    out += [Variant(d, f) for d in designs if _gets_fixed(d) for f in fixed]
     return out
+
+
+def _gets_fixed(design: str) -> bool:
+    """A design of :data:`FIXED_DESIGNS`, or an engine at another depth (``compressor_s1``)."""
+    return design in FIXED_DESIGNS or report.is_engine(design)
 
 
 def hw_revision() -> str | None:

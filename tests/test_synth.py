@@ -277,6 +277,16 @@ def test_skip_lists_cover_depth_variants():
     assert not _named("compressor", names) and not _named("lanes8_s3", names)
 
 
+def test_fixed_variants_at_every_engine_depth():
+    from sieve import Format
+    from synth.run import plan_variants
+
+    fmt = Format.parse("e4m3")
+    variants = plan_variants(["compressor", "compressor_s1", "lanes8", "lanes8_s2", "constcalc"], [fmt])
+    fixed = [v.design for v in variants if v.fixed_format is not None]
+    assert fixed == ["compressor", "compressor_s1", "lanes8"]  # lane depths and the calculator: none
+
+
 def test_cli_rejects_unknown_target(capsys):
     from synth.run import main
 
