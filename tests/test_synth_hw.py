@@ -74,6 +74,6 @@ def test_default_designs_cover_every_depth():
 
     designs = default_designs()
     for engine, depths in generate.DEPTHS.items():
-        default = generate.elaborate(engine).stages
+        default = generate.latency(engine)
         assert engine in designs
         assert {f"{engine}_s{n}" for n in depths if n != default} <= set(designs)

@@ -28,7 +28,7 @@ from .compressor import Compressor
 from .constants import ConstCalc
 from .decompressor import Decompressor
 from .engine import check_stages
-from .lanes import Lanes
+from .lanes import MAX_LANES, Lanes
 
 __all__ = ["DESIGNS", "FIXED_DESIGNS", "FIXED_FORMATS", "DEPTHS", "elaborate", "latency", "split_design",
            "top_name", "write_verilog", "write_rtlil", "write_both", "main"]
@@ -96,6 +96,7 @@ def elaborate(design: str, fixed_format: sieve.Format | str | None = None):
     """The Amaranth component for ``design``: one of :data:`DESIGNS`, or ``lanes<N>`` for any
     N >= 1, optionally with ``_s<N>`` for the pipeline depth (``compressor_s1``, ``lanes8_s3``)."""
     fmt = _format(fixed_format)
+    latency(design)  # every name and depth check first: a failure must leave no half-built component
     base, n, stages = _resolve(design)
     try:
         if n is not None:
@@ -118,6 +119,8 @@ def _resolve(design: str) -> tuple[str, int | None, int | None]:
     n = _lanes(base)
     if n is not None and n < 1:
         raise DesignError(f"design {design!r}: a lane unit needs at least 1 lane")
+    if n is not None and n > MAX_LANES:
+        raise DesignError(f"design {design!r}: lanes must be an integer 1..{MAX_LANES}, got {n}")
     if n is None and base not in ("compressor", "decompressor"):
         if stages is not None:
             raise DesignError(f"design {design!r}: only engines and lane units have a pipeline depth (_s<N>)")
