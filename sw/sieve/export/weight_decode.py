@@ -87,7 +87,8 @@ def _decode_arithmetic(b: GraphBuilder, codes: str, fmt: Format) -> str:
                              b.const(1 << e_bits, np.int64, "i")])
     # value = (lead[e] + man * 2^-M) * scale[e]; field 0 is zero or a subnormal
     lead = np.ones(1 << e_bits, np.float32)
-    scale = np.array([np.ldexp(1.0, e - fmt.bias) for e in range(1 << e_bits)], np.float32)
+    with np.errstate(over="ignore"):  # only a specials field (e8, Inf/NaN codes) reaches 2^128: inf, unused
+        scale = np.array([np.ldexp(1.0, e - fmt.bias) for e in range(1 << e_bits)], np.float32)
     lead[0] = 0.0
     scale[0] = np.float32(np.ldexp(1.0, fmt.min_exponent)) if fmt.subnormals else np.float32(0.0)
     frac = b.op("Mul", [b.op("Cast", [man], to=TensorProto.FLOAT), b.f32(np.ldexp(1.0, -m_bits))])
