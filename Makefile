@@ -56,7 +56,7 @@ synth: setup
 	$(PY) -m synth.run --out build/synth
 
 verify-exhaustive: setup
-	$(PY) -m sim.exhaustive --out build/verify $(if $(FORMAT),--format $(FORMAT)) $(if $(FRACTION),--fraction $(FRACTION))
+	$(PY) -m sim.exhaustive --out build/verify $(if $(FORMAT),--format $(FORMAT)) $(if $(FRACTION),--fraction $(FRACTION)) $(if $(JOBS),--jobs $(JOBS))
 
 cascade: setup
 	$(SIEVE) cascade --pool "$${POOL:-lenet5,convnet,minivgg}" --target 1.0

@@ -8,8 +8,8 @@ a constant register fed by :func:`sieve_hw.constants.calc_constants` in its comb
 loaded once per run, so the ranks and the load/busy handshake are left out) is compiled to C++
 with Yosys ``write_cxxrtl`` and g++ (-O2).  A small C++ driver loads the format record,
 streams inputs ``start .. start+count-1`` through the compressor at one value per clock
-and writes the codes to stdout (a file per chunk); Python compares each chunk with
-:func:`sim.golden.expected_encode` (``sieve.encode``) while the driver already simulates the next.  Chunks are taken in a
+and writes the codes to a file; one driver process per core (``--jobs``) simulates chunks
+while Python compares the finished ones with :func:`sim.golden.expected_encode` (``sieve.encode``).  Chunks are taken in a
 strided order (chunk ``i * stride mod n``) so that a partial run (``--fraction``) still
 samples the whole fp32 range evenly; the report states how much was covered, the measured
 wall time and the extrapolation to all 2^32 inputs.  Results: ``<out>/exhaustive.json``
@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -166,39 +167,52 @@ def _launch(exe: Path, record: int, start: int, count: int, sink: Path) -> tuple
                                 stderr=subprocess.PIPE), time.perf_counter()
 
 
+def default_jobs() -> int:
+    """Driver processes run at once: one per CPU core."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 def check_format(fmt: sieve.Format, exe: Path, fraction: float, chunk_bits: int = CHUNK_BITS,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, jobs: int | None = None) -> dict:
     """Run a fraction of all 2^32 inputs through the RTL; return counts, mismatches, timing.
 
-    The RTL simulation of the next chunk runs (a child process) while this one is compared
-    with the emulator, so on two cores the check takes the longer of the two, not their sum.
+    The RTL simulation (the slow part) runs in ``jobs`` driver processes at once, one chunk
+    each, while this process compares finished chunks with the emulator in chunk order.
     """
     from tqdm import tqdm
 
     from sieve_hw.config import pack_format
 
+    jobs = jobs or default_jobs()
     chunk = 1 << chunk_bits
     n_chunks = TOTAL // chunk
     todo = _order(n_chunks)[: max(1, round(n_chunks * fraction))]
     record = pack_format(fmt)
-    tmp = Path(tempfile.mkdtemp(prefix="chunks-", dir=exe.parent))  # two 64 MB code files
-    sinks = [tmp / f"codes{i}.bin" for i in (0, 1)]
+    tmp = Path(tempfile.mkdtemp(prefix="chunks-", dir=exe.parent))  # one 64 MB code file per job
     mismatches: list[dict] = []
     n_bad = 0
     t0 = time.perf_counter()
     sim_s = 0.0
     bar = tqdm(total=len(todo), desc=str(fmt), unit="chunk", disable=not progress)
-    running = _launch(exe, record, todo[0] * chunk, chunk, sinks[0])
+    running: deque[tuple[int, Path, subprocess.Popen, float]] = deque()
+
+    def launch(i: int) -> None:
+        sink = tmp / f"codes{i}.bin"
+        running.append((todo[i], sink, *_launch(exe, record, todo[i] * chunk, chunk, sink)))
+
     try:
-        for i, c in enumerate(todo):
-            proc, started = running
+        for i in range(min(jobs, len(todo))):
+            launch(i)
+        for i in range(len(todo)):
+            c, sink, proc, started = running.popleft()
             _, err = proc.communicate()
             sim_s += time.perf_counter() - started
             if proc.returncode != 0:
                 raise SieveError(f"CXXRTL driver failed on chunk {c}: {err.decode(errors='replace').strip()}")
-            got = np.fromfile(sinks[i % 2], dtype=np.uint32)
-            if i + 1 < len(todo):
-                running = _launch(exe, record, todo[i + 1] * chunk, chunk, sinks[(i + 1) % 2])
+            got = np.fromfile(sink, dtype=np.uint32)
+            sink.unlink()
+            if i + jobs < len(todo):
+                launch(i + jobs)
             if got.size != chunk:
                 raise SieveError(f"chunk {c}: the RTL returned {got.size} codes for {chunk} inputs")
             start = c * chunk
@@ -212,15 +226,17 @@ def check_format(fmt: sieve.Format, exe: Path, fraction: float, chunk_bits: int 
             bar.set_postfix(mismatches=n_bad)
     finally:
         bar.close()
-        if running[0].poll() is None:  # an error or Ctrl-C left the next chunk running
-            running[0].kill()
-            running[0].wait()
+        for _, _, proc, _ in running:  # an error or Ctrl-C left chunks running
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
         shutil.rmtree(tmp, ignore_errors=True)
     wall = time.perf_counter() - t0
     checked = len(todo) * chunk
     return {"format": str(fmt), "checked": checked, "fraction": checked / TOTAL, "mismatches": n_bad,
-            "examples": mismatches, "wall_seconds": round(wall, 1), "rtl_sim_seconds": round(sim_s, 1),
-            "values_per_second": round(checked / wall), "extrapolated_full_seconds": round(wall * TOTAL / checked)}
+            "examples": mismatches, "jobs": jobs, "wall_seconds": round(wall, 1),
+            "rtl_sim_process_seconds": round(sim_s, 1), "values_per_second": round(checked / wall),
+            "extrapolated_full_seconds": round(wall * TOTAL / checked)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,16 +245,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", action="append", help="format(s) to check (default se4m3b7)")
     p.add_argument("--fraction", type=float, default=float(os.environ.get("SIEVE_EXHAUSTIVE_FRACTION", 1.0)),
                    help="fraction of the 2^32 inputs (strided chunks of 2^24); 1.0 = all")
+    p.add_argument("--jobs", type=int, default=None,
+                   help=f"driver processes at once (default: one per core, {default_jobs()} here)")
     args = p.parse_args(argv)
     try:
         if not 0 < args.fraction <= 1:
             raise SieveError(f"--fraction must be in (0, 1], got {args.fraction}")
+        if args.jobs is not None and args.jobs < 1:
+            raise SieveError(f"--jobs must be at least 1, got {args.jobs}")
         fmts = [sieve.Format.parse(t) for t in (args.format or ["se4m3b7"])]
         out = Path(args.out)
         t0 = time.perf_counter()
         exe = build_driver(out / "cxxrtl")
         build_s = time.perf_counter() - t0
-        results = [check_format(f, exe, args.fraction) for f in fmts]
+        results = [check_format(f, exe, args.fraction, jobs=args.jobs) for f in fmts]
     except (SieveError, sieve.FormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -247,10 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / "exhaustive.json", report)
     lines = ["# Exhaustive compressor check (RTL vs emulator)", "",
              f"CXXRTL model build: {report['build_seconds']} s", "",
-             "| format | inputs checked | fraction of 2^32 | mismatches | wall s | values/s | full 2^32 (s) |",
-             "|---|---|---|---|---|---|---|"]
+             "| format | inputs checked | fraction of 2^32 | mismatches | driver processes | wall s | values/s | full 2^32 (s) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
-        lines.append(f"| {r['format']} | {r['checked']:,} | {r['fraction']:.4f} | {r['mismatches']} | "
+        lines.append(f"| {r['format']} | {r['checked']:,} | {r['fraction']:.4f} | {r['mismatches']} | {r['jobs']} | "
                      f"{r['wall_seconds']} | {r['values_per_second']:,} | {r['extrapolated_full_seconds']:,}"
                      f"{'' if r['fraction'] == 1 else ' (extrapolated)'} |")
     write_text(out / "exhaustive.md", "\n".join(lines) + "\n")

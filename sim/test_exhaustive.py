@@ -28,11 +28,12 @@ def driver() -> Path:
         return exhaustive.build_driver(work)
 
 
-@pytest.mark.parametrize("text", ["se4m3b7", "ue3m4b5", "e5m2"])
-def test_sampled_chunks_equal_the_emulator(driver, text):
+@pytest.mark.parametrize("text, jobs", [("se4m3b7", 1), ("ue3m4b5", 2), ("e5m2", 8)])
+def test_sampled_chunks_equal_the_emulator(driver, text, jobs):
     fraction = 5 / 2 ** (32 - CHUNK_BITS)
-    r = exhaustive.check_format(sieve.Format.parse(text), driver, fraction, chunk_bits=CHUNK_BITS, progress=False)
-    assert r["checked"] == 5 * 4096 and r["mismatches"] == 0, r["examples"]
+    r = exhaustive.check_format(sieve.Format.parse(text), driver, fraction, chunk_bits=CHUNK_BITS, progress=False,
+                                jobs=jobs)
+    assert r["checked"] == 5 * 4096 and r["mismatches"] == 0 and r["jobs"] == jobs, r["examples"]
     assert not list(driver.parent.glob("chunks-*")), "chunk files left behind"
 
 
@@ -45,17 +46,20 @@ def test_a_disagreement_is_reported(driver, monkeypatch):
         return codes
 
     monkeypatch.setattr(exhaustive, "expected_encode", off_by_one)
-    r = exhaustive.check_format(sieve.Format.parse("se4m3b7"), driver, 2 / 2 ** (32 - CHUNK_BITS),
-                                chunk_bits=CHUNK_BITS, progress=False)
-    assert r["mismatches"] == 2 and len(r["examples"]) == 2
-    first = r["examples"][0]
-    assert first["rtl"] ^ first["emulator"] == 1 and int(first["input"], 16) % 4096 == 7
+    r = exhaustive.check_format(sieve.Format.parse("se4m3b7"), driver, 3 / 2 ** (32 - CHUNK_BITS),
+                                chunk_bits=CHUNK_BITS, progress=False, jobs=2)
+    assert r["mismatches"] == 3 and len(r["examples"]) == 3
+    order = exhaustive._order(2 ** (32 - CHUNK_BITS))[:3]  # reported in chunk order, whoever finished first
+    assert [int(e["input"], 16) for e in r["examples"]] == [c * 4096 + 7 for c in order]
+    assert all(e["rtl"] ^ e["emulator"] == 1 for e in r["examples"])
 
 
-def test_cli_rejects_a_bad_fraction(tmp_path, capsys):
-    assert exhaustive.main(["--fraction", "0", "--out", str(tmp_path / "v")]) == 2
+@pytest.mark.parametrize("args, message", [(["--fraction", "0"], "error: --fraction"),
+                                           (["--jobs", "0"], "error: --jobs")])
+def test_cli_rejects_bad_arguments(tmp_path, capsys, args, message):
+    assert exhaustive.main([*args, "--out", str(tmp_path / "v")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --fraction") and err.count("\n") == 1
+    assert err.startswith(message) and err.count("\n") == 1
     assert not (tmp_path / "v").exists()
 
 
