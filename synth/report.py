@@ -69,21 +69,39 @@ def checks(records: list[dict], throughput: list[dict] | None = None) -> list[di
             })
     engines = [d for d in dict.fromkeys(r["design"] for r in records) if is_engine(d)]
     for engine in engines:
-        gen = idx.get((engine, "configurable", "generic"))
-        depth = stages(engine)
-        if _ok(gen):
-            out.append({
-                "engine": engine, "stages": depth, "check": "transistors incl. flip-flops (Yosys CMOS estimate)",
-                "value": gen["transistors"], "limit": f"<= {TRANSISTOR_LIMIT}",
-                "pass": gen["transistors_complete"] and gen["transistors"] <= TRANSISTOR_LIMIT,
-            })
-        hx = idx.get((engine, "configurable", "ice40-hx8k"))
-        if _ok(hx) and hx.get("pnr") == "ok":
-            out.append({
-                "engine": engine, "stages": depth, "check": "iCE40 HX8K Fmax (nextpnr, MHz)",
-                "value": hx["fmax_mhz"], "limit": f">= {FMAX_TARGET_MHZ:g}",
-                "pass": hx["fmax_mhz"] >= FMAX_TARGET_MHZ,
-            })
+        out += _area_fmax_checks(idx, engine, "configurable")
+    return out
+
+
+def fixed_reference(records: list[dict]) -> list[dict]:
+    """The same area and Fmax checks on the fixed-format engines: not a verdict (the targets are
+    for configurable engines) but what the budget buys when the format is baked in."""
+    idx = _index(records)
+    out = []
+    for design, variant in dict.fromkeys((r["design"], r["variant"]) for r in records):
+        if is_engine(design) and variant != "configurable":
+            out += [{**c, "engine": f"{design} {variant}"} for c in _area_fmax_checks(idx, design, variant)]
+    return out
+
+
+def _area_fmax_checks(idx: dict, engine: str, variant: str) -> list[dict]:
+    """The transistor-budget and HX8K-Fmax checks of one engine variant (those measured)."""
+    out = []
+    depth = stages(engine)
+    gen = idx.get((engine, variant, "generic"))
+    if _ok(gen):
+        out.append({
+            "engine": engine, "stages": depth, "check": "transistors incl. flip-flops (Yosys CMOS estimate)",
+            "value": gen["transistors"], "limit": f"<= {TRANSISTOR_LIMIT}",
+            "pass": gen["transistors_complete"] and gen["transistors"] <= TRANSISTOR_LIMIT,
+        })
+    hx = idx.get((engine, variant, "ice40-hx8k"))
+    if _ok(hx) and hx.get("pnr") == "ok":
+        out.append({
+            "engine": engine, "stages": depth, "check": "iCE40 HX8K Fmax (nextpnr, MHz)",
+            "value": hx["fmax_mhz"], "limit": f">= {FMAX_TARGET_MHZ:g}",
+            "pass": hx["fmax_mhz"] >= FMAX_TARGET_MHZ,
+        })
     return out
 
 
@@ -138,6 +156,7 @@ def build(records: list[dict], meta: dict, throughput: list[dict] | None = None,
         "breakdown": breakdown or [],
         "checks": checks(records, throughput),
         "configurability": configurability(records),
+        "fixed_reference": fixed_reference(records),
         "dominant_cells": dominant_cells(records),
     }
 
@@ -250,6 +269,9 @@ def markdown(report: dict) -> str:
         lines += [""] + _configuration_summary(report["checks"])
         lines.append("")
         lines.append(f"Per-engine budget: {TRANSISTOR_LIMIT:,} transistors; Fmax target {FMAX_TARGET_MHZ:g} MHz on iCE40 HX8K.")
+        if report.get("fixed_reference"):
+            lines += ["", "For reference (not judged: the targets are for configurable engines), the same checks with the"
+                      " format baked in:", ""] + _configuration_summary(report["fixed_reference"])[:-1]
     else:
         lines.append("No engine records (compressor / decompressor) in this run.")
     lines.append("")

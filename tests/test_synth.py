@@ -246,6 +246,11 @@ def test_report_checks_and_configurability(tmp_path):
     assert "**NO**" in md and "3,000" in md  # lanes8 per-engine column = 48,000 / 16
     assert "does not fit" in md
     assert json.loads((tmp_path / "report.json").read_text())["checks"] == rep["checks"]
+    # the fixed-format engine is measured against the same targets, as a reference only
+    assert [(c["engine"], c["pass"]) for c in rep["fixed_reference"]] == [
+        ("compressor fixed-se4m3b7", True), ("compressor fixed-se4m3b7", True)]
+    assert "- `compressor fixed-se4m3b7`: meets both targets." in md
+    assert ("compressor fixed-se4m3b7", "transistors") not in verdict  # not judged
 
 
 def test_report_judges_every_engine_depth(tmp_path):
