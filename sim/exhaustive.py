@@ -1,6 +1,6 @@
 """Exhaustive compressor check: every one of the 2^32 fp32 inputs, RTL against the emulator.
 
-``python -m sim.exhaustive --out build/verify [--format se4m3b7] [--fraction 1.0]``
+``python -m sim.exhaustive --out build/verify [--format se4m3b7] [--fraction 1.0] [--jobs N]``
 
 The configurable compressor engine (the same Amaranth component every lane instantiates) behind
 a constant register fed by :func:`sieve_hw.constants.calc_constants` in its combinational form
@@ -9,10 +9,10 @@ loaded once per run, so the ranks and the load/busy handshake are left out) is c
 with Yosys ``write_cxxrtl`` and g++ (-O2).  A small C++ driver loads the format record,
 streams inputs ``start .. start+count-1`` through the compressor at one value per clock
 and writes the codes to a file; one driver process per core (``--jobs``) simulates chunks
-while Python compares the finished ones with :func:`sim.golden.expected_encode` (``sieve.encode``).  Chunks are taken in a
-strided order (chunk ``i * stride mod n``) so that a partial run (``--fraction``) still
-samples the whole fp32 range evenly; the report states how much was covered, the measured
-wall time and the extrapolation to all 2^32 inputs.  Results: ``<out>/exhaustive.json``
+while Python compares the finished ones with :func:`sim.golden.expected_encode`
+(``sieve.encode``).  Chunks are taken in a strided order (chunk ``i * stride mod n``) so
+that a partial run (``--fraction``) still samples the whole fp32 range evenly; the report
+states how much was covered, the measured wall time and the extrapolation to all 2^32 inputs.  Results: ``<out>/exhaustive.json``
 and ``exhaustive.md``.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -160,13 +159,6 @@ def _order(n_chunks: int) -> list[int]:
     return [(i * stride) % n_chunks for i in range(n_chunks)]
 
 
-def _launch(exe: Path, record: int, start: int, count: int, sink: Path) -> tuple[subprocess.Popen, float]:
-    """Start the driver on inputs ``start .. start+count-1``, codes to ``sink``."""
-    with open(sink, "wb") as f:  # the child keeps its own descriptor
-        return subprocess.Popen([str(exe), str(record), str(start), str(count)], stdout=f,
-                                stderr=subprocess.PIPE), time.perf_counter()
-
-
 def default_jobs() -> int:
     """Driver processes run at once: one per CPU core."""
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
@@ -197,8 +189,12 @@ def check_format(fmt: sieve.Format, exe: Path, fraction: float, chunk_bits: int 
     running: deque[tuple[int, Path, subprocess.Popen, float]] = deque()
 
     def launch(i: int) -> None:
+        """Start a driver on chunk ``todo[i]``, its codes going to a file of its own."""
         sink = tmp / f"codes{i}.bin"
-        running.append((todo[i], sink, *_launch(exe, record, todo[i] * chunk, chunk, sink)))
+        with open(sink, "wb") as f:  # the child keeps its own descriptor
+            proc = subprocess.Popen([str(exe), str(record), str(todo[i] * chunk), str(chunk)], stdout=f,
+                                    stderr=subprocess.PIPE)
+        running.append((todo[i], sink, proc, time.perf_counter()))
 
     try:
         for i in range(min(jobs, len(todo))):
