@@ -75,12 +75,9 @@ def latency(design: str) -> dict[str, int] | int:
     base, n, stages = _resolve(design)
     if base == "constcalc":
         return ConstCalc.LATENCY
-    try:
-        if n is not None:
-            return {"compressor": check_stages(Compressor, stages), "decompressor": check_stages(Decompressor, stages)}
-        return check_stages(Compressor if base == "compressor" else Decompressor, stages)
-    except ValueError as exc:
-        raise DesignError(f"design {design!r}: {exc}") from None
+    if n is not None:
+        return {"compressor": check_stages(Compressor, stages), "decompressor": check_stages(Decompressor, stages)}
+    return check_stages(Compressor if base == "compressor" else Decompressor, stages)
 
 
 def _lanes(design: str) -> int | None:
@@ -96,8 +93,7 @@ def elaborate(design: str, fixed_format: sieve.Format | str | None = None):
     """The Amaranth component for ``design``: one of :data:`DESIGNS`, or ``lanes<N>`` for any
     N >= 1, optionally with ``_s<N>`` for the pipeline depth (``compressor_s1``, ``lanes8_s3``)."""
     fmt = _format(fixed_format)
-    latency(design)  # every name and depth check first: a failure must leave no half-built component
-    base, n, stages = _resolve(design)
+    base, n, stages = _resolve(design)  # every check first: a refusal leaves no half-built component
     try:
         if n is not None:
             return Lanes(n, fmt, stages)
@@ -114,7 +110,7 @@ def elaborate(design: str, fixed_format: sieve.Format | str | None = None):
 
 def _resolve(design: str) -> tuple[str, int | None, int | None]:
     """``(base name, lane count or None, depth or None)`` of a design name, or the DesignError
-    for an unknown name, a lane unit without lanes, or a depth on something without a pipeline."""
+    for an unknown name, a lane count out of range, or a depth its engines do not offer."""
     base, stages = split_design(design)
     n = _lanes(base)
     if n is not None and n < 1:
@@ -126,6 +122,13 @@ def _resolve(design: str) -> tuple[str, int | None, int | None]:
             raise DesignError(f"design {design!r}: only engines and lane units have a pipeline depth (_s<N>)")
         if base != "constcalc":
             raise DesignError(f"unknown design {design!r}; known: {', '.join(DESIGNS)} (or lanes<N>)")
+    engines = (Compressor, Decompressor) if n is not None else {"compressor": (Compressor,),
+                                                                "decompressor": (Decompressor,)}.get(base, ())
+    try:
+        for cls in engines:
+            check_stages(cls, stages)
+    except ValueError as exc:
+        raise DesignError(f"design {design!r}: {exc}") from None
     return base, n, stages
 
 
