@@ -412,3 +412,31 @@ def test_magnitude_bounds():
     assert rounded["y"] == pytest.approx(21.0) and rounded["s"] == pytest.approx(42.0) and rounded["e"] == np.inf
     nan_codes = magnitude_bounds(graph, {"w": w}, {0: P("e4m3+fn+ovnan")})  # a NaN input stays NaN
     assert nan_codes["y"] == np.inf
+
+
+def test_profile_lists_the_rounding_operators(exported):
+    """``op_times`` sees what the full file adds to the optimized graph (the weight decode is
+    folded at session start, so neither file shows its Gather / bit arithmetic)."""
+    from sieve.export.profile import op_times
+
+    _, paths = exported
+    base, full = op_times(paths["fp32"], batch=4, runs=2), op_times(paths["full"], batch=4, runs=2)
+    calls = {name: {o["op"]: o["calls"] for o in prof["ops"]} for name, prof in (("fp32", base), ("full", full))}
+    assert sum(calls["full"].values()) > sum(calls["fp32"].values())
+    assert "Gather" not in calls["full"] and "ReduceSum" not in calls["full"]
+    for prof in (base, full):
+        assert prof["batch"] == 4 and prof["runs"] == 2 and prof["run_ms"] > 0
+        assert abs(sum(o["share"] for o in prof["ops"]) - 1.0) < 1e-9
+        assert all(o["calls"] == int(o["calls"]) for o in prof["ops"])  # whole calls per inference
+
+
+def test_cli_inspect_profile(exported, capsys, tmp_path):
+    from sieve.cli.main import main
+
+    _, paths = exported
+    assert main(["inspect", str(paths["full"]), "--profile", "--batch", "2", "--runs", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "onnxruntime kernel time, batch 2" in text and "Conv" in text
+    assert main(["inspect", str(paths["full"]), "--profile", "--batch", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: profiling needs batch >= 1") and err.count("\n") == 1

@@ -26,6 +26,10 @@ def register(sub) -> None:
     q = sub.add_parser("inspect", help="list the compressed tensors of a SIEVE ONNX file")
     q.add_argument("file", help="an .onnx file written by `sieve export`")
     q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    q.add_argument("--profile", action="store_true",
+                   help="also time the file in onnxruntime (1 thread) and list kernel time per operator type")
+    q.add_argument("--batch", type=int, default=1, help="batch size for --profile (default 1)")
+    q.add_argument("--runs", type=int, default=10, help="timed inference calls for --profile (default 10)")
     q.set_defaults(func=run_inspect)
 
 
@@ -63,8 +67,22 @@ def run_inspect(args) -> int:
     from ..export.inspect import format_table, inspect_onnx
 
     info = inspect_onnx(args.file)
+    if args.profile:
+        from ..export.profile import op_times
+
+        info["profile"] = op_times(args.file, batch=args.batch, runs=args.runs)
     print(json.dumps(info, indent=2) if args.json else format_table(info))
+    if args.profile and not args.json:
+        print(_profile_table(info["profile"]))
     return 0
+
+
+def _profile_table(prof: dict) -> str:
+    lines = [f"\nonnxruntime kernel time, batch {prof['batch']}, {prof['threads']} thread, mean of "
+             f"{prof['runs']} calls: {prof['run_ms']:.3f} ms per call",
+             f"{'operator':<22}{'calls':>7}{'ms':>10}{'share':>8}"]
+    lines += [f"{o['op']:<22}{o['calls']:>7g}{o['ms']:>10.3f}{o['share']:>8.1%}" for o in prof["ops"]]
+    return "\n".join(lines)
 
 
 __all__ = ["register", "run_export", "run_inspect"]
