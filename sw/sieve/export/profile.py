@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import SieveError
+from .verify import session
 
 __all__ = ["op_times"]
 
@@ -45,13 +46,7 @@ def op_times(path: str | Path, batch: int = 1, runs: int = 10, warmup: int = 3, 
     if not Path(path).is_file():
         raise SieveError(f"no such ONNX file: {path}")
     with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        so.enable_profiling = True
-        so.profile_file_prefix = str(Path(tmp) / "profile")
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        sess = session(str(path), threads, profile_prefix=str(Path(tmp) / "profile"))
         name, shape = _input_shape(sess, batch)
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         for _ in range(warmup + runs):

@@ -29,14 +29,19 @@ def file_plan(path: str, plan: dict[str, Format]) -> dict[str, Format]:
     return {n: f for n, f in plan.items() if n in names}
 
 
-def session(model: str | bytes, threads: int = 1, optimized_path: str | None = None) -> ort.InferenceSession:
-    """A plain CPU onnxruntime session (default optimizations, which fold the weight decode)."""
+def session(model: str | bytes, threads: int = 1, optimized_path: str | None = None,
+            profile_prefix: str | None = None) -> ort.InferenceSession:
+    """A plain CPU onnxruntime session (default optimizations, which fold the weight decode);
+    with ``profile_prefix`` onnxruntime profiles it (``end_profiling()`` names the JSON)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     if optimized_path:
         so.optimized_model_filepath = optimized_path
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
