@@ -147,13 +147,14 @@ def dominant_cells(records: list[dict], top: int = 6) -> dict[str, dict]:
 
 
 def build(records: list[dict], meta: dict, throughput: list[dict] | None = None,
-          breakdown: list[dict] | None = None) -> dict:
+          breakdown: list[dict] | None = None, contracts: list[dict] | None = None) -> dict:
     """The whole report as one JSON-able dict."""
     return {
         "meta": meta,
         "records": records,
         "throughput": throughput or [],
         "breakdown": breakdown or [],
+        "contracts": contracts or [],
         "checks": checks(records, throughput),
         "configurability": configurability(records),
         "fixed_reference": fixed_reference(records),
@@ -326,6 +327,8 @@ def markdown(report: dict) -> str:
             lines.append(f"| {form} | {row['step']} | {row['transistors']:,} | {row['input_bits']} → {row['output_bits']} | {cells} |")
         lines.append("")
 
+    lines += _contract_lines(report)
+
     paths = [r for r in records if r.get("target") == "ice40-hx8k" and r.get("pnr") == "ok" and r.get("critical_path")]
     if paths:
         lines += ["## iCE40 HX8K critical paths", "",
@@ -362,10 +365,41 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _budget_cell(transistors: int) -> str:
+    return f"**{transistors:,}**" if transistors <= TRANSISTOR_LIMIT else f"{transistors:,}"
+
+
+def _contract_lines(report: dict) -> list[str]:
+    """The engines per run-time contract (``synth.contracts``) beside the fixed-format engines."""
+    rows = report.get("contracts") or []
+    if not rows:
+        return []
+    names = list(dict.fromkeys(r["contract"] for r in rows))
+    fixed = {(r["design"], r["variant"]): r["transistors"] for r in report["records"]
+             if r.get("target") == "generic" and r.get("status") == "ok" and r["variant"] != "configurable"}
+    variants = list(dict.fromkeys(v for _, v in fixed))
+    lines = ["## The price of each run-time freedom (engines for narrower format families)", "",
+             "Transistors incl. flip-flops (same generic script and CMOS estimate). Each contract pins the constants"
+             " that never change over its family (`hw/sieve_hw/contracts.py`; `sim/test_contracts.py` proves the"
+             " calculator gives exactly those values for the family's formats); bold = within the 4,700 budget.", ""]
+    lines += [f"- `{n}`: {next(r['summary'] for r in rows if r['contract'] == n)}" for n in names] + [""]
+    lines += ["| engine | depth | " + " | ".join(names + [f"fixed {v.removeprefix('fixed-')}" for v in variants]) + " |",
+              "|---|---:|" + "---:|" * (len(names) + len(variants))]
+    cells: dict[tuple[str, int], dict[str, str]] = {}
+    for r in rows:
+        t = r.get("transistors")
+        cells.setdefault((r["design"], r["stages"]), {})[r["contract"]] = "failed" if t is None else _budget_cell(t)
+    for (design, stages), by_name in cells.items():
+        engine = next(r["engine"] for r in rows if r["design"] == design)
+        fixed_cells = ["–" if fixed.get((design, v)) is None else _budget_cell(fixed[(design, v)]) for v in variants]
+        lines.append(f"| {engine} | {stages} | " + " | ".join([by_name.get(n, "–") for n in names] + fixed_cells) + " |")
+    return lines + [""]
+
+
 def write(out_dir: Path, records: list[dict], meta: dict, throughput: list[dict] | None = None,
-          breakdown: list[dict] | None = None) -> dict:
+          breakdown: list[dict] | None = None, contracts: list[dict] | None = None) -> dict:
     """Write ``report.json`` and ``report.md`` atomically; return the report dict."""
-    report = build(records, meta, throughput, breakdown)
+    report = build(records, meta, throughput, breakdown, contracts)
     write_json(Path(out_dir) / "report.json", report)
     write_text(Path(out_dir) / "report.md", markdown(report))
     return report

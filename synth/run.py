@@ -132,9 +132,16 @@ def step_breakdown(out_dir: Path) -> list[dict]:
     return rows
 
 
+def contract_ablation(out_dir: Path) -> list[dict]:
+    """The engines at every depth for every run-time contract (``synth.contracts``)."""
+    from .contracts import contract_rows
+
+    return contract_rows(out_dir)
+
+
 def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings: FlowSettings,
                command: str, workers: int = 1, throughput_runs: list[dict] | None = None,
-               breakdown: bool = False) -> dict:
+               breakdown: bool = False, contracts: bool = False) -> dict:
     """Run every (variant, RTLIL writer) through the flow; write and return the report."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,6 +177,7 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
     bar.close()
     records = [r for recs in results for r in recs]
     rows = step_breakdown(out_dir / "breakdown") if breakdown else None
+    contract_figures = contract_ablation(out_dir / "contracts") if contracts else None
     meta = {
         "command": command,
         "hw_revision": revision,
@@ -181,7 +189,7 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    return report.write(out_dir, records, meta, throughput_runs, rows)
+    return report.write(out_dir, records, meta, throughput_runs, rows, contract_figures)
 
 
 def _csv(text: str) -> list[str]:
@@ -208,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="values streamed per engine in the throughput simulation (0 skips it; default 1000)")
     p.add_argument("--no-breakdown", action="store_true",
                    help="skip the per-step transistor breakdown of the engines (synth.breakdown, ~1 min)")
+    p.add_argument("--no-contracts", action="store_true",
+                   help="skip the engines synthesised for narrower format families (synth.contracts, ~25 s)")
     p.add_argument("--jobs", type=int, default=1, help="design variants synthesised in parallel (default 1)")
     return p
 
@@ -244,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         values = min(args.throughput_values, 200) if args.quick else args.throughput_values
         runs = measure_throughput(fixed or [Format.parse(DEFAULT_FIXED[0])], values) if values > 0 else []
         rep = synthesize(Path(args.out), jobs, settings, command, workers=args.jobs, throughput_runs=runs,
-                         breakdown=not (args.no_breakdown or args.quick))
+                         breakdown=not (args.no_breakdown or args.quick),
+                         contracts=not (args.no_contracts or args.quick))
     except SieveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,10 @@ step for a form that suits the depth (the compressor's exponent arithmetic besid
 from 3 ranks on).  A cut after the last step is an output register.  ``stages`` = number of
 register ranks = latency in clock cycles.
 
+A configurable engine may be elaborated for a narrower run-time *contract*
+(:mod:`sieve_hw.contracts`): the constants fixed over that family of formats are wired in, so
+synthesis drops the logic only other formats need; the ports stay the same.
+
 The shell owns the signature (valid/ready in and out, the constant record ``k`` unless the
 format is baked in) and the stall-all :class:`~.pipeline.Pipeline`: every rank advances
 together when the last one is empty or its value is taken, so one value per clock with no
@@ -26,6 +30,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .constants import CONST_LAYOUT, fixed_constants
+from .contracts import contract as get_contract, pin
 from .pipeline import Pipeline
 
 __all__ = ["StreamEngine", "check_stages"]
@@ -59,8 +64,21 @@ class StreamEngine(wiring.Component):
         """The step functions at depth ``stages`` (an engine may trade area for speed per depth)."""
         return cls.STEPS
 
-    def __init__(self, fixed_format=None, stages: int | None = None):
-        self.stages = check_stages(type(self), stages)
+    def __new__(cls, fixed_format=None, stages: int | None = None, contract: str = "full", *, src_loc_at: int = 0):
+        # refuse bad parameters before Amaranth registers the object as must-use (a refused
+        # engine would otherwise warn "created but never used" when collected)
+        cls._check(fixed_format, stages, contract)
+        return super().__new__(cls, src_loc_at=src_loc_at + 1)
+
+    @classmethod
+    def _check(cls, fixed_format, stages, contract: str) -> tuple[int, str]:
+        """(depth, contract name) for the parameters, or ValueError."""
+        if fixed_format is not None and contract != "full":
+            raise ValueError("a fixed-format engine has no run-time contract to narrow; pass contract='full'")
+        return check_stages(cls, stages), get_contract(contract).name
+
+    def __init__(self, fixed_format=None, stages: int | None = None, contract: str = "full", *, src_loc_at: int = 0):
+        self.stages, self.contract = self._check(fixed_format, stages, contract)
         self.latency = self.stages
         members = {
             "i_valid": In(1), "i_ready": Out(1), "i_data": In(32),
@@ -75,6 +93,8 @@ class StreamEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         k = self.k if self.fixed_format is None else fixed_constants(m, self.fixed_format)
+        if self.fixed_format is None:
+            k = pin(m, k, self.contract)
         cuts = type(self).CUTS[self.stages]
         p = Pipeline(m, self.i_valid, self.o_ready, self.stages, self.prefix)
         sig: dict[str, Value] = {"x": self.i_data}

@@ -1,0 +1,106 @@
+"""Narrower run-time contracts: what an engine costs when it serves a family of formats only.
+
+Why: the configurable engines serve *every* legal Format (three special-value conventions,
+three overflow policies, two rounding modes, subnormals on or off).  An architect who knows
+which formats a workload uses wants the price of each of those freedoms.  A *contract* names a
+family of formats; over that family some of the calculator's constants
+(:data:`~.constants.CONST_LAYOUT`) never change, and :func:`pin` wires them into the engine as
+constants (or as the simpler expression they reduce to), so synthesis removes the logic that
+only other families need.  Nothing else changes: the engine still reads the same ``k`` record
+from the shared constant calculator, and for a format of the family it receives exactly the
+values it would have been pinned to (``sim/test_contracts.py`` proves this against the
+calculator's RTL for the family's formats), so a pinned engine equals the full one there.
+
+Contracts (``synth.contracts`` synthesises each):
+
+``full``
+    every legal Format (the configurable engines as generated).
+``search``
+    what ``sieve search`` emits: nearest-even rounding, saturation, no special values;
+    exponent and mantissa width, bias, sign and subnormals stay run-time.
+``search_nosub``
+    ``search`` without subnormals: only widths, bias and sign are run-time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Union
+
+from amaranth import Module, Signal, Value
+
+from sieve.cfloat import Format
+
+from .constants import CONST_LAYOUT
+
+__all__ = ["Contract", "CONTRACTS", "contract", "pin"]
+
+#: A pinned constant: an integer, or a function of the incoming record (for a constant that
+#: reduces to another field over the family, e.g. ``nan_sign_inv`` = ``signed``).
+Tie = Union[int, Callable[[object], Value]]
+
+#: The constants the search family (nearest-even, saturate, specials none) fixes, with the
+#: calculator's expressions they come from (:func:`~.constants.calc_constants`).
+_SEARCH_TIES: dict[str, Tie] = {
+    "rne": 1,                           # rounding == nearest_even
+    "ovf_nan": 0,                       # overflow != nan
+    "inf_nan": 0,                       # ~ieee & ov_nan
+    "bump_inf": 0,                      # ieee & ~ov_inf
+    "bump_nan": 0,                      # (ieee & ~ov_inf) | fn
+    "nan_bit": 0,                       # ieee ? quiet bit : 0
+    "nan_zero": 1,                      # none | fnuz
+    "nan_sign_keep": 0,                 # sgn & (ieee | fn)
+    "nan_sign_inv": lambda k: k.signed,  # sgn & none
+    "nan_sign_one": 0,                  # sgn & fnuz
+    "fnuz": 0,
+    "ieee": 0,
+    "fn": 0,
+}
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A family of formats and the engine constants that are fixed over it."""
+
+    name: str
+    summary: str
+    #: membership of a legal Format
+    admits: Callable[[Format], bool]
+    #: field of CONST_LAYOUT -> its value over the whole family
+    ties: dict[str, Tie] = field(default_factory=dict)
+
+
+def _search_family(fmt: Format) -> bool:
+    return fmt.rounding == "nearest_even" and fmt.overflow == "saturate" and fmt.specials == "none"
+
+
+CONTRACTS: dict[str, Contract] = {c.name: c for c in (
+    Contract("full", "every legal Format", lambda fmt: True),
+    Contract("search", "nearest-even, saturate, no specials (what `sieve search` emits); "
+             "widths, bias, sign, subnormals run-time", _search_family, dict(_SEARCH_TIES)),
+    Contract("search_nosub", "as `search`, subnormals off; widths, bias, sign run-time",
+             lambda fmt: _search_family(fmt) and not fmt.subnormals, {**_SEARCH_TIES, "sub_en": 0}),
+)}
+
+
+def contract(name: str) -> Contract:
+    """The contract called ``name``, or a ValueError listing the known ones."""
+    try:
+        return CONTRACTS[name]
+    except KeyError:
+        raise ValueError(f"unknown contract {name!r}; known: {', '.join(CONTRACTS)}") from None
+
+
+def pin(m: Module, k, name: str):
+    """``k`` with the contract's constants wired in (a new record; ``k`` itself is untouched)."""
+    ties = contract(name).ties
+    bad = sorted(set(ties) - set(CONST_LAYOUT.members))
+    if bad:
+        raise ValueError(f"contract {name!r} pins unknown constants {bad}")
+    if not ties:
+        return k
+    pinned = Signal(CONST_LAYOUT, name=f"k_{name}")
+    m.d.comb += pinned.eq(k)
+    for fname, tie in ties.items():
+        m.d.comb += getattr(pinned, fname).eq(tie(k) if callable(tie) else tie)
+    return pinned

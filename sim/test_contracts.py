@@ -1,0 +1,78 @@
+"""A contract pins only what its family of formats never changes, so a pinned engine equals the full one there.
+
+:mod:`sieve_hw.contracts` wires some of the calculator's constants into an engine as fixed
+values.  That is safe exactly when, for every format of the family, the calculator itself
+produces those values: then the pinned engine sees the same constants as the full engine
+(which the golden sweeps verify) and computes the same codes.  The calculator's RTL is run
+here on the family's formats of the sampled legal set (every width x sign x policy
+combination at its extreme and default biases) and every pinned field is compared.
+Synthesis must then actually shrink the engine (the pin reaches the netlist).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sieve_hw.compressor import Compressor
+from sieve_hw.contracts import CONTRACTS, contract
+from sieve_hw.decompressor import Decompressor
+
+from .test_constcalc import field, run_constcalc, sampled_formats
+
+
+class _Fields:
+    """A constant-bus value read field by field (what a callable tie is applied to)."""
+
+    def __init__(self, k: int):
+        self._k = k
+
+    def __getattr__(self, name: str) -> int:
+        return field(self._k, name)
+
+
+@pytest.mark.parametrize("name", [n for n, c in CONTRACTS.items() if c.ties])
+def test_pinned_constants_are_what_the_calculator_gives_the_family(name):
+    from sieve_hw.config import pack_format
+
+    c = contract(name)
+    fmts = [f for f in sampled_formats() if c.admits(f)]
+    assert len(fmts) > 300, f"too few {name} formats sampled ({len(fmts)})"
+    assert {f.exp_bits for f in fmts} == set(range(1, 9)) and {f.signed for f in fmts} == {True, False}
+    ks, errs = run_constcalc([pack_format(f) for f in fmts], f"contract-{name}")
+    bad = []
+    for f, k, err in zip(fmts, ks, errs):
+        assert not err, f"{f}: the calculator flags a legal format"
+        for fname, tie in c.ties.items():
+            want = tie(_Fields(k)) if callable(tie) else tie
+            if field(k, fname) != want:
+                bad.append(f"{f}: {fname} is {field(k, fname)}, pinned to {want}")
+    assert not bad, "\n".join(bad[:20])
+
+
+def test_contracts_admit_the_formats_they_name():
+    import sieve
+
+    search = contract("search")
+    assert search.admits(sieve.Format(3, 4, 6, signed=False, subnormals=True))
+    assert not search.admits(sieve.Format.parse("float8_e5m2"))
+    assert not contract("search_nosub").admits(sieve.Format(3, 4, 6, subnormals=True))
+    assert contract("full").admits(sieve.Format.parse("float8_e5m2"))
+
+
+def test_bad_contracts_are_refused():
+    with pytest.raises(ValueError, match="unknown contract 'tiny'; known: full, search, search_nosub"):
+        Compressor(stages=1, contract="tiny")
+    with pytest.raises(ValueError, match="fixed-format engine has no run-time contract"):
+        Decompressor("se4m3b7", contract="search")
+
+
+def test_pinning_shrinks_the_synthesised_engine(tmp_path: Path):
+    from synth.contracts import contract_rows
+
+    rows = contract_rows(tmp_path, engines=("decompressor",), contracts=("full", "search_nosub"))
+    by = {(r["stages"], r["contract"]): r["transistors"] for r in rows}
+    assert set(by) == {(s, c) for s in Decompressor.CUTS for c in ("full", "search_nosub")}
+    for s in Decompressor.CUTS:
+        assert by[(s, "search_nosub")] < 0.9 * by[(s, "full")], by
