@@ -20,9 +20,10 @@ def _corner_values(fmt: Format) -> np.ndarray:
     base = [0.0, -0.0, np.inf, -np.inf, np.nan, fmt.max_value, fmt.min_value, fmt.min_normal,
             fmt.min_value / 2, fmt.min_normal / 2, fmt.max_value * 2, 1.0, 1.5, 3.0, 1e-45, 1e-40,
             3.4e38, 1e-30, 1e30]
-    vals = np.array(base, dtype=np.float32)
-    up = np.nextafter(vals, np.float32(np.inf))
-    down = np.nextafter(vals, np.float32(-np.inf))
+    with np.errstate(over="ignore"):  # 2 * Max past float32's range is meant to become Inf
+        vals = np.array(base, dtype=np.float32)
+        up = np.nextafter(vals, np.float32(np.inf))
+        down = np.nextafter(vals, np.float32(-np.inf))
     # exact ties between neighbouring representable values
     grid = sieve.decode_table(fmt)[:: max(1, (1 << fmt.width) // 64)] if fmt.width <= 16 else np.zeros(0, np.float32)
     grid = grid[np.isfinite(grid)]
