@@ -3,9 +3,9 @@
 Why: the report's "cost of configurability" compares two extremes, every legal Format at run
 time against one format baked in.  Between them sit the families a deployment actually needs
 (:mod:`sieve_hw.contracts`: e.g. only the formats ``sieve search`` emits).  Here every engine,
-at every depth it offers, is synthesised for each contract with the same generic Yosys script
-and CMOS estimate as the main report (:func:`synth.yosys.generic`), so the steps between the
-extremes say which freedom costs what.
+at every depth it offers, goes through the main report's flow for each contract (generic
+cells and the CMOS estimate; iCE40 HX8K place and route for Fmax), so the steps between the
+extremes say which freedom costs what, and whether any family meets both targets at once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from sieve.errors import SieveError
 
-from . import yosys
+from .flow import FlowSettings, Variant, run_variant
 
 __all__ = ["contract_rows"]
 
@@ -30,11 +30,21 @@ def _engines():
     return {"compressor": Compressor, "decompressor": Decompressor}
 
 
-def contract_rows(out_dir: Path, engines: tuple[str, ...] = ("compressor", "decompressor"),
-                  contracts: tuple[str, ...] | None = None, timeout: float | None = 600.0) -> list[dict]:
-    """Generic-cell CMOS figures of ``engines`` at every depth for every contract (default all).
+def _writer(cls, stages: int, name: str, top: str):
+    def write(out_dir: Path) -> Path:
+        path = Path(out_dir) / f"{top}.il"
+        path.write_text(rtlil.convert(cls(stages=stages, contract=name), name=top, emit_src=False))
+        return path
+    return write
 
-    One dict per (engine, depth, contract); a failed synthesis is a row with ``error``.
+
+def contract_rows(out_dir: Path, engines: tuple[str, ...] = ("compressor", "decompressor"),
+                  contracts: tuple[str, ...] | None = None, settings: FlowSettings | None = None) -> list[dict]:
+    """Figures of ``engines`` at every depth for every contract (default all).
+
+    The same flow as the main report (:func:`synth.flow.run_variant`) on ``settings.targets``
+    among ``generic`` (transistors) and ``ice40-hx8k`` (Fmax); default: both.  One dict per
+    (engine, depth, contract); a target that failed leaves its figure None and its ``errors``.
     """
     from sieve_hw.contracts import CONTRACTS
 
@@ -42,24 +52,30 @@ def contract_rows(out_dir: Path, engines: tuple[str, ...] = ("compressor", "deco
     unknown = sorted(set(names) - set(CONTRACTS))
     if unknown:
         raise SieveError(f"unknown contract(s) {unknown}; known: {', '.join(CONTRACTS)}")
+    settings = settings or FlowSettings(targets=("generic", "ice40-hx8k"))
+    targets = tuple(t for t in settings.targets if t in ("generic", "ice40-hx8k"))
+    settings = FlowSettings(targets=targets, pnr=settings.pnr, yosys_timeout=settings.yosys_timeout)
     classes = _engines()
     jobs = [(e, s, c) for e in engines for s in sorted(classes[e].CUTS) for c in names]
     rows = []
     for engine, stages, name in tqdm(jobs, desc="contracts", file=sys.stderr):
-        top = f"{engine}_s{stages}_{name}"
-        work = Path(out_dir) / top
-        work.mkdir(parents=True, exist_ok=True)
         cls = classes[engine]
         design = engine if stages == cls.DEFAULT_STAGES else f"{engine}_s{stages}"  # as the main flow names it
+        top = f"{engine}_s{stages}_{name}"
         row = {"engine": engine, "stages": stages, "design": design, "contract": name,
-               "summary": CONTRACTS[name].summary}
+               "summary": CONTRACTS[name].summary, "transistors": None, "fmax_mhz": None, "errors": []}
         try:
-            dut = cls(stages=stages, contract=name)
-            (work / f"{top}.il").write_text(rtlil.convert(dut, name=top, emit_src=False))
-            rec = yosys.generic(f"{top}.il", top, work, timeout)
+            records = run_variant(Variant(design), _writer(cls, stages, name, top), Path(out_dir) / top, settings)
         except SieveError as exc:
-            rows.append({**row, "error": str(exc)})
+            rows.append({**row, "errors": [str(exc)]})
             continue
-        rows.append({**row, "transistors": rec["transistors"], "transistors_logic": rec["transistors_logic"],
-                     "transistors_registers": rec["transistors_registers"], "ff_bits": rec["ff_bits"]})
+        for rec in records:
+            if rec.get("status") != "ok":
+                row["errors"].append(f"{rec['target']}: {rec.get('error') or rec.get('reason')}")
+            elif rec["target"] == "generic":
+                row.update(transistors=rec["transistors"], transistors_logic=rec["transistors_logic"],
+                           transistors_registers=rec["transistors_registers"], ff_bits=rec["ff_bits"])
+            else:
+                row["fmax_mhz"] = rec.get("fmax_mhz")
+        rows.append(row)
     return rows

@@ -365,8 +365,11 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _budget_cell(transistors: int) -> str:
-    return f"**{transistors:,}**" if transistors <= TRANSISTOR_LIMIT else f"{transistors:,}"
+def _figures_cell(transistors: int | None, fmax: float | None) -> str:
+    """``transistors · MHz``, each figure bold when it meets its target."""
+    t = "–" if transistors is None else (f"**{transistors:,}**" if transistors <= TRANSISTOR_LIMIT else f"{transistors:,}")
+    f = "–" if fmax is None else (f"**{fmax:.1f}**" if fmax >= FMAX_TARGET_MHZ else f"{fmax:.1f}")
+    return f"{t} · {f}"
 
 
 def _contract_lines(report: dict) -> list[str]:
@@ -375,25 +378,36 @@ def _contract_lines(report: dict) -> list[str]:
     if not rows:
         return []
     names = list(dict.fromkeys(r["contract"] for r in rows))
-    fixed = {(r["design"], r["variant"]): r["transistors"] for r in report["records"]
-             if r.get("target") == "generic" and r.get("status") == "ok" and r["variant"] != "configurable"}
+    fixed: dict[tuple[str, str], dict[str, float]] = {}
+    for r in report["records"]:
+        if r["variant"] != "configurable" and r.get("status") == "ok" and r["target"] in ("generic", "ice40-hx8k"):
+            key = "transistors" if r["target"] == "generic" else "fmax_mhz"
+            fixed.setdefault((r["design"], r["variant"]), {})[key] = r.get(key)
     variants = list(dict.fromkeys(v for _, v in fixed))
     lines = ["## The price of each run-time freedom (engines for narrower format families)", "",
-             "Transistors incl. flip-flops (same generic script and CMOS estimate). Each contract pins the constants"
-             " that never change over its family (`hw/sieve_hw/contracts.py`; `sim/test_contracts.py` proves the"
-             " calculator gives exactly those values for the family's formats); bold = within the 4,700 budget.", ""]
+             "Each cell: transistors incl. flip-flops · iCE40 HX8K Fmax in MHz (the same flow as above); bold ="
+             f" meets its target (≤ {TRANSISTOR_LIMIT:,} T, ≥ {FMAX_TARGET_MHZ:g} MHz). Each contract pins the"
+             " constants that never change over its family (`hw/sieve_hw/contracts.py`; `sim/test_contracts.py` proves"
+             " the calculator gives exactly those values for the family's formats).", ""]
     lines += [f"- `{n}`: {next(r['summary'] for r in rows if r['contract'] == n)}" for n in names] + [""]
     lines += ["| engine | depth | " + " | ".join(names + [f"fixed {v.removeprefix('fixed-')}" for v in variants]) + " |",
               "|---|---:|" + "---:|" * (len(names) + len(variants))]
     cells: dict[tuple[str, int], dict[str, str]] = {}
     for r in rows:
-        t = r.get("transistors")
-        cells.setdefault((r["design"], r["stages"]), {})[r["contract"]] = "failed" if t is None else _budget_cell(t)
+        cells.setdefault((r["design"], r["stages"]), {})[r["contract"]] = (
+            "failed" if r.get("transistors") is None and r.get("errors") else _figures_cell(r.get("transistors"), r.get("fmax_mhz")))
     for (design, stages), by_name in cells.items():
         engine = next(r["engine"] for r in rows if r["design"] == design)
-        fixed_cells = ["–" if fixed.get((design, v)) is None else _budget_cell(fixed[(design, v)]) for v in variants]
+        fixed_cells = ["–" if (design, v) not in fixed else
+                       _figures_cell(fixed[(design, v)].get("transistors"), fixed[(design, v)].get("fmax_mhz"))
+                       for v in variants]
         lines.append(f"| {engine} | {stages} | " + " | ".join([by_name.get(n, "–") for n in names] + fixed_cells) + " |")
-    return lines + [""]
+    both = [f"`{r['design']}` {r['contract']}" for r in rows
+            if r.get("transistors") is not None and r.get("fmax_mhz") is not None
+            and r["transistors"] <= TRANSISTOR_LIMIT and r["fmax_mhz"] >= FMAX_TARGET_MHZ]
+    lines += ["", "Configurations that meet both targets: " + (", ".join(both) if both else "none") + "."]
+    failed = [f"- `{r['design']}` {r['contract']}: {e}" for r in rows for e in r.get("errors", [])]
+    return lines + ([""] + failed if failed else []) + [""]
 
 
 def write(out_dir: Path, records: list[dict], meta: dict, throughput: list[dict] | None = None,

@@ -132,11 +132,12 @@ def step_breakdown(out_dir: Path) -> list[dict]:
     return rows
 
 
-def contract_ablation(out_dir: Path) -> list[dict]:
-    """The engines at every depth for every run-time contract (``synth.contracts``)."""
+def contract_ablation(out_dir: Path, settings: FlowSettings) -> list[dict]:
+    """The engines at every depth for every run-time contract (``synth.contracts``), on the
+    run's generic and iCE40 HX8K targets with its place-and-route settings."""
     from .contracts import contract_rows
 
-    return contract_rows(out_dir)
+    return contract_rows(out_dir, settings=settings)
 
 
 def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings: FlowSettings,
@@ -177,7 +178,7 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
     bar.close()
     records = [r for recs in results for r in recs]
     rows = step_breakdown(out_dir / "breakdown") if breakdown else None
-    contract_figures = contract_ablation(out_dir / "contracts") if contracts else None
+    contract_figures = contract_ablation(out_dir / "contracts", settings) if contracts else None
     meta = {
         "command": command,
         "hw_revision": revision,
@@ -217,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-breakdown", action="store_true",
                    help="skip the per-step transistor breakdown of the engines (synth.breakdown, ~1 min)")
     p.add_argument("--no-contracts", action="store_true",
-                   help="skip the engines synthesised for narrower format families (synth.contracts, ~25 s)")
+                   help="skip the engines synthesised for narrower format families (synth.contracts, ~4 min)")
     p.add_argument("--jobs", type=int, default=1, help="design variants synthesised in parallel (default 1)")
     return p
 

@@ -275,20 +275,24 @@ def test_report_judges_every_engine_depth(tmp_path):
 
 def test_report_sets_contracts_beside_the_fixed_engines(tmp_path):
     """The narrower-contract figures (``synth.contracts``) form one row per engine depth, the
-    fixed-format engines of the same depth beside them; within the budget is bold."""
+    fixed-format engines of the same depth beside them; each figure within its target is bold."""
     gen = _GENERIC
-    records = [_rec("decompressor_s1", "fixed-se4m3b7", "generic", transistors=300, **gen)]
+    records = [_rec("decompressor_s1", "fixed-se4m3b7", "generic", transistors=300, **gen),
+               _rec("decompressor_s1", "fixed-se4m3b7", "ice40-hx8k", lut4=9, carry=0, ff=1, pnr="ok", fmax_mhz=240.0)]
     rows = [{"engine": "decompressor", "stages": 1, "design": "decompressor_s1", "contract": c, "summary": c,
-             "transistors": t} for c, t in (("full", 5600), ("search_nosub", 4300))]
+             "transistors": t, "fmax_mhz": f, "errors": []}
+            for c, t, f in (("full", 5600, 52.9), ("search_nosub", 4300, 100.5))]
     rows.append({"engine": "decompressor", "stages": 2, "design": "decompressor", "contract": "full", "summary": "full",
-                 "error": "yosys failed"})
+                 "transistors": None, "fmax_mhz": None, "errors": ["generic: yosys failed"]})
     meta = {"command": "x", "yosys": "Yosys x", "freq_mhz": 100.0, "seed": 1, "date": "today", "seconds": 1.0}
     rep = report.write(tmp_path, records, meta, contracts=rows)
     md = (tmp_path / "report.md").read_text()
     assert rep["contracts"] == rows
     assert "| engine | depth | full | search_nosub | fixed se4m3b7 |" in md
-    assert "| decompressor | 1 | 5,600 | **4,300** | **300** |" in md
+    assert "| decompressor | 1 | 5,600 · 52.9 | **4,300** · **100.5** | **300** · **240.0** |" in md
     assert "| decompressor | 2 | failed | – | – |" in md
+    assert "meet both targets: `decompressor_s1` search_nosub." in md
+    assert "- `decompressor` full: generic: yosys failed" in md
 
 
 def test_skip_lists_cover_depth_variants():
