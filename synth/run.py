@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-breakdown", action="store_true",
                    help="skip the per-step transistor breakdown of the engines (synth.breakdown, ~1 min)")
     p.add_argument("--no-contracts", action="store_true",
-                   help="skip the engines synthesised for narrower format families (synth.contracts, ~4 min)")
+                   help="skip the engines synthesised for narrower format families (synth.contracts, ~3 min)")
     p.add_argument("--jobs", type=int, default=1, help="design variants synthesised in parallel (default 1)")
     return p
 
