@@ -25,6 +25,7 @@ from sieve.cfloat import Format, FormatError
 from sieve.errors import SieveError
 
 from . import TARGETS, report, throughput
+from .contracts import contract_rows
 from .flow import FlowSettings, RtlilWriter, Variant, hw_rtlil_writer, run_variant
 from .nextpnr import PnrSettings
 from .tools import nextpnr_ice40, yosys
@@ -132,14 +133,6 @@ def step_breakdown(out_dir: Path) -> list[dict]:
     return rows
 
 
-def contract_ablation(out_dir: Path, settings: FlowSettings) -> list[dict]:
-    """The engines at every depth for every run-time contract (``synth.contracts``), on the
-    run's generic and iCE40 HX8K targets with its place-and-route settings."""
-    from .contracts import contract_rows
-
-    return contract_rows(out_dir, settings=settings)
-
-
 def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings: FlowSettings,
                command: str, workers: int = 1, throughput_runs: list[dict] | None = None,
                breakdown: bool = False, contracts: bool = False) -> dict:
@@ -178,7 +171,8 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
     bar.close()
     records = [r for recs in results for r in recs]
     rows = step_breakdown(out_dir / "breakdown") if breakdown else None
-    contract_figures = contract_ablation(out_dir / "contracts", settings) if contracts else None
+    # every engine depth for each narrower run-time contract, on this run's generic / HX8K settings
+    contract_figures = contract_rows(out_dir / "contracts", settings=settings) if contracts else None
     meta = {
         "command": command,
         "hw_revision": revision,
