@@ -36,13 +36,13 @@ def _sources_digest() -> str:
     return digest.hexdigest()
 
 
-def build(design: str, fixed_format=None) -> tuple[str, Path]:
-    """Generate and compile ``design``; return (top module, build dir).  Cached per worker."""
+def build(design: str, fixed_format=None, contract: str = "full") -> tuple[str, Path]:
+    """Generate and compile ``design`` (for ``contract``); return (top module, build dir).  Cached per worker."""
     from cocotb_tools.runner import get_runner
 
     from sieve_hw.generate import top_name, write_verilog
 
-    top = top_name(design, fixed_format)
+    top = top_name(design, fixed_format, contract)
     bdir = SIM_BUILD / f"{top}-{_worker()}"
     stamp = bdir / ".built"
     key = _sources_digest()
@@ -50,7 +50,7 @@ def build(design: str, fixed_format=None) -> tuple[str, Path]:
         if bdir.exists():
             shutil.rmtree(bdir)
         bdir.mkdir(parents=True)
-        vfile = write_verilog(design, bdir, fixed_format)
+        vfile = write_verilog(design, bdir, fixed_format, contract)
         runner = get_runner("icarus")
         runner.build(sources=[vfile], hdl_toplevel=top, build_dir=bdir, always=True,
                      timescale=("1ns", "1ps"), log_file=bdir / "build.log")
@@ -58,11 +58,11 @@ def build(design: str, fixed_format=None) -> tuple[str, Path]:
     return top, bdir
 
 
-def run_job(design: str, job: dict, name: str, testbench: str = "sim.tb_lanes") -> dict:
-    """Run one job through the compiled ``design``; return the testbench's result arrays."""
+def run_job(design: str, job: dict, name: str, testbench: str = "sim.tb_lanes", contract: str = "full") -> dict:
+    """Run one job through the compiled ``design`` (for ``contract``); return the testbench's result arrays."""
     from cocotb_tools.runner import get_runner
 
-    top, bdir = build(design)
+    top, bdir = build(design, contract=contract)
     tdir = bdir / name
     if tdir.exists():
         shutil.rmtree(tdir)

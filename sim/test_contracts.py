@@ -6,7 +6,9 @@ produces those values: then the pinned engine sees the same constants as the ful
 (which the golden sweeps verify) and computes the same codes.  The calculator's RTL is run
 here on the family's formats of the sampled legal set (every width x sign x policy
 combination at its extreme and default biases) and every pinned field is compared.
-Synthesis must then actually shrink the engine (the pin reaches the netlist).
+Synthesis must then actually shrink the engine (the pin reaches the netlist), and a lane unit
+built for a contract must convert its family's formats exactly and refuse every other format
+as it refuses an illegal record (``cfg_error``, streams closed).
 """
 
 from __future__ import annotations
@@ -61,11 +63,56 @@ def test_contracts_admit_the_formats_they_name():
     assert contract("full").admits(sieve.Format.parse("float8_e5m2"))
 
 
+def test_contract_lane_unit_converts_its_family_and_refuses_other_formats():
+    """``lanes2`` built for ``search``: its formats (signed, unsigned, subnormals, 1- and 8-bit
+    exponents) equal the emulator on corners + random values and every code; an ieee preset and a
+    truncating format of the same widths raise ``cfg_error`` and nothing is accepted under them."""
+    import numpy as np
+    import sieve
+
+    from .harness import run_job
+    from .test_engines import _check, _job, _segment
+
+    rng = np.random.default_rng(3)
+    family = [sieve.Format.parse(t) for t in ("se4m3b7", "ue3m4b5+sub", "se1m2b0", "se8m3b130+sub", "ue5m2b20")]
+    outside = [sieve.Format.parse(t) for t in ("float8_e5m2", "se4m3b7+rtz", "e4m3+ovnan+fn")]
+    assert all(contract("search").admits(f) for f in family) and not any(contract("search").admits(f) for f in outside)
+    segments = []
+    for i, fmt in enumerate(family):
+        segments.append(_segment(fmt, rng, 300, p_valid=0.8, p_ready=0.7))
+        if i < len(outside):
+            refused = _segment(outside[i], rng, 0, comp_values=np.ones(4, np.float32), dec_codes=np.ones(4, np.uint64))
+            segments.append({**refused, "error": 1})
+    counts = _check(segments, run_job("lanes2", _job(segments, 3), "contract_search", contract="search"), 2)
+    assert counts["formats"] == len(family) + len(outside) and counts["encoded"] > 1_500
+
+
 def test_bad_contracts_are_refused():
     with pytest.raises(ValueError, match="unknown contract 'tiny'; known: full, search, search_nosub"):
         Compressor(stages=1, contract="tiny")
     with pytest.raises(ValueError, match="fixed-format engine has no run-time contract"):
         Decompressor("se4m3b7", contract="search")
+    from sieve_hw.generate import DesignError, elaborate
+
+    with pytest.raises(DesignError, match="unknown contract 'tiny'"):
+        elaborate("lanes1", contract="tiny")
+    with pytest.raises(DesignError, match="no run-time contract"):
+        elaborate("lanes1", "se4m3b7", contract="search")
+
+
+def test_generate_writes_contract_designs_only_when_asked(tmp_path: Path, capsys):
+    import json
+
+    from sieve_hw.generate import main, top_name
+
+    assert top_name("lanes8", contract="search") == "sieve_lanes8__search"
+    assert top_name("compressor") == "sieve_compressor"
+    assert main(["--out", str(tmp_path / "a"), "--design", "compressor_s1", "--contract", "search_nosub"]) == 0
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert [(m["top"], m["contract"], m["fixed_format"]) for m in manifest] == [
+        ("sieve_compressor_s1__search_nosub", "search_nosub", None)]  # no fixed variants with a contract
+    assert main(["--out", str(tmp_path / "b"), "--design", "lanes1", "--contract", "tiny"]) == 2
+    assert "unknown contract 'tiny'" in capsys.readouterr().err and not (tmp_path / "b").exists()
 
 
 def test_pinning_shrinks_the_synthesised_engine(tmp_path: Path):

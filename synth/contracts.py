@@ -13,12 +13,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from amaranth.back import rtlil
 from tqdm import tqdm
 
 from sieve.errors import SieveError
 
-from .flow import FlowSettings, Variant, run_variant
+from .flow import FlowSettings, Variant, hw_rtlil_writer, run_variant
 
 __all__ = ["contract_rows"]
 
@@ -28,14 +27,6 @@ def _engines():
     from sieve_hw.decompressor import Decompressor
 
     return {"compressor": Compressor, "decompressor": Decompressor}
-
-
-def _writer(cls, stages: int, name: str, top: str):
-    def write(out_dir: Path) -> Path:
-        path = Path(out_dir) / f"{top}.il"
-        path.write_text(rtlil.convert(cls(stages=stages, contract=name), name=top, emit_src=False))
-        return path
-    return write
 
 
 def contract_rows(out_dir: Path, engines: tuple[str, ...] = ("compressor", "decompressor"),
@@ -61,11 +52,12 @@ def contract_rows(out_dir: Path, engines: tuple[str, ...] = ("compressor", "deco
     for engine, stages, name in tqdm(jobs, desc="contracts", file=sys.stderr):
         cls = classes[engine]
         design = engine if stages == cls.DEFAULT_STAGES else f"{engine}_s{stages}"  # as the main flow names it
-        top = f"{engine}_s{stages}_{name}"
+        top = f"{engine}_s{stages}_{name}"  # work directory
         row = {"engine": engine, "stages": stages, "design": design, "contract": name,
                "summary": CONTRACTS[name].summary, "transistors": None, "fmax_mhz": None, "errors": []}
         try:
-            records = run_variant(Variant(design), _writer(cls, stages, name, top), Path(out_dir) / top, settings)
+            writer = hw_rtlil_writer(f"{engine}_s{stages}", contract=name)
+            records = run_variant(Variant(design), writer, Path(out_dir) / top, settings)
         except SieveError as exc:
             rows.append({**row, "errors": [str(exc)]})
             continue

@@ -55,7 +55,7 @@ class FlowSettings:
     skip_ice40: frozenset[str] = frozenset()
 
 
-def hw_rtlil_writer(design: str, fixed_format=None) -> RtlilWriter:
+def hw_rtlil_writer(design: str, fixed_format=None, contract: str = "full") -> RtlilWriter:
     """RTLIL from the RTL engineer's generator, :func:`sieve_hw.generate.write_rtlil`."""
 
     def write(out_dir: Path) -> Path:
@@ -63,7 +63,10 @@ def hw_rtlil_writer(design: str, fixed_format=None) -> RtlilWriter:
             from sieve_hw import generate
         except ImportError as exc:
             raise SieveError(f"cannot import sieve_hw.generate ({exc}); run `make setup` or check hw/sieve_hw") from exc
-        return Path(generate.write_rtlil(design, out_dir, fixed_format=fixed_format))
+        try:
+            return Path(generate.write_rtlil(design, out_dir, fixed_format=fixed_format, contract=contract))
+        except generate.DesignError as exc:
+            raise SieveError(str(exc)) from exc
 
     return write
 

@@ -11,6 +11,11 @@ from the shared constant calculator, and for a format of the family it receives 
 values it would have been pinned to (``sim/test_contracts.py`` proves this against the
 calculator's RTL for the family's formats), so a pinned engine equals the full one there.
 
+A lane unit built for a contract (``Lanes(8, contract="search")``, ``python -m
+sieve_hw.generate --contract search``) also refuses every other format: its calculator raises
+``error`` for a record outside the family (:meth:`Contract.record_ok`), which keeps the streams
+closed as for an illegal record, so a pinned engine never sees constants it was not built for.
+
 Contracts (``synth.contracts`` synthesises each):
 
 ``full``
@@ -27,10 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Union
 
-from amaranth import Module, Signal, Value
+from amaranth import Cat, Const, Module, Signal, Value
 
-from sieve.cfloat import Format
+from sieve.cfloat import OVERFLOWS, ROUNDINGS, SPECIALS, Format
 
+from .config import format_fields
 from .constants import CONST_LAYOUT
 
 __all__ = ["Contract", "CONTRACTS", "contract", "pin"]
@@ -60,26 +66,41 @@ _SEARCH_TIES: dict[str, Tie] = {
 
 @dataclass(frozen=True)
 class Contract:
-    """A family of formats and the engine constants that are fixed over it."""
+    """A family of formats and the engine constants that are fixed over it.
+
+    The family is every legal Format whose run-time record (:data:`~.config.FORMAT_LAYOUT`)
+    has the values in ``record``; one description serves the Python test (:meth:`admits`) and
+    the hardware check (:meth:`record_ok`, which a lane unit's calculator uses to refuse any
+    other format).
+    """
 
     name: str
     summary: str
-    #: membership of a legal Format
-    admits: Callable[[Format], bool]
+    #: record field -> the value every format of the family has
+    record: dict[str, int] = field(default_factory=dict)
     #: field of CONST_LAYOUT -> its value over the whole family
     ties: dict[str, Tie] = field(default_factory=dict)
 
+    def admits(self, fmt: Format) -> bool:
+        """Whether the legal Format ``fmt`` belongs to the family."""
+        fields = format_fields(fmt)
+        return all(fields[name] == value for name, value in self.record.items())
 
-def _search_family(fmt: Format) -> bool:
-    return fmt.rounding == "nearest_even" and fmt.overflow == "saturate" and fmt.specials == "none"
+    def record_ok(self, record) -> Value:
+        """1 when the record (a FORMAT_LAYOUT view) has the family's field values."""
+        return Cat(Const(1, 1), *(getattr(record, name) == value for name, value in self.record.items())).all()
 
+
+#: the record of ``sieve search``'s formats: nearest-even, saturate, no special values
+_SEARCH_RECORD = {"rounding": ROUNDINGS.index("nearest_even"), "overflow": OVERFLOWS.index("saturate"),
+                  "specials": SPECIALS.index("none")}
 
 CONTRACTS: dict[str, Contract] = {c.name: c for c in (
-    Contract("full", "every legal Format", lambda fmt: True),
+    Contract("full", "every legal Format"),
     Contract("search", "nearest-even, saturate, no specials (what `sieve search` emits); "
-             "widths, bias, sign, subnormals run-time", _search_family, dict(_SEARCH_TIES)),
+             "widths, bias, sign, subnormals run-time", _SEARCH_RECORD, dict(_SEARCH_TIES)),
     Contract("search_nosub", "as `search`, subnormals off; widths, bias, sign run-time",
-             lambda fmt: _search_family(fmt) and not fmt.subnormals, {**_SEARCH_TIES, "sub_en": 0}),
+             {**_SEARCH_RECORD, "subnormals": 0}, {**_SEARCH_TIES, "sub_en": 0}),
 )}
 
 

@@ -67,18 +67,18 @@ class StreamEngine(wiring.Component):
     def __new__(cls, fixed_format=None, stages: int | None = None, contract: str = "full", *, src_loc_at: int = 0):
         # refuse bad parameters before Amaranth registers the object as must-use (a refused
         # engine would otherwise warn "created but never used" when collected)
-        cls._check(fixed_format, stages, contract)
+        cls.resolve_parameters(fixed_format, stages, contract)
         return super().__new__(cls, src_loc_at=src_loc_at + 1)
 
     @classmethod
-    def _check(cls, fixed_format, stages, contract: str) -> tuple[int, str]:
+    def resolve_parameters(cls, fixed_format, stages, contract: str) -> tuple[int, str]:
         """(depth, contract name) for the parameters, or ValueError."""
         if fixed_format is not None and contract != "full":
             raise ValueError("a fixed-format engine has no run-time contract to narrow; pass contract='full'")
         return check_stages(cls, stages), get_contract(contract).name
 
     def __init__(self, fixed_format=None, stages: int | None = None, contract: str = "full", *, src_loc_at: int = 0):
-        self.stages, self.contract = self._check(fixed_format, stages, contract)
+        self.stages, self.contract = self.resolve_parameters(fixed_format, stages, contract)
         self.latency = self.stages
         members = {
             "i_valid": In(1), "i_ready": Out(1), "i_data": In(32),

@@ -6,8 +6,9 @@
 
 Top module names (:func:`top_name`): ``sieve_<design>`` for the configurable netlist and
 ``sieve_<design>__<format slug>`` for a fixed format (slug: ``str(fmt)`` with ``+`` → ``_``
-and ``-`` → ``n``, e.g. ``sieve_compressor__se4m3b7``).  Files are ``<top>.v`` and
-``<top>.il``.  Every design has one clock domain: ports ``clk`` and ``rst`` (synchronous,
+and ``-`` → ``n``, e.g. ``sieve_compressor__se4m3b7``), then ``__<contract>`` for a design
+narrowed to a family of formats (``--contract``, :mod:`.contracts`, e.g. ``sieve_lanes8__search``).
+Files are ``<top>.v`` and ``<top>.il``.  Every design has one clock domain: ports ``clk`` and ``rst`` (synchronous,
 active high), ``constcalc`` included (a register pipeline, see :class:`~.constants.ConstCalc`).
 """
 
@@ -26,6 +27,7 @@ from sieve.io_utils import write_text as atomic_write_text
 
 from .compressor import Compressor
 from .constants import ConstCalc
+from .contracts import CONTRACTS
 from .decompressor import Decompressor
 from .engine import check_stages
 from .lanes import MAX_LANES, Lanes
@@ -89,23 +91,28 @@ def _lanes(design: str) -> int | None:
     return None
 
 
-def elaborate(design: str, fixed_format: sieve.Format | str | None = None):
+def elaborate(design: str, fixed_format: sieve.Format | str | None = None, contract: str = "full"):
     """The Amaranth component for ``design``: one of :data:`DESIGNS`, or ``lanes<N>`` for any
-    N >= 1, optionally with ``_s<N>`` for the pipeline depth (``compressor_s1``, ``lanes8_s3``)."""
+    N >= 1, optionally with ``_s<N>`` for the pipeline depth (``compressor_s1``, ``lanes8_s3``);
+    ``contract`` narrows a configurable design to a family of formats (:mod:`.contracts`)."""
     fmt = _format(fixed_format)
     base, n, stages = _resolve(design)  # every check first: a refusal leaves no half-built component
+    if contract not in CONTRACTS:
+        raise DesignError(f"unknown contract {contract!r}; known: {', '.join(CONTRACTS)}")
+    if fmt is not None and contract != "full":
+        raise DesignError(f"design {design!r}: a fixed-format design has no run-time contract to narrow")
     try:
         if n is not None:
-            return Lanes(n, fmt, stages)
+            return Lanes(n, fmt, stages, contract)
         if base == "compressor":
-            return Compressor(fmt, stages)
+            return Compressor(fmt, stages, contract)
         if base == "decompressor":
-            return Decompressor(fmt, stages)
+            return Decompressor(fmt, stages, contract)
+        if fmt is not None:
+            raise DesignError("constcalc has no fixed-format variant: with the format known there is nothing to compute")
+        return ConstCalc(contract)
     except ValueError as exc:
         raise DesignError(f"design {design!r}: {exc}") from None
-    if fmt is not None:
-        raise DesignError("constcalc has no fixed-format variant: with the format known there is nothing to compute")
-    return ConstCalc()
 
 
 def _resolve(design: str) -> tuple[str, int | None, int | None]:
@@ -132,19 +139,21 @@ def _resolve(design: str) -> tuple[str, int | None, int | None]:
     return base, n, stages
 
 
-def top_name(design: str, fixed_format=None) -> str:
+def top_name(design: str, fixed_format=None, contract: str = "full") -> str:
     """Verilog/RTLIL top module name of a design (see the module docstring)."""
     fmt = _format(fixed_format)
     name = f"sieve_{design}"
     if fmt is not None:
         name += "__" + str(fmt).replace("+", "_").replace("-", "n")
+    if contract != "full":
+        name += f"__{contract}"
     return name
 
 
-def _texts(design: str, fixed_format) -> tuple[str, str]:
+def _texts(design: str, fixed_format, contract: str) -> tuple[str, str]:
     """(RTLIL, Verilog) of one design, elaborated once (Verilog is Yosys' rendering of the RTLIL)."""
-    top = top_name(design, fixed_format)
-    il = rtlil.convert(elaborate(design, fixed_format), name=top, emit_src=False)
+    top = top_name(design, fixed_format, contract)
+    il = rtlil.convert(elaborate(design, fixed_format, contract), name=top, emit_src=False)
     return il, verilog._convert_rtlil_text(il, strip_internal_attrs=True)
 
 
@@ -155,23 +164,25 @@ def _write(out_dir, name: str, text: str) -> Path:
     return path
 
 
-def write_verilog(design: str, out_dir, fixed_format=None) -> Path:
+def write_verilog(design: str, out_dir, fixed_format=None, contract: str = "full") -> Path:
     """Write ``<out_dir>/<top>.v`` and return its path (top module = :func:`top_name`)."""
-    top = top_name(design, fixed_format)
-    text = verilog.convert(elaborate(design, fixed_format), name=top, emit_src=False, strip_internal_attrs=True)
+    top = top_name(design, fixed_format, contract)
+    text = verilog.convert(elaborate(design, fixed_format, contract), name=top, emit_src=False,
+                           strip_internal_attrs=True)
     return _write(out_dir, f"{top}.v", text)
 
 
-def write_rtlil(design: str, out_dir, fixed_format=None) -> Path:
+def write_rtlil(design: str, out_dir, fixed_format=None, contract: str = "full") -> Path:
     """Write ``<out_dir>/<top>.il`` and return its path (top module = :func:`top_name`)."""
-    top = top_name(design, fixed_format)
-    return _write(out_dir, f"{top}.il", rtlil.convert(elaborate(design, fixed_format), name=top, emit_src=False))
+    top = top_name(design, fixed_format, contract)
+    return _write(out_dir, f"{top}.il",
+                  rtlil.convert(elaborate(design, fixed_format, contract), name=top, emit_src=False))
 
 
-def write_both(design: str, out_dir, fixed_format=None) -> tuple[Path, Path]:
+def write_both(design: str, out_dir, fixed_format=None, contract: str = "full") -> tuple[Path, Path]:
     """Write ``<top>.v`` and ``<top>.il`` from one elaboration; return (verilog, rtlil) paths."""
-    top = top_name(design, fixed_format)
-    il, v = _texts(design, fixed_format)
+    top = top_name(design, fixed_format, contract)
+    il, v = _texts(design, fixed_format, contract)
     return _write(out_dir, f"{top}.v", v), _write(out_dir, f"{top}.il", il)
 
 
@@ -187,21 +198,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="build/rtl", help="output directory (default build/rtl)")
     parser.add_argument("--design", action="append", help="only this design (repeatable); default all")
     parser.add_argument("--fixed", action="append", help="fixed formats to also write (default: FIXED_FORMATS)")
+    parser.add_argument("--contract", default="full",
+                        help="narrow the configurable designs to a family of formats (sieve_hw.contracts: "
+                             f"{', '.join(CONTRACTS)}; default full); writes no fixed-format variants")
     args = parser.parse_args(argv)
     out = Path(args.out)
     designs = args.design or DESIGNS
     fixed = args.fixed if args.fixed is not None else FIXED_FORMATS
+    contract = args.contract
     try:
         jobs = [(d, None) for d in designs]
-        jobs += [(d, f) for f in fixed for d in designs if split_design(d)[0] in FIXED_DESIGNS or _lanes(split_design(d)[0])]
+        if contract == "full":
+            jobs += [(d, f) for f in fixed for d in designs
+                     if split_design(d)[0] in FIXED_DESIGNS or _lanes(split_design(d)[0])]
         manifest = []
         for design, fmt in jobs:
             t0 = time.perf_counter()
-            v, il = write_both(design, out, fmt)
+            c = "full" if fmt is not None else contract
+            v, il = write_both(design, out, fmt, c)
+            top = top_name(design, fmt, c)
             manifest.append({"design": design, "fixed_format": None if fmt is None else str(_format(fmt)),
-                             "top": top_name(design, fmt), "verilog": v.name, "rtlil": il.name,
+                             "contract": c, "top": top, "verilog": v.name, "rtlil": il.name,
                              "latency": latency(design)})
-            print(f"{top_name(design, fmt):40s} {time.perf_counter() - t0:6.1f} s  -> {v}")
+            print(f"{top:40s} {time.perf_counter() - t0:6.1f} s  -> {v}")
         atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     except DesignError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -15,7 +15,8 @@ run-time format:
   (= :attr:`ConstCalc.LATENCY` = 6) the new constants and ``cfg_error`` hold and, if the
   record is legal and ``cfg_valid`` is low, the streams open.  ``cfg_error`` keeps the
   previous record's value until then.
-* ``cfg_error`` is high while the loaded record is illegal, and also after reset until the
+* ``cfg_error`` is high while the loaded record is illegal (or, for a unit built for a narrower
+  ``contract``, outside its family: :mod:`sieve_hw.contracts`), and also after reset until the
   first record is loaded: the streams are then closed (``*_i_ready`` = 0, nothing comes out).
 
 ``stages`` (generation parameter) sets the pipeline depth of every engine; ``None`` keeps
@@ -38,7 +39,6 @@ from .compressor import Compressor
 from .config import FORMAT_LAYOUT
 from .constants import ConstCalc, fixed_constants
 from .decompressor import Decompressor
-from .engine import check_stages
 
 __all__ = ["Lanes"]
 
@@ -48,14 +48,14 @@ MAX_LANES = 256
 class Lanes(wiring.Component):
     """``lanes`` compressor + decompressor pairs with one shared constant calculator."""
 
-    def __init__(self, lanes: int, fixed_format=None, stages: int | None = None):
+    def __init__(self, lanes: int, fixed_format=None, stages: int | None = None, contract: str = "full"):
         if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= MAX_LANES:
             raise ValueError(f"lanes must be an integer 1..{MAX_LANES}, got {lanes!r}")
         self.lanes = lanes
         self.fixed_format = fixed_format
         #: pipeline depth of each engine (None: the engine's default); latency per side
-        self.c_stages = check_stages(Compressor, stages)
-        self.d_stages = check_stages(Decompressor, stages)
+        self.c_stages, self.contract = Compressor.resolve_parameters(fixed_format, stages, contract)
+        self.d_stages, _ = Decompressor.resolve_parameters(fixed_format, stages, contract)
         self.latency = {"compressor": self.c_stages, "decompressor": self.d_stages}
         #: cycles from a format change's acceptance (cycle 0) to the first cycle a value may
         #: be accepted under the new format (None with the format baked in)
@@ -77,14 +77,14 @@ class Lanes(wiring.Component):
         n = self.lanes
         engines = []
         for j in range(n):
-            c = Compressor(stages=self.c_stages)
-            d = Decompressor(stages=self.d_stages)
+            c = Compressor(stages=self.c_stages, contract=self.contract)
+            d = Decompressor(stages=self.d_stages, contract=self.contract)
             m.submodules[f"comp{j}"] = c
             m.submodules[f"decomp{j}"] = d
             engines.append((c, d))
 
         if self.fixed_format is None:
-            calc = m.submodules.constcalc = ConstCalc()
+            calc = m.submodules.constcalc = ConstCalc(self.contract)
             busy = Signal(name="busy")
             m.d.comb += busy.eq(Cat(*(e.busy for pair in engines for e in pair)).any())
             m.d.comb += [
