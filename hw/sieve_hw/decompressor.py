@@ -23,7 +23,7 @@ Latency: ``stages`` clock cycles (``Decompressor(stages=...).latency``).
 
 from __future__ import annotations
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal
 
 from .lzc import lzc23, shr_window
 from .engine import StreamEngine
