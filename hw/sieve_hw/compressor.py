@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 
+from .contracts import contract as get_contract
 from .lzc import lzc23
 from .engine import StreamEngine
 
@@ -56,7 +57,7 @@ def _shift_right_grs(m: Module, word, amt, name: str):
     return w[1:], w[0], sticky
 
 
-def inspect(m: Module, sig: dict, k) -> dict:
+def inspect(m: Module, sig: dict, k, count_zeros: bool = True) -> dict:
     """Step 0: classify the fp32 input, count the leading zeros of its fraction, compare for overflow."""
     x = sig["x"]
     ex = x[23:31]
@@ -67,13 +68,19 @@ def inspect(m: Module, sig: dict, k) -> dict:
     m.d.comb += ex_ones.eq(ex == 0xFF)
     f_nz = Signal(name="c_f_nz")
     m.d.comb += f_nz.eq(f.any())
-    lz = lzc23(m, f, "c_lz")
+    lz = lzc23(m, f, "c_lz") if count_zeros else None
     ovf = Signal(name="c_ovf")
     m.d.comb += ovf.eq(x[:31] > k.ovf_bits)
     lsb0 = Signal(name="c_lsb0")  # tie parity when man_bits == 0 (the emulator's rule)
     m.d.comb += lsb0.eq(ex_zero | ex[0])
-    return {"s": x[31], "f": f, "ex": ex, "ex_zero": ex_zero, "lz": lz, "ex_ones": ex_ones, "f_nz": f_nz,
-            "zero_in": ex_zero & ~f_nz, "ovf": ovf, "lsb0": lsb0}
+    out = {"s": x[31], "f": f, "ex": ex, "ex_zero": ex_zero, "lz": lz, "ex_ones": ex_ones, "f_nz": f_nz,
+           "zero_in": ex_zero & ~f_nz, "ovf": ovf, "lsb0": lsb0}
+    return out if count_zeros else {n: v for n, v in out.items() if n != "lz"}
+
+
+def inspect_plain(m: Module, sig: dict, k) -> dict:
+    """Step 0 without the leading-zero count (for :func:`unnormalised`)."""
+    return inspect(m, sig, k, count_zeros=False)
 
 
 def _normalised_mantissa(m: Module, sig: dict):
@@ -132,6 +139,25 @@ def normalise_fast(m: Module, sig: dict, k) -> dict:
     r = Signal(signed(12), name="c_r")  # man_shift + 1 - ec = kra - e_v
     m.d.comb += r.eq(Mux(ex_zero, Cat(lz, Const(0, 5)).as_signed(), ~ex_s) + Mux(ex_zero, k.kra, k.kra1))
     return _step1_outputs(m, sig, g, ec, low, r)
+
+
+def unnormalised(m: Module, sig: dict, k) -> dict:
+    """Step 1 for families without subnormals and with bias <= 125 (no leading-zero count).
+
+    Every fp32 subnormal (< 2^-126) is then below Min/2 = 2^-bias, so its code is a zero: read
+    with ``e_v = ex = 0`` its code exponent ``ec = bias - 127`` is below -1, which puts it on
+    the underflow path and outside [Min/2, Min) (``ec == 0``), where ``classify`` without
+    subnormals gives magnitude 0.  No input needs the normalising shift.
+    """
+    e_v = Signal(signed(10), name="c_ev")
+    m.d.comb += e_v.eq(sig["ex"])
+    ec = Signal(signed(11), name="c_ec")
+    m.d.comb += ec.eq(e_v - k.adjusted_bias)
+    low = Signal(name="c_low")  # ec <= 0: the underflow path
+    m.d.comb += low.eq((ec <= 0) | sig["zero_in"])
+    r = Signal(signed(12), name="c_r")
+    m.d.comb += r.eq(k.kra - e_v)  # = man_shift + 1 - ec (unused without subnormals)
+    return _step1_outputs(m, sig, sig["f"], ec, low, r)
 
 
 def classify(m: Module, sig: dict, k) -> dict:
@@ -225,9 +251,13 @@ class Compressor(StreamEngine):
     DEFAULT_STAGES = 4
 
     @classmethod
-    def steps_for(cls, stages: int):
+    def steps_for(cls, stages: int, contract: str = "full"):
         """Deep pipelines (3+ ranks) take step 1's fast form (exponent arithmetic beside the
-        normalising shift); the other steps are the same at every depth."""
+        normalising shift); the other steps are the same at every depth.  A contract whose
+        family never needs fp32 subnormals normalised takes :func:`unnormalised` (no
+        leading-zero count, no normalising shift) at every depth."""
+        if not get_contract(contract).normalises_fp32_subnormals:
+            return (inspect_plain, unnormalised) + cls.STEPS[2:]
         if stages >= 3:
             return cls.STEPS[:1] + (normalise_fast,) + cls.STEPS[2:]
         return cls.STEPS

@@ -25,6 +25,11 @@ Contracts (``synth.contracts`` synthesises each):
     exponent and mantissa width, bias, sign and subnormals stay run-time.
 ``search_nosub``
     ``search`` without subnormals: only widths, bias and sign are run-time.
+``search_nosub_b125``
+    ``search_nosub`` with bias <= 125 (smallest normal >= 2^-124): every fp32-subnormal
+    input lies below Min/2 and gives a zero code, so the compressor drops its leading-zero
+    count and normalising shift (a step of its own, :func:`~.compressor.unnormalised`, not only
+    pinned constants; verified by its lane unit's cocotb run in ``sim/test_contracts.py``).
 """
 
 from __future__ import annotations
@@ -76,19 +81,37 @@ class Contract:
 
     name: str
     summary: str
-    #: record field -> the value every format of the family has
-    record: dict[str, int] = field(default_factory=dict)
+    #: record field -> the value (or range of values) every format of the family has
+    record: dict[str, int | range] = field(default_factory=dict)
     #: field of CONST_LAYOUT -> its value over the whole family
     ties: dict[str, Tie] = field(default_factory=dict)
+    #: False when every fp32-subnormal input gives a zero code (subnormals off and bias <= 125):
+    #: the compressor then needs no normalising shift (see :func:`~.compressor.unnormalised`)
+    normalises_fp32_subnormals: bool = True
+
+    def __post_init__(self):
+        if not self.normalises_fp32_subnormals:
+            bias = self.record.get("bias")
+            if self.record.get("subnormals") != 0 or not isinstance(bias, range) or bias.stop > 126:
+                raise ValueError(f"contract {self.name!r}: dropping the normalising shift needs subnormals off"
+                                 " and bias <= 125 (every fp32 subnormal below Min/2)")
 
     def admits(self, fmt: Format) -> bool:
         """Whether the legal Format ``fmt`` belongs to the family."""
         fields = format_fields(fmt)
-        return all(fields[name] == value for name, value in self.record.items())
+        return all(fields[name] in value if isinstance(value, range) else fields[name] == value
+                   for name, value in self.record.items())
 
     def record_ok(self, record) -> Value:
         """1 when the record (a FORMAT_LAYOUT view) has the family's field values."""
-        return Cat(Const(1, 1), *(getattr(record, name) == value for name, value in self.record.items())).all()
+        tests = []
+        for name, value in self.record.items():
+            wire = getattr(record, name)
+            if isinstance(value, range):
+                tests.append((wire >= value.start) & (wire <= value.stop - 1))
+            else:
+                tests.append(wire == value)
+        return Cat(Const(1, 1), *tests).all()
 
 
 #: the record of ``sieve search``'s formats: nearest-even, saturate, no special values
@@ -101,6 +124,9 @@ CONTRACTS: dict[str, Contract] = {c.name: c for c in (
              "widths, bias, sign, subnormals run-time", _SEARCH_RECORD, dict(_SEARCH_TIES)),
     Contract("search_nosub", "as `search`, subnormals off; widths, bias, sign run-time",
              {**_SEARCH_RECORD, "subnormals": 0}, {**_SEARCH_TIES, "sub_en": 0}),
+    Contract("search_nosub_b125", "as `search_nosub`, bias <= 125 (Min >= 2^-124), so fp32-subnormal inputs"
+             " need no normalising shift", {**_SEARCH_RECORD, "subnormals": 0, "bias": range(-256, 126)},
+             {**_SEARCH_TIES, "sub_en": 0}, normalises_fp32_subnormals=False),
 )}
 
 
