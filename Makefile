@@ -56,7 +56,7 @@ synth: setup
 	$(PY) -m synth.run --out build/synth
 
 verify-exhaustive: setup
-	$(PY) -m sim.exhaustive --out build/verify $(if $(FORMAT),--format $(FORMAT)) $(if $(FRACTION),--fraction $(FRACTION)) $(if $(JOBS),--jobs $(JOBS))
+	$(PY) -m sim.exhaustive --out build/verify $(if $(FORMAT),--format $(FORMAT)) $(if $(FRACTION),--fraction $(FRACTION)) $(if $(JOBS),--jobs $(JOBS)) $(if $(CONTRACT),--contract $(CONTRACT))
 
 cascade: setup
 	$(SIEVE) cascade --pool "$${POOL:-lenet5,convnet,minivgg}" --target 1.0

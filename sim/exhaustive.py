@@ -1,6 +1,6 @@
 """Exhaustive compressor check: every one of the 2^32 fp32 inputs, RTL against the emulator.
 
-``python -m sim.exhaustive --out build/verify [--format se4m3b7] [--fraction 1.0] [--jobs N]``
+``python -m sim.exhaustive --out build/verify [--format se4m3b7] [--fraction 1.0] [--jobs N] [--contract C]``
 
 The configurable compressor engine (the same Amaranth component every lane instantiates) behind
 a constant register fed by :func:`sieve_hw.constants.calc_constants` in its combinational form
@@ -12,7 +12,9 @@ and writes the codes to a file; one driver process per core (``--jobs``) simulat
 while Python compares the finished ones with :func:`sim.golden.expected_encode`
 (``sieve.encode``).  Chunks are taken in a strided order (chunk ``i * stride mod n``) so
 that a partial run (``--fraction``) still samples the whole fp32 range evenly; the report
-states how much was covered, the measured wall time and the extrapolation to all 2^32 inputs.  Results: ``<out>/exhaustive.json``
+states how much was covered, the measured wall time and the extrapolation to all 2^32 inputs.
+``--contract`` checks the compressor built for a narrower family of formats
+(:mod:`sieve_hw.contracts`; the formats must belong to it).  Results: ``<out>/exhaustive.json``
 and ``exhaustive.md``.
 """
 
@@ -88,10 +90,10 @@ def _cxxrtl_include() -> Path:
     return inc
 
 
-def compressor_unit():
-    """The configurable compressor engine behind a constant register loaded from the
-    calculator's combinational form (no decompressor and no calculator ranks, so the C++ model
-    evaluates only what is checked)."""
+def compressor_unit(contract: str = "full"):
+    """The configurable compressor engine (built for ``contract``) behind a constant register
+    loaded from the calculator's combinational form (no decompressor and no calculator ranks,
+    so the C++ model evaluates only what is checked)."""
     from amaranth import Module, Signal
     from amaranth.lib import wiring
     from amaranth.lib.wiring import In, Out
@@ -108,7 +110,7 @@ def compressor_unit():
 
         def elaborate(self, platform):
             m = Module()
-            m.submodules.comp = comp = Compressor()
+            m.submodules.comp = comp = Compressor(contract=contract)
             k_new, err_new = calc_constants(m, self.cfg)
             k = Signal(CONST_LAYOUT, reset_less=True)
             err = Signal(init=1)
@@ -122,7 +124,7 @@ def compressor_unit():
     return CompressorUnit()
 
 
-def build_driver(work: Path) -> Path:
+def build_driver(work: Path, contract: str = "full") -> Path:
     """RTLIL of the compressor unit -> CXXRTL C++ -> compiled driver (cached by content)."""
     from amaranth.back import rtlil
 
@@ -131,7 +133,7 @@ def build_driver(work: Path) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     top = "sieve_compressor_unit"
     il = work / f"{top}.il"
-    write_text(il, rtlil.convert(compressor_unit(), name=top, emit_src=False))
+    write_text(il, rtlil.convert(compressor_unit(contract), name=top, emit_src=False))
     exe = work / "driver"
     key = work / "driver.key"
     script = f"read_rtlil {il.name}; hierarchy -top {top}; proc; flatten; opt -fast; write_cxxrtl -O6 design.cc"
@@ -147,6 +149,16 @@ def build_driver(work: Path) -> Path:
                    cwd=work, check=True)
     key.write_text(digest)
     return exe
+
+
+def _contract(name: str):
+    """The contract ``name`` (SieveError listing the known ones otherwise)."""
+    from sieve_hw.contracts import contract
+
+    try:
+        return contract(name)
+    except ValueError as exc:
+        raise SieveError(str(exc)) from None
 
 
 def _order(n_chunks: int) -> list[int]:
@@ -165,11 +177,13 @@ def default_jobs() -> int:
 
 
 def check_format(fmt: sieve.Format, exe: Path, fraction: float, chunk_bits: int = CHUNK_BITS,
-                 progress: bool = True, jobs: int | None = None) -> dict:
+                 progress: bool = True, jobs: int | None = None, chunks: list[int] | None = None) -> dict:
     """Run a fraction of all 2^32 inputs through the RTL; return counts, mismatches, timing.
 
     The RTL simulation (the slow part) runs in ``jobs`` driver processes at once, one chunk
     each, while this process compares finished chunks with the emulator in chunk order.
+    ``chunks`` names the chunk indices to run instead (``fraction`` is then ignored), for a
+    check aimed at one region of the fp32 range.
     """
     from tqdm import tqdm
 
@@ -178,7 +192,7 @@ def check_format(fmt: sieve.Format, exe: Path, fraction: float, chunk_bits: int 
     jobs = jobs or default_jobs()
     chunk = 1 << chunk_bits
     n_chunks = TOTAL // chunk
-    todo = _order(n_chunks)[: max(1, round(n_chunks * fraction))]
+    todo = list(chunks) if chunks is not None else _order(n_chunks)[: max(1, round(n_chunks * fraction))]
     record = pack_format(fmt)
     tmp = Path(tempfile.mkdtemp(prefix="chunks-", dir=exe.parent))  # one 64 MB code file per job
     mismatches: list[dict] = []
@@ -243,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="fraction of the 2^32 inputs (strided chunks of 2^24); 1.0 = all")
     p.add_argument("--jobs", type=int, default=None,
                    help=f"driver processes at once (default: one per core, {default_jobs()} here)")
+    p.add_argument("--contract", default="full",
+                   help="check the compressor built for this family of formats (sieve_hw.contracts; default full)")
     args = p.parse_args(argv)
     try:
         if not 0 < args.fraction <= 1:
@@ -250,19 +266,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.jobs is not None and args.jobs < 1:
             raise SieveError(f"--jobs must be at least 1, got {args.jobs}")
         fmts = [sieve.Format.parse(t) for t in (args.format or ["se4m3b7"])]
+        family = _contract(args.contract)
+        outside = [str(f) for f in fmts if not family.admits(f)]
+        if outside:
+            raise SieveError(f"format(s) {outside} are outside contract {args.contract!r}: {family.summary}")
         out = Path(args.out)
         t0 = time.perf_counter()
-        exe = build_driver(out / "cxxrtl")
+        exe = build_driver(out / ("cxxrtl" if args.contract == "full" else f"cxxrtl-{args.contract}"), args.contract)
         build_s = time.perf_counter() - t0
         results = [check_format(f, exe, args.fraction, jobs=args.jobs) for f in fmts]
     except (SieveError, sieve.FormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = {"build_seconds": round(build_s, 1), "simulator": "Yosys write_cxxrtl + g++ -O2 (configurable compressor + calculator)",
-              "results": results}
+    report = {"build_seconds": round(build_s, 1), "contract": args.contract,
+              "simulator": "Yosys write_cxxrtl + g++ -O2 (configurable compressor + calculator)", "results": results}
     write_json(out / "exhaustive.json", report)
     lines = ["# Exhaustive compressor check (RTL vs emulator)", "",
-             f"CXXRTL model build: {report['build_seconds']} s", "",
+             f"CXXRTL model build: {report['build_seconds']} s; compressor contract: `{args.contract}`", "",
              "| format | inputs checked | fraction of 2^32 | mismatches | driver processes | wall s | values/s | full 2^32 (s) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:

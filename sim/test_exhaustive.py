@@ -54,6 +54,22 @@ def test_a_disagreement_is_reported(driver, monkeypatch):
     assert all(e["rtl"] ^ e["emulator"] == 1 for e in r["examples"])
 
 
+def test_contract_compressor_around_the_fp32_subnormals():
+    """The compressor built for ``search_nosub_b125`` (no normalising shift) against the emulator
+    where that matters: +-0, the smallest and largest fp32 subnormals of both signs and the
+    smallest normals (chunks of 2^16 inputs), plus a strided sample of the whole range."""
+    work = ROOT / "build" / "sim" / "cxxrtl-exhaustive-b125"
+    with file_lock(work):
+        exe = exhaustive.build_driver(work, "search_nosub_b125")
+    neg = 1 << 15  # chunk of 0x80000000 at 2^16 inputs per chunk
+    region = [0, 1, 126, 127, 128, neg, neg + 1, neg + 127, neg + 128]
+    sample = exhaustive._order(1 << 16)[:6]
+    for text in ("se7m2b125", "se4m3b7", "ue5m10b20"):  # Min/2 from 2^-125 up
+        r = exhaustive.check_format(sieve.Format.parse(text), exe, 0, chunk_bits=16, progress=False, jobs=2,
+                                    chunks=region + sample)
+        assert r["checked"] == 15 * 65536 and r["mismatches"] == 0, (text, r["examples"])
+
+
 @pytest.mark.parametrize("args, message", [(["--fraction", "0"], "error: --fraction"),
                                            (["--jobs", "0"], "error: --jobs")])
 def test_cli_rejects_bad_arguments(tmp_path, capsys, args, message):
