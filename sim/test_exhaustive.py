@@ -71,7 +71,10 @@ def test_contract_compressor_around_the_fp32_subnormals():
 
 
 @pytest.mark.parametrize("args, message", [(["--fraction", "0"], "error: --fraction"),
-                                           (["--jobs", "0"], "error: --jobs")])
+                                           (["--jobs", "0"], "error: --jobs"),
+                                           (["--contract", "tiny"], "error: unknown contract 'tiny'"),
+                                           (["--contract", "search", "--format", "float8_e5m2"],
+                                            "error: format(s) ['se5m2b15+sub+ieee+ovinf'] are outside contract 'search'")])
 def test_cli_rejects_bad_arguments(tmp_path, capsys, args, message):
     assert exhaustive.main([*args, "--out", str(tmp_path / "v")]) == 2
     err = capsys.readouterr().err
