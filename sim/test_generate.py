@@ -123,3 +123,21 @@ def test_fixed_format_engines_match_emulator(text):
     junk = (rng.integers(0, 1 << 32, 200, dtype=np.uint64) << np.uint64(fmt.width)) & np.uint64(0xFFFFFFFF)
     got = _stream(Decompressor(fmt), codes | junk)  # bits above the width are ignored
     assert np.array_equal(np.array(got, np.uint64), expected_decode(codes, fmt))
+
+
+@pytest.mark.parametrize("text, stages", [("se4m3b7", 1), ("se4m3b7", 4), ("ue3m4b5+rtz", 2), ("se7m2b125+ieee", 3)])
+def test_fixed_compressor_without_normalising_shift(text, stages):
+    """A baked-in format whose fp32 subnormals all give zero codes (no subnormals, bias <= 125)
+    gets the compressor without leading-zero count (``unnormalised``); it still equals the
+    emulator, fp32 subnormals of both signs included."""
+    from sieve_hw.compressor import unnormalised
+
+    fmt = sieve.Format.parse(text)
+    assert unnormalised in Compressor.steps_for(stages, fixed_format=fmt)
+    assert unnormalised not in Compressor.steps_for(stages, fixed_format=sieve.Format.parse("se7m2b126"))
+    rng = np.random.default_rng(stages)
+    tiny = (rng.integers(1, 1 << 23, 300, dtype=np.uint32) | (rng.integers(0, 2, 300, dtype=np.uint32) << 31))
+    x = np.concatenate([corner_values(fmt, rng, ties=8), random_values(fmt, rng, 32), tiny.view(np.float32),
+                        np.array([0x00800000, 0x80800000, 0x007FFFFF, 0x807FFFFF], np.uint32).view(np.float32)])
+    got = _stream(Compressor(fmt, stages), x.astype(np.float32).view(np.uint32))
+    assert np.array_equal(np.array(got, np.uint64), expected_encode(x.astype(np.float32), fmt))

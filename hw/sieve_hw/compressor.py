@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from amaranth import Cat, Const, Module, Mux, Signal, signed
 
-from .contracts import contract as get_contract
+from .contracts import contract as get_contract, fp32_subnormals_give_zero
 from .lzc import lzc23
 from .engine import StreamEngine
 
@@ -142,7 +142,7 @@ def normalise_fast(m: Module, sig: dict, k) -> dict:
 
 
 def unnormalised(m: Module, sig: dict, k) -> dict:
-    """Step 1 for families without subnormals and with bias <= 125 (no leading-zero count).
+    """Step 1 for formats without subnormals and with bias <= 125 (no leading-zero count).
 
     Every fp32 subnormal (< 2^-126) is then below Min/2 = 2^-bias, so its code is a zero: read
     with ``e_v = ex = 0`` its code exponent ``ec = bias - 127`` is below -1, which puts it on
@@ -251,12 +251,17 @@ class Compressor(StreamEngine):
     DEFAULT_STAGES = 4
 
     @classmethod
-    def steps_for(cls, stages: int, contract: str = "full"):
+    def steps_for(cls, stages: int, contract: str = "full", fixed_format=None):
         """Deep pipelines (3+ ranks) take step 1's fast form (exponent arithmetic beside the
         normalising shift); the other steps are the same at every depth.  A contract whose
-        family never needs fp32 subnormals normalised takes :func:`unnormalised` (no
-        leading-zero count, no normalising shift) at every depth."""
-        if not get_contract(contract).normalises_fp32_subnormals:
+        family never needs fp32 subnormals normalised, or a baked-in format for which every
+        fp32 subnormal gives a zero code, takes :func:`unnormalised` (no leading-zero count, no
+        normalising shift) at every depth."""
+        if fixed_format is not None:
+            unneeded = fp32_subnormals_give_zero(fixed_format)
+        else:
+            unneeded = not get_contract(contract).normalises_fp32_subnormals
+        if unneeded:
             return (inspect_plain, unnormalised) + cls.STEPS[2:]
         if stages >= 3:
             return cls.STEPS[:1] + (normalise_fast,) + cls.STEPS[2:]

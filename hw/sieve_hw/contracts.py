@@ -44,7 +44,7 @@ from sieve.cfloat import OVERFLOWS, ROUNDINGS, SPECIALS, Format
 from .config import format_fields
 from .constants import CONST_LAYOUT
 
-__all__ = ["Contract", "CONTRACTS", "contract", "pin"]
+__all__ = ["Contract", "CONTRACTS", "contract", "fp32_subnormals_give_zero", "pin"]
 
 #: A pinned constant: an integer, or a function of the incoming record (for a constant that
 #: reduces to another field over the family, e.g. ``nan_sign_inv`` = ``signed``).
@@ -67,6 +67,12 @@ _SEARCH_TIES: dict[str, Tie] = {
     "ieee": 0,
     "fn": 0,
 }
+
+
+def fp32_subnormals_give_zero(fmt: Format) -> bool:
+    """Every fp32-subnormal input (< 2^-126) rounds to a zero code in ``fmt``: no subnormals
+    and bias <= 125, so Min/2 = 2^-bias >= 2^-125 lies above them (and never next to them)."""
+    return not fmt.subnormals and fmt.bias <= 125
 
 
 @dataclass(frozen=True)

@@ -60,9 +60,9 @@ class StreamEngine(wiring.Component):
     DEFAULT_STAGES: ClassVar[int]
 
     @classmethod
-    def steps_for(cls, stages: int, contract: str = "full") -> tuple[Callable, ...]:
-        """The step functions at depth ``stages`` for ``contract`` (an engine may trade area for
-        speed per depth, or drop a step's work a narrower family never needs)."""
+    def steps_for(cls, stages: int, contract: str = "full", fixed_format=None) -> tuple[Callable, ...]:
+        """The step functions at depth ``stages`` for ``contract`` or a baked-in format (an engine
+        may trade area for speed per depth, or drop work its formats never need)."""
         return cls.STEPS
 
     def __new__(cls, fixed_format=None, stages: int | None = None, contract: str = "full", *, src_loc_at: int = 0):
@@ -101,7 +101,7 @@ class StreamEngine(wiring.Component):
         sig: dict[str, Value] = {"x": self.i_data}
         if -1 in cuts:  # a rank on the input itself: the narrowest cut (32 bits)
             sig = {"x": p.reg(self.i_data, f"{self.prefix}_rin_x")}
-        for i, step in enumerate(type(self).steps_for(self.stages, self.contract)):
+        for i, step in enumerate(type(self).steps_for(self.stages, self.contract, self.fixed_format)):
             sig = step(m, sig, k)
             if i in cuts:
                 sig = {name: p.reg(v, f"{self.prefix}_r{i}_{name}") for name, v in sig.items()}

@@ -26,7 +26,7 @@ so the two sides may have different latencies (``self.latency``).
 Data ports are flat vectors, lane ``j`` at bits ``[32*j, 32*j+32)`` (and bit ``j`` of the
 valid/ready vectors): ``c_*`` is the compressor side (fp32 in, code out), ``d_*`` the
 decompressor side (code in, fp32 out).  With ``fixed_format`` the calculator, constant
-register and ``cfg*`` ports are dropped and the format is baked into every engine.
+register and ``cfg*`` ports are dropped and every lane is a pair of fixed-format engines.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 
 from .compressor import Compressor
 from .config import FORMAT_LAYOUT
-from .constants import ConstCalc, fixed_constants
+from .constants import ConstCalc
 from .decompressor import Decompressor
 
 __all__ = ["Lanes"]
@@ -76,9 +76,9 @@ class Lanes(wiring.Component):
         m = Module()
         n = self.lanes
         engines = []
-        for j in range(n):
-            c = Compressor(stages=self.c_stages, contract=self.contract)
-            d = Decompressor(stages=self.d_stages, contract=self.contract)
+        for j in range(n):  # with a fixed format, the fixed-format engines (each folds its own constants)
+            c = Compressor(self.fixed_format, self.c_stages, self.contract)
+            d = Decompressor(self.fixed_format, self.d_stages, self.contract)
             m.submodules[f"comp{j}"] = c
             m.submodules[f"decomp{j}"] = d
             engines.append((c, d))
@@ -96,10 +96,7 @@ class Lanes(wiring.Component):
             open_ = ~self.cfg_valid & ~calc.busy & ~calc.error
             for c, d in engines:
                 m.d.comb += [c.k.eq(calc.k), d.k.eq(calc.k)]
-        else:  # one constant set for all lanes; synthesis folds it into every engine
-            k = fixed_constants(m, self.fixed_format)
-            for c, d in engines:
-                m.d.comb += [c.k.eq(k), d.k.eq(k)]
+        else:
             open_ = 1
 
         for j, (c, d) in enumerate(engines):
