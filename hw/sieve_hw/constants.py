@@ -314,11 +314,10 @@ class ConstCalc(wiring.Component):
     #: record register + :data:`CALC_RANKS` ranks + output register
     LATENCY = CALC_RANKS + 2
 
-    def __init__(self, contract: str = "full"):
-        from .contracts import contract as get_contract
-
-        #: the family of formats served (:mod:`sieve_hw.contracts`): a record outside it is an error
-        self.contract = get_contract(contract)
+    def __init__(self, family=None):
+        #: the :class:`~.contracts.Contract` whose formats alone are accepted (a record outside
+        #: its family is an error); None: every legal Format
+        self.family = family
         self.latency = self.LATENCY
         super().__init__({
             "fmt": In(FORMAT_LAYOUT),
@@ -338,9 +337,9 @@ class ConstCalc(wiring.Component):
         with m.Elif(count != 0):
             m.d.sync += count.eq(count - 1)
         k_new, err_new = calc_constants(m, record, register_rank(m))
-        if self.contract.record:  # a narrower family: a record outside it is refused too
+        if self.family is not None and self.family.record:  # a record outside the family is refused too
             err_family = Signal(name="err_family")
-            m.d.comb += err_family.eq(err_new | ~self.contract.record_ok(record))
+            m.d.comb += err_family.eq(err_new | ~self.family.record_ok(record))
             err_new = err_family
         k = Signal(CONST_LAYOUT, name="k_reg", reset_less=True)
         err = Signal(name="err_reg", init=1)  # unconfigured after reset

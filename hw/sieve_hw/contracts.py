@@ -15,6 +15,9 @@ A lane unit built for a contract (``Lanes(8, contract="search")``, ``python -m
 sieve_hw.generate --contract search``) also refuses every other format: its calculator raises
 ``error`` for a record outside the family (:meth:`Contract.record_ok`), which keeps the streams
 closed as for an illegal record, so a pinned engine never sees constants it was not built for.
+A contract engine used on its own (``Compressor(contract=...)`` fed by some other calculator)
+has no such guard: given the constants of a format outside its family, its codes are
+undefined.
 
 Contracts (``synth.contracts`` synthesises each):
 

@@ -27,7 +27,7 @@ from sieve.io_utils import write_text as atomic_write_text
 
 from .compressor import Compressor
 from .constants import ConstCalc
-from .contracts import CONTRACTS
+from .contracts import CONTRACTS, contract as get_contract
 from .decompressor import Decompressor
 from .engine import check_stages
 from .lanes import MAX_LANES, Lanes
@@ -110,7 +110,7 @@ def elaborate(design: str, fixed_format: sieve.Format | str | None = None, contr
             return Decompressor(fmt, stages, contract)
         if fmt is not None:
             raise DesignError("constcalc has no fixed-format variant: with the format known there is nothing to compute")
-        return ConstCalc(contract)
+        return ConstCalc(get_contract(contract))
     except ValueError as exc:
         raise DesignError(f"design {design!r}: {exc}") from None
 

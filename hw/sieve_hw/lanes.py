@@ -38,6 +38,7 @@ from amaranth.lib.wiring import In, Out
 from .compressor import Compressor
 from .config import FORMAT_LAYOUT
 from .constants import ConstCalc
+from .contracts import contract as get_contract
 from .decompressor import Decompressor
 
 __all__ = ["Lanes"]
@@ -84,7 +85,7 @@ class Lanes(wiring.Component):
             engines.append((c, d))
 
         if self.fixed_format is None:
-            calc = m.submodules.constcalc = ConstCalc(self.contract)
+            calc = m.submodules.constcalc = ConstCalc(get_contract(self.contract))
             busy = Signal(name="busy")
             m.d.comb += busy.eq(Cat(*(e.busy for pair in engines for e in pair)).any())
             m.d.comb += [
