@@ -47,7 +47,7 @@ from sieve.cfloat import OVERFLOWS, ROUNDINGS, SPECIALS, Format
 from .config import format_fields
 from .constants import CONST_LAYOUT
 
-__all__ = ["Contract", "CONTRACTS", "contract", "fp32_subnormals_give_zero", "pin"]
+__all__ = ["Contract", "CONTRACTS", "MAX_BIAS_FP32_SUBNORMALS_ZERO", "contract", "fp32_subnormals_give_zero", "pin"]
 
 #: A pinned constant: an integer, or a function of the incoming record (for a constant that
 #: reduces to another field over the family, e.g. ``nan_sign_inv`` = ``signed``).
@@ -72,10 +72,15 @@ _SEARCH_TIES: dict[str, Tie] = {
 }
 
 
+#: The largest bias for which every fp32-subnormal input (< 2^-126) lies below Min/2 = 2^-bias
+#: and not next to it, so that without subnormals it gives a zero code.
+MAX_BIAS_FP32_SUBNORMALS_ZERO = 125
+
+
 def fp32_subnormals_give_zero(fmt: Format) -> bool:
-    """Every fp32-subnormal input (< 2^-126) rounds to a zero code in ``fmt``: no subnormals
-    and bias <= 125, so Min/2 = 2^-bias >= 2^-125 lies above them (and never next to them)."""
-    return not fmt.subnormals and fmt.bias <= 125
+    """Every fp32-subnormal input rounds to a zero code in ``fmt``: no subnormals and bias <=
+    :data:`MAX_BIAS_FP32_SUBNORMALS_ZERO`."""
+    return not fmt.subnormals and fmt.bias <= MAX_BIAS_FP32_SUBNORMALS_ZERO
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,8 @@ class Contract:
     def __post_init__(self):
         if not self.normalises_fp32_subnormals:
             bias = self.record.get("bias")
-            if self.record.get("subnormals") != 0 or not isinstance(bias, range) or bias.stop > 126:
+            if (self.record.get("subnormals") != 0 or not isinstance(bias, range)
+                    or bias.stop - 1 > MAX_BIAS_FP32_SUBNORMALS_ZERO):
                 raise ValueError(f"contract {self.name!r}: dropping the normalising shift needs subnormals off"
                                  " and bias <= 125 (every fp32 subnormal below Min/2)")
 
@@ -134,7 +140,8 @@ CONTRACTS: dict[str, Contract] = {c.name: c for c in (
     Contract("search_nosub", "as `search`, subnormals off; widths, bias, sign run-time",
              {**_SEARCH_RECORD, "subnormals": 0}, {**_SEARCH_TIES, "sub_en": 0}),
     Contract("search_nosub_b125", "as `search_nosub`, bias <= 125 (Min >= 2^-124), so fp32-subnormal inputs"
-             " need no normalising shift", {**_SEARCH_RECORD, "subnormals": 0, "bias": range(-256, 126)},
+             " need no normalising shift", {**_SEARCH_RECORD, "subnormals": 0,
+                                                    "bias": range(-256, MAX_BIAS_FP32_SUBNORMALS_ZERO + 1)},
              {**_SEARCH_TIES, "sub_en": 0}, normalises_fp32_subnormals=False),
 )}
 
