@@ -14,7 +14,7 @@ from sieve.cfloat import FormatError, OVERFLOWS, SPECIALS
 
 FP32_MIN_NORMAL_BITS = 0x00800000
 
-__all__ = ["expected_encode", "expected_decode", "corner_values", "random_values", "legal_biases",
+__all__ = ["expected_encode", "expected_decode", "corner_values", "random_values", "fp32_subnormals", "legal_biases",
            "sweep_formats", "decode_codes"]
 
 @functools.lru_cache(maxsize=None)
@@ -95,6 +95,12 @@ def random_values(fmt: sieve.Format, rng: np.random.Generator, n: int) -> np.nda
     mag = np.exp2(rng.uniform(lo, hi, n - half))
     sign = np.where(rng.random(n - half) < 0.5, -1.0, 1.0)
     return np.concatenate([raw, _f32(mag * sign)])
+
+
+def fp32_subnormals(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` random fp32 subnormals of both signs (nonzero fraction, zero exponent field)."""
+    bits = rng.integers(1, 1 << 23, n, dtype=np.uint32) | (rng.integers(0, 2, n, dtype=np.uint32) << 31)
+    return bits.view(np.float32)
 
 
 def decode_codes(fmt: sieve.Format, rng: np.random.Generator, limit_bits: int = 12, sample: int = 4096) -> np.ndarray:

@@ -82,7 +82,7 @@ def test_contract_lane_unit_converts_its_family_and_refuses_other_formats(name, 
     import numpy as np
     import sieve
 
-    from .golden import corner_values, random_values
+    from .golden import corner_values, fp32_subnormals, random_values
     from .harness import run_job
     from .test_engines import _check, _job, _segment
 
@@ -92,9 +92,7 @@ def test_contract_lane_unit_converts_its_family_and_refuses_other_formats(name, 
     assert all(c.admits(f) for f in family) and not any(c.admits(f) for f in outside)
     segments = []
     for i, fmt in enumerate(family):
-        tiny = (rng.integers(1, 1 << 23, 3000, dtype=np.uint32)
-                | (rng.integers(0, 2, 3000, dtype=np.uint32) << 31)).view(np.float32)  # fp32 subnormals
-        values = np.concatenate([corner_values(fmt, rng), random_values(fmt, rng, 300), tiny])
+        values = np.concatenate([corner_values(fmt, rng), random_values(fmt, rng, 300), fp32_subnormals(rng, 3000)])
         segments.append(_segment(fmt, rng, 0, comp_values=values, p_valid=0.8, p_ready=0.7))
         if i < len(outside):
             refused = _segment(outside[i], rng, 0, comp_values=np.ones(4, np.float32), dec_codes=np.ones(4, np.uint64))

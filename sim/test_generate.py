@@ -17,7 +17,7 @@ from sieve_hw.constants import ConstCalc
 from sieve_hw.decompressor import Decompressor
 from sieve_hw.generate import DesignError, elaborate, top_name, write_rtlil, write_verilog
 
-from .golden import corner_values, expected_decode, expected_encode, random_values
+from .golden import corner_values, expected_decode, expected_encode, fp32_subnormals, random_values
 
 
 def test_designs_and_top_names(tmp_path):
@@ -136,8 +136,7 @@ def test_fixed_compressor_without_normalising_shift(text, stages):
     assert unnormalised in Compressor.steps_for(stages, fixed_format=fmt)
     assert unnormalised not in Compressor.steps_for(stages, fixed_format=sieve.Format.parse("se7m2b126"))
     rng = np.random.default_rng(stages)
-    tiny = (rng.integers(1, 1 << 23, 300, dtype=np.uint32) | (rng.integers(0, 2, 300, dtype=np.uint32) << 31))
-    x = np.concatenate([corner_values(fmt, rng, ties=8), random_values(fmt, rng, 32), tiny.view(np.float32),
+    x = np.concatenate([corner_values(fmt, rng, ties=8), random_values(fmt, rng, 32), fp32_subnormals(rng, 300),
                         np.array([0x00800000, 0x80800000, 0x007FFFFF, 0x807FFFFF], np.uint32).view(np.float32)])
     got = _stream(Compressor(fmt, stages), x.astype(np.float32).view(np.uint32))
     assert np.array_equal(np.array(got, np.uint64), expected_encode(x.astype(np.float32), fmt))
