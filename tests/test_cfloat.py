@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 
@@ -59,7 +61,8 @@ def test_text_form_round_trips(fmt):
         (dict(exp_bits=4, man_bits=3, overflow="inf"), "overflow='inf' needs specials='ieee'"),
         (dict(exp_bits=4, man_bits=3, overflow="nan"), "overflow='nan' needs a NaN code"),
         (dict(exp_bits=8, man_bits=3, bias=100), "beyond float32 (exponent <= 127); use bias >= 128"),
-        (dict(exp_bits=8, man_bits=23, bias=128), "finer than float32's 2^-149; use bias <= 127"),
+        (dict(exp_bits=8, man_bits=22, bias=129), "finer than float32's 2^-149; use bias <= 128"),
+        (dict(exp_bits=8, man_bits=23, bias=128), "whatever the bias (Max needs bias >= 128, the smallest step bias <= 127)"),
     ],
 )
 def test_illegal_formats_say_what_is_wrong(fields, message):
@@ -138,3 +141,75 @@ def test_formats_are_hashable_and_immutable():
     assert {f: 1}[Format(4, 3, 7)] == 1
     with pytest.raises(Exception):
         f.exp_bits = 5
+
+
+# ---------------------------------------------------------------- one policy per group, advice that works
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("e4m3+ieee+fn", r"'\+ieee' and '\+fn' contradict each other .* one special-code convention"),
+        ("e4m3+fnuz+sub+ieee", r"'\+fnuz' and '\+ieee' contradict"),
+        ("e5m2+ieee+ovinf+ovnan", r"'\+ovinf' and '\+ovnan' contradict .* one overflow policy"),
+        ("e4m3+rtz+rtz", r"'\+rtz' given twice"),
+        ("e4m3+sub+fn+sub", r"'\+sub' given twice"),
+        ("e4m3+fn+fn", r"'\+fn' given twice"),
+    ],
+)
+def test_contradictory_or_repeated_policies_are_refused(text, message):
+    with pytest.raises(FormatError, match=message):
+        Format.parse(text)
+
+
+ADVISED = re.compile(r"; try (.*)$")
+ADVISED_BIAS = re.compile(r"use bias [<>]= (-?\d+)(?: \(at (?:most|least) (-?\d+)\))?")
+
+
+def advised_formats(fmt_fields: dict, message: str) -> list[Format]:
+    """Every format a refusal advises, built the way a user would follow the advice."""
+    out = []
+    tried = ADVISED.search(message)
+    if tried:
+        out += [Format.parse(text) for text in tried.group(1).split(" or ")]  # must parse
+    bias = ADVISED_BIAS.search(message)
+    if bias:
+        out += [Format(**{**fmt_fields, "bias": int(b)}) for b in bias.groups() if b is not None]  # both ends
+    return out
+
+
+def test_e8m23_advice_leads_to_formats_that_exist():
+    with pytest.raises(FormatError) as refused:
+        Format.parse("e8m23b128")
+    advised = {str(f) for f in advised_formats({}, str(refused.value))}
+    assert advised == {"se8m23b127+ieee", "se8m22b128", "se7m23b63"}
+
+
+def test_every_advice_of_the_validator_leads_to_a_legal_format():
+    """Exhaustive over E, M, sign, specials, overflow and the biases around the legal range:
+    every format a refusal advises parses, and a bias range it gives is legal at both ends."""
+    refused = advised = 0
+    for e in range(1, 9):
+        for m in range(0, 24):
+            top = (1 << e) - 1
+            biases = {(1 << (e - 1)) - 1, top - 128, top - 127, 150 - m, 151 - m, -300, 300}
+            for signed in (True, False):
+                for specials in ("none", "ieee", "fn", "fnuz"):
+                    for overflow in ("saturate", "inf", "nan"):
+                        for bias in biases:
+                            fields = dict(exp_bits=e, man_bits=m, bias=bias, signed=signed,
+                                          specials=specials, overflow=overflow)
+                            try:
+                                Format(**fields)
+                            except FormatError as exc:
+                                refused += 1
+                                for fmt in advised_formats(fields, str(exc)):
+                                    assert Format.parse(str(fmt)) == fmt
+                                    advised += 1
+    assert refused > 10_000 and advised > 10_000
+
+
+def test_presets_still_round_trip_under_the_one_policy_rule():
+    for name, fmt in PRESETS.items():
+        assert Format.parse(str(fmt)) == fmt, name
+        assert Format.parse(name) == fmt

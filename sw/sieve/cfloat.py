@@ -147,41 +147,95 @@ class Format:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
-        """Raise :class:`FormatError` with one clear sentence for an illegal combination."""
+        """Raise :class:`FormatError` with one clear sentence for an illegal combination.
+
+        Every format a message advises (after ``try``) is itself legal, and a bias it advises
+        lies in the range that fits float32: following the advice never leads to a second,
+        contradicting refusal (``tests/test_cfloat.py`` checks this over every E, M and policy).
+        """
+        problem = self._problem(advise=True)
+        if problem is not None:
+            raise FormatError(problem)
+
+    def _problem(self, advise: bool) -> str | None:
+        """What is illegal about this format (None: nothing); with ``advise``, legal alternatives."""
         if not 1 <= self.exp_bits <= 8:
-            raise FormatError(f"exp_bits must be 1..8, got {self.exp_bits}")
+            return f"exp_bits must be 1..8, got {self.exp_bits}"
         if not 0 <= self.man_bits <= 23:
-            raise FormatError(f"man_bits must be 0..23, got {self.man_bits}")
+            return f"man_bits must be 0..23, got {self.man_bits}"
         if self.rounding not in ROUNDINGS:
-            raise FormatError(f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}")
+            return f"rounding must be one of {ROUNDINGS}, got {self.rounding!r}"
         if self.overflow not in OVERFLOWS:
-            raise FormatError(f"overflow must be one of {OVERFLOWS}, got {self.overflow!r}")
+            return f"overflow must be one of {OVERFLOWS}, got {self.overflow!r}"
         if self.specials not in SPECIALS:
-            raise FormatError(f"specials must be one of {SPECIALS}, got {self.specials!r}")
+            return f"specials must be one of {SPECIALS}, got {self.specials!r}"
+        try_ = self._try if advise else (lambda *changes: "")
         if self.specials == "ieee" and self.exp_bits < 2:
-            raise FormatError("specials='ieee' reserves the all-ones exponent and needs exp_bits >= 2")
+            return ("specials='ieee' reserves the all-ones exponent and needs exp_bits >= 2"
+                    + try_(dict(exp_bits=2), dict(specials="fn")))
         if self.specials == "ieee" and self.man_bits < 1:
-            raise FormatError("specials='ieee' needs man_bits >= 1 to tell NaN from Inf")
+            return ("specials='ieee' needs man_bits >= 1 to tell NaN from Inf"
+                    + try_(dict(man_bits=1), dict(specials="fn")))
         if self.specials == "fn" and self.exp_bits + self.man_bits < 2:
-            raise FormatError("specials='fn' needs at least two exponent+mantissa bits")
+            return ("specials='fn' needs at least two exponent+mantissa bits"
+                    + try_(dict(man_bits=1), dict(specials="fnuz")))
         if self.specials == "fnuz" and not self.signed:
-            raise FormatError("specials='fnuz' uses the negative-zero code as NaN and needs a signed format")
+            return ("specials='fnuz' uses the negative-zero code as NaN and needs a signed format"
+                    + try_(dict(signed=True), dict(specials="fn")))
         if self.overflow == "inf" and self.specials != "ieee":
-            raise FormatError("overflow='inf' needs specials='ieee' (the only convention with Inf codes)")
+            return ("overflow='inf' needs specials='ieee' (the only convention with Inf codes)"
+                    + try_(dict(specials="ieee"), dict(overflow="saturate")))
         if self.overflow == "nan" and self.specials == "none":
-            raise FormatError("overflow='nan' needs a NaN code: use specials 'ieee', 'fn' or 'fnuz'")
+            return ("overflow='nan' needs a NaN code (specials 'ieee', 'fn' or 'fnuz')"
+                    + try_(dict(specials="fn"), dict(specials="fnuz"), dict(specials="ieee"),
+                           dict(overflow="saturate")))
         if self.max_exponent < self.min_exponent:
-            raise FormatError(f"{self} has no finite normal exponent left after its reserved codes")
+            return f"{self} has no finite normal exponent left after its reserved codes"
+        low, high = _bias_range(self.exp_bits, self.man_bits, self.specials)
+        if low > high:
+            return (
+                f"{self.exp_bits} exponent and {self.man_bits} mantissa bits span more binades than"
+                f" float32 holds whatever the bias (Max needs bias >= {low}, the smallest step"
+                f" bias <= {high})"
+                + try_(dict(specials="ieee"), dict(man_bits=self.man_bits - (low - high)),
+                       dict(exp_bits=self.exp_bits - 1))
+            )
         if self.max_exponent > 127:
-            raise FormatError(
+            return (
                 f"bias {self.bias} puts Max at 2^{self.max_exponent}, beyond float32 (exponent <= 127);"
-                f" use bias >= {self.bias + self.max_exponent - 127}"
+                f" use bias >= {low} (at most {high})"
             )
         if self.min_exponent - self.man_bits < -149:
-            raise FormatError(
+            return (
                 f"bias {self.bias} puts the smallest step at 2^{self.min_exponent - self.man_bits},"
-                f" finer than float32's 2^-149; use bias <= {self.bias + (self.min_exponent - self.man_bits + 149)}"
+                f" finer than float32's 2^-149; use bias <= {high} (at least {low})"
             )
+        return None
+
+    def _alternative(self, **changes) -> "Format | None":
+        """This format with ``changes`` and its bias moved into the range that fits float32,
+        if that format is legal (checked without advice, so that advice never recurses)."""
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        fields.update(changes)
+        try:
+            low, high = _bias_range(fields["exp_bits"], fields["man_bits"], fields["specials"])
+        except ValueError:
+            return None
+        if low > high:
+            return None
+        if "exp_bits" in changes and "bias" not in changes:
+            fields["bias"] = (1 << (fields["exp_bits"] - 1)) - 1  # a new width: its default bias
+        fields["bias"] = min(max(fields["bias"], low), high)
+        candidate = object.__new__(type(self))
+        for name, value in fields.items():
+            object.__setattr__(candidate, name, value)
+        return None if candidate._problem(advise=False) else candidate
+
+    def _try(self, *changes: dict) -> str:
+        """``; try X or Y``: the legal ones among this format with each set of ``changes``."""
+        alternatives = (self._alternative(**change) for change in changes)
+        texts = list(dict.fromkeys(str(a) for a in alternatives if a is not None))
+        return f"; try {' or '.join(texts)}" if texts else ""
 
     # ------------------------------------------------------------------ text form
     @classmethod
@@ -204,7 +258,18 @@ class Format:
             bias=int(m["b"]) if m["b"] is not None else None,
             signed=m["sign"] != "u",
         )
+        seen: dict[str, str] = {}  # policy group -> the token that set it
         for token in filter(None, m["pol"].split("+")):
+            group = _POLICY_GROUPS.get(token)
+            if group in seen:
+                first = seen[group]
+                raise FormatError(
+                    f"'+{token}' given twice in {text!r}; give it once" if first == token else
+                    f"'+{first}' and '+{token}' contradict each other in {text!r}: a format has one"
+                    f" {group} ({' or '.join('+' + t for t, g in _POLICY_GROUPS.items() if g == group)}); keep one"
+                )
+            if group is not None:
+                seen[group] = token
             if token == "sub":
                 kwargs["subnormals"] = True
             elif token == "rtz":
@@ -253,12 +318,7 @@ class Format:
     @property
     def max_exponent(self) -> int:
         """Unbiased exponent of the largest finite value."""
-        top_field = (1 << self.exp_bits) - 1
-        if self.specials == "ieee":
-            top_field -= 1
-        if self.specials == "fn" and self.man_bits == 0:
-            top_field -= 1  # the only code of the top binade is NaN
-        return top_field - self.bias
+        return _top_field(self.exp_bits, self.man_bits, self.specials) - self.bias
 
     @property
     def max_magnitude_code(self) -> int:
@@ -361,6 +421,34 @@ def engine_constants(fmt: Format) -> EngineConstants:
         exp_shift=fmt.man_bits,
         man_shift=FP32_MAN_BITS - fmt.man_bits,
     )
+
+
+#: Text-form policies by the one field each sets: the grammar admits one policy per group.
+_POLICY_GROUPS = {
+    "sub": "subnormal policy",
+    "rtz": "rounding policy",
+    "ieee": "special-code convention", "fn": "special-code convention", "fnuz": "special-code convention",
+    "ovinf": "overflow policy", "ovnan": "overflow policy",
+}
+
+
+def _top_field(exp_bits: int, man_bits: int, specials: str) -> int:
+    """The exponent field of Max: all ones, less the binade the specials reserve."""
+    top_field = (1 << exp_bits) - 1
+    if specials == "ieee":
+        top_field -= 1
+    if specials == "fn" and man_bits == 0:
+        top_field -= 1  # the only code of the top binade is NaN
+    return top_field
+
+
+def _bias_range(exp_bits: int, man_bits: int, specials: str) -> tuple[int, int]:
+    """The biases (low..high, empty when low > high) that keep every value an exact float32:
+    Max at most 2^127 (``top_field - bias <= 127``) and the smallest step at least 2^-149
+    (``1 - bias - man_bits >= -149``)."""
+    if not (1 <= exp_bits <= 8 and 0 <= man_bits <= 23):
+        raise ValueError(f"no float32 bias range for e{exp_bits}m{man_bits}")
+    return _top_field(exp_bits, man_bits, specials) - FP32_EXP_BIAS, FP32_EXP_BIAS + 23 - man_bits
 
 
 def _ml(exp_bits: int, man_bits: int, bias: int, specials: str, overflow: str) -> Format:
