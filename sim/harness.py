@@ -83,7 +83,7 @@ def run_job(design: str, job: dict, name: str, testbench: str = "sim.tb_lanes", 
     if failures or not out.exists():
         log = (tdir / "sim.log").read_text(errors="replace")[-4000:] if (tdir / "sim.log").exists() else ""
         raise AssertionError(f"cocotb testbench failed ({failures} failures); log tail:\n{log}")
-    with np.load(out) as data:
+    with np.load(out, allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
 
 

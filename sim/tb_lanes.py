@@ -53,7 +53,7 @@ class Stream:
 
 @cocotb.test()
 async def run_job(dut):
-    job = np.load(os.environ["SIEVE_SIM_JOB"])
+    job = np.load(os.environ["SIEVE_SIM_JOB"], allow_pickle=False)
     lanes = len(dut.c_i_valid.value)
     full = (1 << lanes) - 1
     rng = random.Random(int(job["seed"]))

@@ -177,6 +177,23 @@ def fashion_record(name: str, data: str | None = None) -> dict | None:
     return training.read_record(training.recipe(name, idx.fingerprint("train"), mean, std, _train_count(idx)))
 
 
+def fashion_training_data(data: str | None = None) -> tuple[Split, Dataset, str]:
+    """The images the Fashion-MNIST pool trains on (``train[:55000]``), the validation/test
+    :class:`Dataset` and the training data's fingerprint, preprocessed exactly as the pool's,
+    for networks trained outside the zoo (:mod:`sieve.multidsnn`)."""
+    from .datasets.idx import load_idx_dir
+
+    idx = load_idx_dir(data or DEFAULT_FASHION)
+    if not idx.has_train:
+        raise SieveError(f"{idx.directory} has no train-* idx files; pass a Fashion-MNIST directory "
+                         f"with train-images-idx3-ubyte[.gz] (default {DEFAULT_FASHION})")
+    mean, std = NORMALISATION[idx.name]
+    preprocess = _normaliser(mean, std)
+    first = _train_count(idx)
+    train = to_split(preprocess(idx.train_images[:first]), idx.train_labels[:first])
+    return train, _idx_dataset(idx, preprocess), idx.fingerprint("train")
+
+
 def _load_lenet_caffe(s: ModelSpec, data: str | None, weights: str | None):
     from .datasets.idx import load_idx_dir
     from .models.caffe_lenet import CAFFE_MNIST_SCALE, CaffeLeNet, caffe_npz_state
@@ -225,6 +242,7 @@ def _load_cifar_resnet(s: ModelSpec, data: str | None, weights: str | None):
             raise SieveError(f"{s.name} needs CIFAR-10 weights (akamaster {s.name}-*.th) via --weights; "
                              f"none found in {shared_path('models/cifar10-resnet')}")
         weights = str(found)
+    state = read_state_dict(weights)   # before the data: a bad weights file fails before any decoding
     data = data or _shared_default("data/cifar10-test-jpeg.tar", s.name,
                                    "CIFAR-10 test images via --data (a .tar of test/<class>/*.jpg, "
                                    "a folder of class subfolders, or cifar-10-batches-py)")
@@ -239,7 +257,7 @@ def _load_cifar_resnet(s: ModelSpec, data: str | None, weights: str | None):
     val_idx, test_idx = split_test_only(raw.labels, class_ordered=raw.class_ordered)
     dataset = Dataset("cifar10", raw.classes, to_split(preprocess(raw.images[val_idx]), raw.labels[val_idx]),
                       to_split(preprocess(raw.images[test_idx]), raw.labels[test_idx]), raw.source)
-    model = load_into(build(s.name), read_state_dict(weights), weights, s.name)
+    model = load_into(build(s.name), state, weights, s.name)
     return model, dataset
 
 

@@ -4,7 +4,6 @@ Class index = alphabetical folder order, which is the standard CIFAR-10 order.""
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import SieveError
+from ..safe_pickle import read_data_pickle
 from .images import CACHE_MIN_IMAGES, ImageRef, cached_arrays, is_image, iter_decoded, source_key, tar_image_members
 
 CIFAR_MEAN = (0.485, 0.456, 0.406)
@@ -66,9 +66,9 @@ def _pickles(path: Path) -> Path | None:
 
 
 def _load_pickle(batch: Path) -> CifarRaw:
+    """A ``cifar-10-batches-py`` batch, read by the restricted unpickler (a data file runs no code)."""
+    obj = read_data_pickle(batch, "CIFAR-10 batch")
     try:
-        with open(batch, "rb") as handle:
-            obj = pickle.load(handle, encoding="bytes")
         data = np.asarray(obj[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         labels = np.asarray(obj[b"labels"], dtype=np.int64)
     except Exception as exc:  # noqa: BLE001 - any failure means the same: not a CIFAR batch
@@ -76,8 +76,8 @@ def _load_pickle(batch: Path) -> CifarRaw:
     classes = CIFAR_CLASSES
     meta = batch.parent / "batches.meta"
     if meta.is_file():
-        with open(meta, "rb") as handle:
-            names = pickle.load(handle, encoding="bytes").get(b"label_names")
+        names = read_data_pickle(meta, "CIFAR-10 batches.meta")
+        names = names.get(b"label_names") if isinstance(names, dict) else None
         if names:
             classes = [n.decode() for n in names]
     return CifarRaw(np.ascontiguousarray(data), labels, classes, str(batch), class_ordered=False)

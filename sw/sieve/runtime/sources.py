@@ -167,8 +167,12 @@ def load_pool(members: list[Member], data: str | None = None, val: int | None = 
                                  "load every pool member from the same --data")
         path = cache / f"{member.tag.replace(':', '-')}-{data_fp}-{_model_digest(model)}.npz"
         if path.is_file():
-            with np.load(path) as z:
-                val_logits, test_logits = z["val"], z["test"]
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    val_logits, test_logits = z["val"], z["test"]
+            except Exception as exc:  # noqa: BLE001 - object arrays, truncation, missing keys: one problem
+                raise SieveError(f"cannot read logits cache {path} ({' '.join(str(exc).split())}); "
+                                 "delete it and rerun to recompute") from None
         else:
             val_logits = _logits(model, ds.val.images, 500)
             test_logits = _logits(model, ds.test.images, 500)
