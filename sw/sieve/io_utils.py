@@ -9,13 +9,40 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import SieveError
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """Refuse, before any work, a path that cannot become a file (one line: what and why).
+
+    Why up front: a command that computes for minutes and then cannot write its result has
+    wasted the minutes; these checks cost a few ``stat`` calls.  Missing parent directories
+    are fine (they are created), as long as the nearest existing one is a writable directory.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise SieveError(f"output {target} is an existing directory; give a file path (e.g. {target / 'out'})")
+    existing = next(p for p in (target.parent, *target.parent.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise SieveError(f"cannot write {target}: {existing} is a file, not a directory; choose another output path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SieveError(f"cannot write {target}: directory {existing} is not writable; choose another output path")
+    return target
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it into place only on success."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    """Yield a temporary path beside ``path``; rename it into place only on success.
+
+    A path that cannot take the file (an existing directory, a parent that is a file, no
+    permission) is a :class:`~sieve.errors.SieveError`, and nothing is left behind.
+    """
+    target = check_output_file(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    except OSError as exc:
+        raise SieveError(f"cannot write {target}: {exc.strerror or exc}; choose another output path") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -23,7 +50,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # mkstemp creates the file owner-only (0600); a result file gets the mode any new file
         # would get (0666 less the umask), so others can read what SIEVE wrote
         os.chmod(tmp_path, 0o666 & ~_umask())
-        os.replace(tmp_path, target)
+        try:
+            os.replace(tmp_path, target)
+        except OSError as exc:
+            raise SieveError(f"cannot write {target}: {exc.strerror or exc}; choose another output path") from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -43,9 +43,10 @@ def quantization_stats(x: np.ndarray, q: np.ndarray, fmt) -> dict:
 def run(args) -> int:
     from ..cfloat import Format
     from ..emulator import as_float32, quantize
-    from ..io_utils import atomic_path
+    from ..io_utils import atomic_path, check_output_file
 
     fmt = Format.parse(args.format)
+    check_output_file(args.output)
     src = Path(args.input)
     if not src.is_file():
         raise SieveError(f"input file {src} does not exist; give a .npy array file")
