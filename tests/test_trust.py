@@ -10,8 +10,9 @@ checkpoints, ``.safetensors``, CIFAR-10 python batches of every pickle protocol 
 from __future__ import annotations
 
 import os
-import re
 import pickle
+import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -186,14 +187,39 @@ def test_cifar_meta_that_runs_code_is_refused(work, capsys):
                             "--data", str(work / "good")], meta)
 
 
-@pytest.mark.parametrize("protocol", [2, 4, 5])
+class Py2Pickler(pickle._Pickler):
+    """Pickles as Python 2 with numpy 1 did for the real ``cifar-10-batches-py`` files: every
+    string a ``BINSTRING`` (read back as bytes), numpy globals under ``numpy.core``."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_string(self, obj):
+        raw = obj.encode("latin1") if isinstance(obj, str) else obj
+        self.write((pickle.SHORT_BINSTRING + bytes([len(raw)]) if len(raw) < 256
+                    else pickle.BINSTRING + struct.pack("<i", len(raw))) + raw)
+
+    def save_global(self, obj, name=None):
+        module = obj.__module__.replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+
+    dispatch[bytes] = dispatch[str] = save_string
+    dispatch[type] = save_global
+
+
+@pytest.mark.parametrize("protocol", ["python2", 2, 4, 5])
 def test_cifar_batches_of_every_protocol_still_load(tmp_path, protocol):
     """The restricted unpickler admits what CIFAR batches are made of, however they were pickled."""
     data = np.random.default_rng(2).integers(0, 256, (4, 3072), dtype=np.uint8)
-    batch = _cifar_batch(tmp_path / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": [3, 1, 4, 1],
-                                                   b"data": data, b"filenames": [b"a.png", b""]}, protocol)
-    obj = read_data_pickle(batch, "CIFAR-10 batch")
-    assert np.array_equal(obj[b"data"], data) and obj[b"labels"] == [3, 1, 4, 1] and obj[b"filenames"][1] == b""
+    obj = {b"batch_label": b"testing batch 1 of 1", b"labels": [3, 1, 4, 1], b"data": data,
+           b"filenames": [b"a.png", b""]}
+    batch = tmp_path / "test_batch"
+    if protocol == "python2":
+        with open(batch, "wb") as handle:
+            Py2Pickler(handle, protocol=2).dump(obj)
+    else:
+        _cifar_batch(batch, obj, protocol)
+    got = read_data_pickle(batch, "CIFAR-10 batch")
+    assert np.array_equal(got[b"data"], data) and got[b"labels"] == [3, 1, 4, 1] and got[b"filenames"][1] == b""
 
 
 # ----------------------------------------------------------------------------- legitimate files
