@@ -28,6 +28,7 @@ $(STAMP): pyproject.toml requirements-lock.txt scripts/setup-system.sh
 	$(PY) -m pip install -q --disable-pip-version-check "pip>=23" "setuptools>=64" wheel
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-lock.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test]'
+	$(PY) -m synth.warm
 	touch $@
 
 test: setup

