@@ -119,3 +119,94 @@ def test_reader_closing_the_pipe_early_is_quiet(tmp_path, npy, args):
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
     assert stderr == ""
     assert proc.returncode == 1
+
+
+# ------------------------------------------------------------------ sieve export: cheap checks first
+
+
+@pytest.fixture
+def export_env(tmp_path, monkeypatch):
+    """A valid lenet5 plan, and a zoo whose loader must not be reached (it would read the data
+    set and, for a pool model, train for minutes)."""
+    import json
+
+    from sieve import zoo
+    from sieve.export.exporter import quantizable_names
+    from sieve.export.preflight import check_export_request  # noqa: F401  (import cost outside the timing)
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("zoo.load was called before the cheap checks")
+
+    monkeypatch.setattr(zoo, "load", must_not_load)
+    known = quantizable_names(zoo.architecture("lenet5"), zoo.model_info("lenet5")["input_shape"])
+    tensors = [{"name": n, "kind": k, "elements": e, "format": "se4m3b7", "bits": 8} for n, (k, e) in known.items()]
+    variant = {"val_accuracy": 0.9, "test_accuracy": 0.9, "normalized_test_accuracy": 1.0,
+               "mean_bits_weights": 8.0, "mean_bits_activations": 8.0, "mean_bits": 8.0,
+               "compression_ratio": 4.0, "tensors": tensors}
+    doc = {"model": "lenet5", "dataset": "fashion-mnist", "strategy": "handmade",
+           "baseline": {"val_accuracy": 0.9, "test_accuracy": 0.9},
+           "variants": {"exact": variant, "accurate": variant, "approximate": variant},
+           "search_seconds": 0.0, "evaluations": 0}
+
+    def plan(name: str, **changes) -> Path:
+        path = tmp_path / name
+        path.write_text(json.dumps({**doc, **changes}))
+        return path
+
+    return tmp_path, plan
+
+
+def export_fails_fast(capsys, *args):
+    import time
+
+    from sieve.cli.main import main
+
+    start = time.perf_counter()
+    code = main(["export", "--model", "lenet5", *map(str, args)])
+    seconds = time.perf_counter() - start
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert seconds < 1.0, seconds
+    return err
+
+
+def test_export_bad_out_suffix_fails_before_loading(export_env, capsys):
+    tmp, plan = export_env
+    err = export_fails_fast(capsys, "--plan", plan("plan.json"), "--out", tmp / "m.txt")
+    assert "should end in .onnx" in err
+    assert not (tmp / "m.txt").exists()
+
+
+def test_export_out_that_cannot_be_written_fails_before_loading(export_env, capsys):
+    tmp, plan = export_env
+    (tmp / "dir.onnx").mkdir()
+    (tmp / "file").write_text("x")
+    assert "is an existing directory" in export_fails_fast(capsys, "--plan", plan("p.json"), "--out", tmp / "dir.onnx")
+    assert "is a file, not a directory" in export_fails_fast(capsys, "--fp32", "--out", tmp / "file" / "m.onnx")
+
+
+def test_export_plan_for_another_model_fails_before_loading(export_env, capsys):
+    tmp, plan = export_env
+    err = export_fails_fast(capsys, "--plan", plan("other.json", model="resnet20"), "--out", tmp / "m.onnx")
+    assert "plan for model 'resnet20'" in err
+
+
+def test_export_plan_missing_or_without_variant_fails_before_loading(export_env, capsys):
+    tmp, plan = export_env
+    assert "does not exist" in export_fails_fast(capsys, "--plan", tmp / "nope.json", "--out", tmp / "m.onnx")
+    broken = plan("novariant.json", variants={})
+    assert "variant" in export_fails_fast(capsys, "--plan", broken, "--out", tmp / "m.onnx")
+
+
+def test_export_plan_with_tensors_the_model_lacks_fails_before_loading(export_env, capsys):
+    import json
+
+    tmp, plan = export_env
+    doc = json.loads(plan("p.json").read_text())
+    for v in doc["variants"].values():
+        v["tensors"] = [{"name": "fc9.weight", "kind": "weight", "elements": 10, "format": "se4m3b7", "bits": 8}]
+    bad = tmp / "bad.json"
+    bad.write_text(json.dumps(doc))
+    err = export_fails_fast(capsys, "--plan", bad, "--out", tmp / "m.onnx")
+    assert "plan does not match lenet5" in err and "fc9.weight" in err

@@ -277,6 +277,7 @@ def cli_env(tmp_path, monkeypatch):
 
     model = tiny_model()
     monkeypatch.setattr(zoo, "load", lambda name, **kw: (model, None))
+    monkeypatch.setattr(zoo, "architecture", lambda name: model)
     monkeypatch.setattr(zoo, "model_info", lambda name: {"input_shape": SHAPE, "dataset": "x", "num_classes": 5})
     plan_path = tmp_path / "plan.json"
     plan_path.write_text(json.dumps(_plan_doc(model, PLAN, "lenet5")))

@@ -77,6 +77,30 @@ def model_info(name: str) -> dict:
             "description": s.description}
 
 
+def architecture(name: str) -> torch.nn.Module:
+    """The model's layers, freshly initialised: no data, no weights file, no training.
+
+    For checks that need only the tensor names and shapes (does a plan fit the model?), so
+    that they run in a moment before :func:`load` reads data or trains a pool model.  The
+    caller's random-number state is left as it was (initialisation draws from it).
+    """
+    s = spec(name)
+    with torch.random.fork_rng(devices=[]):
+        if s.family == "fashion":
+            from .models import fashion
+            model = fashion.build(name)
+        elif s.family == "caffe_lenet":
+            from .models.caffe_lenet import CaffeLeNet
+            model = CaffeLeNet(s.num_classes)
+        elif s.family == "cifar_resnet":
+            from .models import cifar_resnet
+            model = cifar_resnet.build(name)
+        else:
+            from .models import imagenet
+            model = imagenet.BUILDERS[name]()
+    return model.float().eval()
+
+
 def load(name: str, data: str | None = None, weights: str | None = None,
          val: int | None = None, test: int | None = None) -> tuple[torch.nn.Module, Dataset]:
     """The model ``name`` (fp32, CPU, eval mode) and its dataset, splits cut to ``val``/``test``."""

@@ -36,14 +36,13 @@ def register(sub) -> None:
 def run_export(args) -> int:
     from .. import zoo
     from ..export.exporter import export_onnx
-    from ..export.plan_file import read_plan
+    from ..export.preflight import check_export_request
 
     mode = "fp32" if args.fp32 else "weights-only" if args.weights_only else "full"
-    zoo.spec(args.model)  # unknown model -> clear error before anything slow
-    plan, elements = {}, None
-    if mode != "fp32":
-        plan_path = Path(args.plan or f"build/search/{args.model}/plan.json")
-        plan, elements = read_plan(plan_path, args.variant, args.model)
+    plan_path = None if mode == "fp32" else Path(args.plan or f"build/search/{args.model}/plan.json")
+    # everything cheap (model name, --out, plan file, variant, plan vs the model's layers)
+    # before the load, which may read a data set and train a pool model for minutes
+    plan, elements = check_export_request(args.model, args.out, plan_path, args.variant)
     model, _ = zoo.load(args.model, data=args.data, weights=args.weights, val=1, test=1)
     shape = tuple(zoo.model_info(args.model)["input_shape"])
     result = export_onnx(model, plan, args.out, shape, mode=mode, model_name=args.model,
