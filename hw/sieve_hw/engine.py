@@ -9,6 +9,12 @@ step for a form that suits the depth (the compressor's exponent arithmetic besid
 from 3 ranks on).  A cut after the last step is an output register.  ``stages`` = number of
 register ranks = latency in clock cycles.
 
+Depth 0 (:data:`COMBINATIONAL`, design names ``compressor_s0`` / ``decompressor_s0``) is the
+datapath with no register at all, as the dissertation's engines ("the compression /
+decompression takes less than one clock cycle"): ``o_valid = i_valid``, ``i_ready =
+o_ready``, ``busy`` = 0.  It is what the silicon flow (``synth.asic``) times input to output;
+it is not in the cut tables, so the FPGA flow and the depth sweeps leave it alone.
+
 A configurable engine may be elaborated for a narrower run-time *contract*
 (:mod:`sieve_hw.contracts`): the constants fixed over that family of formats are wired in, so
 synthesis drops the logic only other formats need; the ports stay the same.
@@ -33,15 +39,19 @@ from .constants import CONST_LAYOUT, fixed_constants
 from .contracts import contract as get_contract, pin
 from .pipeline import Pipeline
 
-__all__ = ["StreamEngine", "check_stages"]
+__all__ = ["COMBINATIONAL", "StreamEngine", "check_stages"]
+
+#: The depth with no register rank: the engine is its combinational datapath alone.
+COMBINATIONAL = 0
 
 
 def check_stages(cls, stages) -> int:
     """``stages`` resolved against the engine's cut table (``None`` = its default), or ValueError."""
     if stages is None:
         return cls.DEFAULT_STAGES
-    if isinstance(stages, bool) or not isinstance(stages, int) or stages not in cls.CUTS:
-        raise ValueError(f"{cls.__name__.lower()} stages must be one of {sorted(cls.CUTS)}, got {stages!r}")
+    if isinstance(stages, bool) or not isinstance(stages, int) or stages not in (COMBINATIONAL, *cls.CUTS):
+        raise ValueError(f"{cls.__name__.lower()} stages must be one of {[COMBINATIONAL, *sorted(cls.CUTS)]}, "
+                         f"got {stages!r}")
     return stages
 
 
@@ -96,12 +106,20 @@ class StreamEngine(wiring.Component):
         k = self.k if self.fixed_format is None else fixed_constants(m, self.fixed_format)
         if self.fixed_format is None:
             k = pin(m, k, self.contract)
+        steps = type(self).steps_for(self.stages, self.contract, self.fixed_format)
+        if self.stages == COMBINATIONAL:  # no register: the handshake passes straight through
+            sig: dict[str, Value] = {"x": self.i_data}
+            for step in steps:
+                sig = step(m, sig, k)
+            m.d.comb += [self.i_ready.eq(self.o_ready), self.o_valid.eq(self.i_valid), self.busy.eq(0),
+                         self.o_data.eq(sig["out"])]
+            return m
         cuts = type(self).CUTS[self.stages]
         p = Pipeline(m, self.i_valid, self.o_ready, self.stages, self.prefix)
-        sig: dict[str, Value] = {"x": self.i_data}
+        sig = {"x": self.i_data}
         if -1 in cuts:  # a rank on the input itself: the narrowest cut (32 bits)
             sig = {"x": p.reg(self.i_data, f"{self.prefix}_rin_x")}
-        for i, step in enumerate(type(self).steps_for(self.stages, self.contract, self.fixed_format)):
+        for i, step in enumerate(steps):
             sig = step(m, sig, k)
             if i in cuts:
                 sig = {name: p.reg(v, f"{self.prefix}_r{i}_{name}") for name, v in sig.items()}
