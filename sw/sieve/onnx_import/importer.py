@@ -22,7 +22,7 @@ from torch import fx, nn
 from ..errors import SieveError
 from .builder import FxBuilder, ImportFailure, Value
 from .ops import OPS, NodeContext, read_attrs
-from .reader import DEFAULT_DOMAINS, OnnxGraph, read_onnx
+from .reader import DEFAULT_DOMAINS, OnnxGraph, _as_array, read_onnx
 
 __all__ = ["ImportedModel", "import_onnx"]
 
@@ -131,13 +131,15 @@ class Importer:
         self.values: dict[str, Value] = {g.input_name: b.input(g.input_name, self.input_shape)}
         for name, array in g.initializers.items():
             self.values[name] = b.constant(torch.from_numpy(array), name)
-        uses = Counter(n for node in g.graph.node for n in node.input if n)
+        uses = Counter(n for node in g.graph.node for n in node_reads(node))
         pending: Counter = Counter()
         pending[id(self.values[g.input_name])] += uses[g.input_name]
         keep = set(g.output_names)
         for index, node in enumerate(g.graph.node):
             if node.output and node.output[0] in self._fused:
                 outs = [self._fused[node.output[0]]]
+            elif node.op_type == "If" and node.domain in DEFAULT_DOMAINS:
+                outs = self._run_if(node, index)
             else:
                 outs = self._run_node(node, index)
             for i, name in enumerate(node.output):
@@ -152,8 +154,8 @@ class Importer:
                 value.onnx_name = value.onnx_name or name
                 self.values[name] = value
                 pending[id(value)] += uses[name] + (1 << 30 if name in keep else 0)
-            for name in node.input:
-                value = self.values.get(name) if name else None
+            for name in node_reads(node):
+                value = self.values.get(name)
                 if value is not None and value.is_dynamic:
                     pending[id(value)] -= 1
                     if pending[id(value)] <= 0:
@@ -164,6 +166,28 @@ class Importer:
         b.output([self.values[n] for n in g.output_names])
         gm = b.finish()
         return gm
+
+    def _run_if(self, node, index: int) -> list[Value]:
+        """An ``If`` whose condition is known at import time (torch writes them for shape checks):
+        the chosen branch's nodes are imported in place."""
+        where = self._where(node, index)
+        cond = self.values.get(node.input[0])
+        if cond is None or cond.is_dynamic:
+            raise SieveError(f"{where}: the condition depends on the image data; only Ifs decided by shapes import")
+        flags = {bool(e.reshape(-1)[0]) for e in cond.examples}
+        if len(flags) != 1:
+            raise SieveError(f"{where}: the condition depends on the batch size; re-export for a fixed batch")
+        attrs = {a.name: a for a in node.attribute}
+        branch = attrs["then_branch" if flags.pop() else "else_branch"].g
+        for init in branch.initializer:
+            self.values[init.name] = self.b.constant(torch.from_numpy(_as_array(init)), init.name)
+        for i, inner in enumerate(branch.node):
+            outs = self._run_if(inner, i) if inner.op_type == "If" else self._run_node(inner, i)
+            for name, value in zip(inner.output, outs):
+                if name:
+                    value.onnx_name = value.onnx_name or name
+                    self.values[name] = value
+        return [self.values[o.name] for o in branch.output]
 
     def _run_node(self, node, index: int) -> list[Value]:
         where = self._where(node, index)
@@ -187,6 +211,16 @@ class Importer:
             first = (str(exc).strip().splitlines() or [""])[0]
             raise SieveError(f"{where}: cannot import it ({type(exc).__name__}: {first})") from None
         return outs
+
+
+def node_reads(node) -> list[str]:
+    """The tensors a node reads: its inputs and what its subgraphs read from outside them."""
+    names = [n for n in node.input if n]
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.type == attr.GRAPH else list(attr.graphs)):
+            inner = {t.name for t in sub.initializer} | {o for n in sub.node for o in n.output}
+            names += [n for inner_node in sub.node for n in node_reads(inner_node) if n not in inner]
+    return list(dict.fromkeys(names))
 
 
 def _input_shape(g: OnnxGraph, given: tuple[int, ...] | None) -> tuple[int, ...]:

@@ -352,8 +352,13 @@ def identity(b, ctx):
 
 
 # ------------------------------------------------------------------ pooling
+_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_AVG_POOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
 def _pool_geometry(ctx, x):
-    _need_4d(x, "pooling layers")
+    if x.rank - 2 not in _MAX_POOL:
+        raise ImportFailure(f"pooling of a {x.rank}-D input (1-, 2- or 3-D pooling only)")
     kernel = tuple(ctx.attr("kernel_shape"))
     strides = tuple(ctx.attr("strides", [1] * len(kernel)))
     dilations = tuple(ctx.attr("dilations", [1] * len(kernel)))
@@ -376,8 +381,8 @@ def max_pool(b, ctx):
     sym = _fits_torch_padding(pads, kernel, dilations)
     if sym is None:
         x = b.call(F.pad, x, _torch_pad_order(pads), value=-math.inf)
-        sym = (0, 0)
-    return [b.call(F.max_pool2d, x, kernel, strides, sym, dilations, ceil_mode=ceil)]
+        sym = (0,) * len(kernel)
+    return [b.call(_MAX_POOL[len(kernel)], x, kernel, strides, sym, dilations, ceil_mode=ceil)]
 
 
 @op("AveragePool")
@@ -388,16 +393,19 @@ def average_pool(b, ctx):
         raise ImportFailure("AveragePool with dilations")
     include = bool(ctx.attr("count_include_pad", 0))
     sym = _fits_torch_padding(pads, kernel, dilations)
+    pool = _AVG_POOL[len(kernel)]
     if sym is not None:
-        return [b.call(F.avg_pool2d, x, kernel, strides, sym, ceil_mode=ceil, count_include_pad=include)]
+        return [b.call(pool, x, kernel, strides, sym, ceil_mode=ceil, count_include_pad=include)]
+    if len(kernel) != 2:
+        raise ImportFailure("AveragePool with asymmetric padding on a non-2-D input")
     order = _torch_pad_order(pads)
     padded = b.call(F.pad, x, order)
     if include:
-        return [b.call(F.avg_pool2d, padded, kernel, strides, 0, ceil_mode=ceil, count_include_pad=True)]
+        return [b.call(pool, padded, kernel, strides, 0, ceil_mode=ceil, count_include_pad=True)]
     # the divisor counts only real pixels: window sums of the padded input / of a padded mask of ones
     ones = b.constant(torch.ones((1, 1, *x.shapes[0][2:])))
-    counts = b.call(F.avg_pool2d, b.call(F.pad, ones, order), kernel, strides, 0, ceil_mode=ceil, divisor_override=1)
-    sums = b.call(F.avg_pool2d, padded, kernel, strides, 0, ceil_mode=ceil, divisor_override=1)
+    counts = b.call(pool, b.call(F.pad, ones, order), kernel, strides, 0, ceil_mode=ceil, divisor_override=1)
+    sums = b.call(pool, padded, kernel, strides, 0, ceil_mode=ceil, divisor_override=1)
     return [b.call(torch.div, sums, counts)]
 
 
@@ -497,12 +505,15 @@ def reshape(b, ctx):
     targets = []
     for i in range(2):
         target = [int(v) for v in shape.examples[i].reshape(-1).tolist()]
+        batch = ctx.importer.g.input_dims[0]
+        if (shape.is_const and target and target[0] == batch
+                and x.is_dynamic and x.shapes[0][0] != x.shapes[1][0]):
+            # a file exported for a fixed batch ([1, 9216] or [1, -1] hard-coded): its leading size
+            # is the batch; the other sizes are what they are at the file's batch size
+            at_file_batch = _resolve(target, (batch, *x.shapes[i][1:]), allow_zero)
+            if at_file_batch is not None:
+                target = [-1, *at_file_batch[1:]]
         full = _resolve(target, x.shapes[i], allow_zero)
-        if full is None and i == 1 and x.is_dynamic and target and target[0] == 1 and targets:
-            # a file exported for batch 1 ([1, ...] hard-coded): the leading 1 is the batch
-            fixed = list(targets[0])
-            fixed[0] = -1
-            full = _resolve(fixed, x.shapes[i], allow_zero)
         if full is None:
             raise ImportFailure(f"cannot reshape {list(x.shapes[i])} to {target}")
         targets.append(full)
