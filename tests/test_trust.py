@@ -160,6 +160,18 @@ def test_poisoned_training_cache_is_refused(work):
     assert not _marker(work).exists()
 
 
+def test_poisoned_data_cache_is_refused(work):
+    """Decoded images are cached as .npz in a user-writable place: object arrays there are refused."""
+    from sieve.cache import cache_dir
+    from sieve.datasets.images import cached_arrays
+
+    target = cache_dir("data") / "cifar10-key.npz"
+    np.savez(target, images=np.array([Payload(_marker(work))], dtype=object))
+    with pytest.raises(SieveError, match=re.escape(f"cannot read data cache {target} (Object arrays cannot be loaded")):
+        cached_arrays("cifar10", "key", lambda: {})
+    assert not _marker(work).exists()
+
+
 def test_quantize_refuses_an_object_npy(work, capsys):
     evil = work / "evil.npy"
     np.save(evil, np.array([Payload(_marker(work))], dtype=object), allow_pickle=True)

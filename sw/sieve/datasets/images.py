@@ -120,5 +120,9 @@ def cached_arrays(stem: str, key: str, build: Callable[[], dict[str, np.ndarray]
                 with atomic_path(target) as tmp:
                     with open(tmp, "wb") as handle:
                         np.savez(handle, **arrays)
-    with np.load(target, allow_pickle=False) as archive:
-        return {k: archive[k] for k in archive.files}
+    try:
+        with np.load(target, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
+    except Exception as exc:  # noqa: BLE001 - object arrays, truncation: the cache file is unusable
+        raise SieveError(f"cannot read data cache {target} ({' '.join(str(exc).split())}); "
+                         "delete it and rerun to decode the images again") from None
