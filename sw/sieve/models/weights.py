@@ -66,6 +66,7 @@ def _one_line(exc: Exception) -> str:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file: a JSON header and raw bytes, nothing to execute."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -76,6 +77,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_torch(path: Path) -> object:
+    """A torch file through torch's ``weights_only`` unpickler only; a refused file's error
+    names the global(s) it asked for."""
     try:
         with warnings.catch_warnings():   # a plain pickle of protocol > 2 makes torch warn before it refuses
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
