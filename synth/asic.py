@@ -84,8 +84,10 @@ def _ports(netlist: Path) -> set[str]:
     return set(re.findall(r"^\s*(?:input|output)\s+(?:\[[^\]]*\]\s*)?(\w+)\s*;", Path(netlist).read_text(), re.M))
 
 
-def run_job(job: Job, work_root: Path, streams: dict | None, fo4: float, delay_ps: int = DEFAULT_DELAY_PS) -> dict:
-    """Map, time and power one design; one record (``status`` ok or failed with ``error``)."""
+def run_job(job: Job, work_root: Path, streams: dict | None, fo4: float, delay_ps: int = DEFAULT_DELAY_PS,
+            gate_level: bool = True) -> dict:
+    """Map, time, check (gate-level simulation against the emulator) and power one design; one
+    record (``status`` ok or failed with ``error``)."""
     from sieve_hw import generate
 
     from . import asic_data
@@ -109,6 +111,11 @@ def run_job(job: Job, work_root: Path, streams: dict | None, fo4: float, delay_p
         rec["timing"] = {k: v for k, v in t.items() if k != "stages"}
         rec["critical_path"] = t["stages"]
         rec.update(_units(rec["area_um2"], t["min_period_ns"], fo4))
+        if gate_level and job.engine in ENGINES:
+            from .asic_gatelevel import check, family_formats
+
+            rec["gate_level"] = check(Path(mapped["netlist"]), top, job.engine, family_formats(job.contract, job.fixed),
+                                      d / "gatelevel", rec["latency"], configurable="k" in ports)
         if streams is not None and job.engine in ENGINES:
             rec["power"] = _engine_power(job, Path(mapped["netlist"]), top, work_root, ports, streams,
                                          t["min_period_ns"], asic_data)
@@ -196,7 +203,8 @@ def _unit(name: str, c: dict, d: dict, calc: dict | None) -> dict:
 
 
 def run(out_dir: Path, contracts: tuple[str, ...] | None = None, fixed: tuple[str, ...] = FIXED,
-        pipelined: bool = True, with_power: bool = True, delay_ps: int = DEFAULT_DELAY_PS) -> dict:
+        pipelined: bool = True, with_power: bool = True, delay_ps: int = DEFAULT_DELAY_PS,
+        gate_level: bool = True) -> dict:
     """Map, time and power every job; write ``asic.json`` / ``asic.md`` in ``out_dir``; return the section."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -217,7 +225,7 @@ def run(out_dir: Path, contracts: tuple[str, ...] | None = None, fixed: tuple[st
     records = []
     jobs = plan(contracts, fixed, pipelined)
     for job in tqdm(jobs, desc="asic", unit="design", file=sys.stderr):
-        records.append(run_job(job, out_dir, streams, fo4["fo4_ns"], delay_ps))
+        records.append(run_job(job, out_dir, streams, fo4["fo4_ns"], delay_ps, gate_level))
     section = {"meta": {"yosys": ys.version, "opensta": sta.version, "abc_delay_target_ps": delay_ps,
                         "seconds": round(time.perf_counter() - start, 1), "power_note": power_note,
                         "sources": U.sources()},
@@ -225,6 +233,13 @@ def run(out_dir: Path, contracts: tuple[str, ...] | None = None, fixed: tuple[st
     write_json(out_dir / "asic.json", section)
     write_text(out_dir / "asic.md", "\n".join(markdown(section)) + "\n")
     return section
+
+
+def _gate_level_cell(g: dict | None) -> str:
+    if not g:
+        return "–"
+    verdict = "0 mismatches" if g["mismatches"] == 0 else f"**{g['mismatches']:,} mismatches** ({g['first']})"
+    return f"{g['vectors']:,} values, {g['formats']} formats: {verdict}"
 
 
 def _f(v, spec=",.0f") -> str:
@@ -259,12 +274,13 @@ def markdown(section: dict) -> list[str]:
         lines += ["", f"Power not measured: {meta['power_note']}"]
     lines += ["", "### Engines (sky130 mapped)", "",
               "| design | contract / format | latency | cells | FF | area µm² | NAND2 eq | 45 nm-eq µm² | path ns | FO4 "
-              "| 45 nm-eq ns | levels | path incl. `k` ns | power mW @ own Fmax (weights / activations) |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+              "| 45 nm-eq ns | levels | path incl. `k` ns | power mW @ own Fmax (weights / activations) "
+              "| gate-level vs emulator |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in section["records"]:
         name = r["fixed"] or r["contract"]
         if r.get("status") != "ok":
-            lines.append(f"| {r['design']} | {name} | | failed: {r.get('error', '')} |||||||||||")
+            lines.append(f"| {r['design']} | {name} | | failed: {r.get('error', '')} ||||||||||||")
             continue
         t = r["timing"]
         pw = r.get("power") or {}
@@ -272,7 +288,8 @@ def markdown(section: dict) -> list[str]:
         lines.append(
             f"| {r['design']} | {name} | {r['latency']} | {r['cells']:,} | {r['ff']} | {r['area_um2']:,.0f} "
             f"| {r['nand2_eq']:,.0f} | {r['area_45nm_um2']:,.0f} | {r['delay_ns']:.3f} | {r['delay_fo4']:.1f} "
-            f"| {r['delay_45nm_ns']:.3f} | {t['logic_levels']} | {_f(t.get('with_constants_min_period_ns'), '.3f')} | {own} |")
+            f"| {r['delay_45nm_ns']:.3f} | {t['logic_levels']} | {_f(t.get('with_constants_min_period_ns'), '.3f')} | {own} "
+            f"| {_gate_level_cell(r.get('gate_level'))} |")
     lines += ["", "Pipelined engines and the calculator: 'path' is the minimum clock period (register to register,"
               " inputs and outputs at the clock edge).", "", "Where each constant comes from:", ""]
     lines += [f"- {s}" for s in meta["sources"]]
@@ -295,16 +312,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-pipelined", action="store_true", help="skip the default-depth engines")
     p.add_argument("--no-power", action="store_true", help="skip the power runs (and resnet20)")
     p.add_argument("--delay-ps", type=int, default=DEFAULT_DELAY_PS, help="ABC delay target in ps")
+    p.add_argument("--no-gate-level", action="store_true", help="skip the gate-level simulation against the emulator")
     args = p.parse_args(argv)
     try:
         contracts = tuple(c.strip() for c in args.contracts.split(",")) if args.contracts else None
         fixed = () if args.fixed.strip().lower() == "none" else tuple(f.strip() for f in args.fixed.split(","))
-        section = run(Path(args.out), contracts, fixed, not args.no_pipelined, not args.no_power, args.delay_ps)
+        section = run(Path(args.out), contracts, fixed, not args.no_pipelined, not args.no_power, args.delay_ps,
+                      not args.no_gate_level)
     except SieveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("\n".join(markdown(section)))
-    return 1 if any(r["status"] != "ok" for r in section["records"]) else 0
+    return 0 if all_ok(section) else 1
+
+
+def all_ok(section: dict) -> bool:
+    """Every design mapped, timed and (where checked) equal to the emulator at gate level."""
+    return all(r["status"] == "ok" and (r.get("gate_level") or {}).get("mismatches", 0) == 0
+               for r in section["records"])
 
 
 if __name__ == "__main__":

@@ -147,10 +147,11 @@ def dominant_cells(records: list[dict], top: int = 6) -> dict[str, dict]:
 
 
 def build(records: list[dict], meta: dict, throughput: list[dict] | None = None,
-          breakdown: list[dict] | None = None, contracts: list[dict] | None = None) -> dict:
-    """The whole report as one JSON-able dict."""
+          breakdown: list[dict] | None = None, contracts: list[dict] | None = None, asic: dict | None = None) -> dict:
+    """The whole report as one JSON-able dict (``asic``: the silicon section of :mod:`synth.asic`)."""
     return {
         "meta": meta,
+        "asic": asic,
         "records": records,
         "throughput": throughput or [],
         "breakdown": breakdown or [],
@@ -216,6 +217,12 @@ def markdown(report: dict) -> str:
         f"nextpnr-ice40: {meta.get('nextpnr_ice40') or '–'} (clock constraint {meta['freq_mhz']:g} MHz, seed {meta['seed']})  ",
         f"Run: {meta['date']}, {meta['seconds']:.0f} s",
         "",
+    ]
+    if report.get("asic"):  # the silicon table leads: it is what the dissertation's figures are in
+        from .asic import markdown as asic_markdown
+
+        lines += asic_markdown(report["asic"])
+    lines += [
         "## Area and Fmax",
         "",
         "| design | variant | generic cells | FF bits | transistors | NAND2 eq | per engine | iCE40 LUT4 | carry | FF "
@@ -411,9 +418,9 @@ def _contract_lines(report: dict) -> list[str]:
 
 
 def write(out_dir: Path, records: list[dict], meta: dict, throughput: list[dict] | None = None,
-          breakdown: list[dict] | None = None, contracts: list[dict] | None = None) -> dict:
+          breakdown: list[dict] | None = None, contracts: list[dict] | None = None, asic: dict | None = None) -> dict:
     """Write ``report.json`` and ``report.md`` atomically; return the report dict."""
-    report = build(records, meta, throughput, breakdown, contracts)
+    report = build(records, meta, throughput, breakdown, contracts, asic)
     write_json(Path(out_dir) / "report.json", report)
     write_text(Path(out_dir) / "report.md", markdown(report))
     return report

@@ -135,8 +135,9 @@ def step_breakdown(out_dir: Path) -> list[dict]:
 
 def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings: FlowSettings,
                command: str, workers: int = 1, throughput_runs: list[dict] | None = None,
-               breakdown: bool = False, contracts: bool = False) -> dict:
-    """Run every (variant, RTLIL writer) through the flow; write and return the report."""
+               breakdown: bool = False, contracts: bool = False, asic: bool = False) -> dict:
+    """Run every (variant, RTLIL writer) through the flow; write and return the report
+    (``asic``: also the silicon section, :mod:`synth.asic`, which the report leads with)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ys = yosys()  # fail early, and pay YoWASP's one-off compile before the progress bar
@@ -173,6 +174,11 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
     rows = step_breakdown(out_dir / "breakdown") if breakdown else None
     # every engine depth for each narrower run-time contract, on this run's generic / HX8K settings
     contract_figures = contract_rows(out_dir / "contracts", settings=settings) if contracts else None
+    silicon = None
+    if asic:  # sky130 cells + OpenSTA: the engines and the SIEVE unit in silicon units
+        from . import asic as asic_flow
+
+        silicon = asic_flow.run(out_dir / "asic")
     meta = {
         "command": command,
         "hw_revision": revision,
@@ -184,7 +190,7 @@ def synthesize(out_dir: Path, jobs: list[tuple[Variant, RtlilWriter]], settings:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round(time.perf_counter() - start, 1),
     }
-    return report.write(out_dir, records, meta, throughput_runs, rows, contract_figures)
+    return report.write(out_dir, records, meta, throughput_runs, rows, contract_figures, silicon)
 
 
 def _csv(text: str) -> list[str]:
@@ -213,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the per-step transistor breakdown of the engines (synth.breakdown, ~1 min)")
     p.add_argument("--no-contracts", action="store_true",
                    help="skip the engines synthesised for narrower format families (synth.contracts, ~3 min)")
+    p.add_argument("--no-asic", action="store_true",
+                   help="skip the silicon section (synth.asic: sky130 cells, OpenSTA timing and power, the SIEVE unit;"
+                        " ~4 min; needs ../shared/pdk/sky130 and Debian's opensta)")
     p.add_argument("--jobs", type=int, default=1, help="design variants synthesised in parallel (default 1)")
     return p
 
@@ -250,13 +259,20 @@ def main(argv: list[str] | None = None) -> int:
         runs = measure_throughput(fixed or [Format.parse(DEFAULT_FIXED[0])], values) if values > 0 else []
         rep = synthesize(Path(args.out), jobs, settings, command, workers=args.jobs, throughput_runs=runs,
                          breakdown=not (args.no_breakdown or args.quick),
-                         contracts=not (args.no_contracts or args.quick))
+                         contracts=not (args.no_contracts or args.quick), asic=not (args.no_asic or args.quick))
     except SieveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     bad_records = [r for r in rep["records"] if r["status"] not in {"ok", "skipped"}]
     bad_records += [{"design": "lanes1", "variant": "throughput", "target": t["format"], "status": "failed",
                      "error": t["error"]} for t in rep["throughput"] if "error" in t]
+    if rep.get("asic"):
+        from .asic import all_ok
+
+        if not all_ok(rep["asic"]):
+            bad_records.append({"design": "asic", "variant": "sky130", "target": "asic", "status": "failed",
+                                "error": "a design failed to map or time, or its gate-level simulation disagreed "
+                                         "with the emulator (see the silicon section)"})
     print(f"wrote {args.out}/report.json and report.md ({len(rep['records'])} records)")
     for c in rep["checks"]:
         print(f"  {c['engine']:<13} {c['check']}: {c['value']} ({c['limit']}) {'pass' if c['pass'] else 'MISS'}")
