@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
+
+from .data_args import add_data_arguments, data_options
 
 
 def register(sub) -> None:
     p = sub.add_parser("search", help="search per-layer custom-float formats for a model (plan.json + report)")
     p.add_argument("--model", "-m", default="lenet5", help="model name (see `sieve models`), default lenet5")
-    p.add_argument("--data", help="dataset path (default: the model's standard data)")
+    p.add_argument("--data", help="dataset path (default: the model's standard data); also an .npz of "
+                                  "preprocessed x (N x C x H x W float32) and labels y")
+    add_data_arguments(p)
     p.add_argument("--weights", help="weights file (default: the model's standard/cached weights)")
     p.add_argument("--strategy", default=None, help="greedy (default; meets targets by construction), sieve (the dissertation's) or uniform (one format for all)")
     p.add_argument("--val", type=int, default=None, help="use at most N validation images (default: the whole split)")
@@ -18,14 +24,25 @@ def register(sub) -> None:
                    help="generalization margin of the accurate/approximate targets in standard errors of the"
                         " net gain (default 1; 0 = the plain validation target)")
     p.add_argument("--fresh", action="store_true", help="ignore outcomes cached by an earlier (interrupted) run")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads for the search (default: all cores of this machine)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-layer log")
     p.set_defaults(func=run)
 
 
+def _warn_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one ``warning: ...`` line on stderr, written with the progress bars cleared."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr)
+
+
 def run(args) -> int:
-    from .. import zoo
+    from .. import search, zoo
     from ..errors import SieveError
-    from ..search import DEFAULT_STRATEGY, STRATEGIES, run_search
+    from ..report.search_report import percent
+    from ..search import DEFAULT_STRATEGY, STRATEGIES
+    from ..search.driver import SearchWarning, all_cores, check_out_dir
 
     strategy = args.strategy or DEFAULT_STRATEGY
     if strategy not in STRATEGIES:
@@ -36,24 +53,30 @@ def run(args) -> int:
         value = getattr(args, flag)
         if value is not None and value <= 0:
             raise SieveError(f"--{flag} must be a positive number of images, got {value}")
-    model, dataset = zoo.load(args.model, data=args.data, weights=args.weights, val=args.val, test=args.test)
-    out = Path(args.out) if args.out else Path("build") / "search" / args.model
+    if args.threads is not None and args.threads < 1:
+        raise SieveError(f"--threads must be a whole number >= 1, got {args.threads}")
+    out = check_out_dir(args.out if args.out else Path("build") / "search" / args.model)
+    model, dataset = zoo.load(args.model, data=args.data, weights=args.weights, val=args.val, test=args.test,
+                              **data_options(args))
     if args.fresh:
         import shutil
 
         shutil.rmtree(out / "cache", ignore_errors=True)
-    log = None if args.quiet else (lambda line: print(line, flush=True))
     extra = {} if args.margin_z is None else {"margin_z": args.margin_z}
-    doc = run_search(model, dataset, model_name=args.model, strategy=strategy, out_dir=out,
-                     progress=not args.quiet, log=log, **extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SearchWarning)
+        warnings.showwarning = _warn_line
+        doc = search.run_search(model, dataset, model_name=args.model, strategy=strategy, out_dir=out,
+                                progress=not args.quiet, log=None if args.quiet else print,
+                                threads=args.threads or all_cores(), **extra)
     base = doc["baseline"]
     print(f"{args.model} on {doc['dataset']} ({strategy}): fp32 val {base['val_accuracy']:.2%}, test {base['test_accuracy']:.2%};"
           f" search {doc['search_seconds']:.1f} s, {doc['evaluations']} evaluations,"
           f" {doc['cost']['search_fp32_passes']:.1f} fp32 passes")
     for name, v in doc["variants"].items():
         print(f"  {name:<12} {v['mean_bits']:5.2f} bits ({v['compression_ratio']:.1f}x)  "
-              f"val {v['normalized_val_accuracy']:.2%}  test {v['test_accuracy']:.2%} "
-              f"(normalized {v['normalized_test_accuracy']:.2%}){'' if v['meets_target'] else '  target missed'}")
+              f"val {percent(v['normalized_val_accuracy'])}  test {v['test_accuracy']:.2%} "
+              f"(normalized {percent(v['normalized_test_accuracy'])}){'' if v['meets_target'] else '  target missed'}")
     print(f"report: {out / 'report.md'}")
     print(f"plan:   {out / 'plan.json'}")
     return 0

@@ -1,10 +1,16 @@
 """report.md and plots of a search: the per-layer table, the variant summary, the exponent
 histograms with the chosen ranges (like the dissertation's Fig. 4.7) and the bits-vs-accuracy
-Pareto frontier of every evaluated plan (like its Fig. 4.9)."""
+Pareto frontier of every evaluated plan (like its Fig. 4.9).
+
+Figures are drawn on matplotlib ``Figure`` objects with their own Agg canvas, not through
+``pyplot``: a library call must not switch the caller's backend or leave figures open.
+A normalized accuracy of None (the fp32 model got nothing right) reads "n/a".
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -12,9 +18,28 @@ from ..cfloat import Format
 from ..histograms import EXP_OFFSET, ExponentHistogram
 from ..io_utils import atomic_path, write_text
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "histogram_figure", "percent"]
 
 VARIANTS = ("exact", "accurate", "approximate")
+HIST_COLS = 4
+PANEL_INCHES = (4.0, 2.4)   # width, height of one histogram panel
+TITLE_INCHES = 0.5          # room for the figure title above the panels
+
+
+def percent(value: float | None) -> str:
+    """``0.9912`` -> ``99.12%``; None (undefined, e.g. normalized accuracy of a model that gets
+    nothing right) -> ``n/a``."""
+    return "n/a" if value is None else f"{value:.2%}"
+
+
+def _figure(width: float, height: float):
+    """A figure with its own Agg canvas and constrained layout (titles never overlap panels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _fmt_range(text: str) -> str:
@@ -43,11 +68,12 @@ def _summary(doc: dict) -> list[str]:
     b = doc["baseline"]
     rows = ["| variant | val acc | normalized val | test acc | normalized test | mean bits (weights / activations / all) | compression | val flips | meets target (plain / with margin) |",
             "|---|---:|---:|---:|---:|---|---:|---:|---|",
-            f"| fp32 | {b['val_accuracy']:.2%} | 100.00% | {b['test_accuracy']:.2%} | 100.00% | 32 / 32 / 32 | 1.0x | 0 | |"]
+            f"| fp32 | {b['val_accuracy']:.2%} | {percent(1.0 if b['val_accuracy'] else None)} | {b['test_accuracy']:.2%} | "
+            f"{percent(1.0 if b['test_accuracy'] else None)} | 32 / 32 / 32 | 1.0x | 0 | |"]
     for v in VARIANTS:
         d = doc["variants"][v]
-        rows.append(f"| {v} | {d['val_accuracy']:.2%} | {d['normalized_val_accuracy']:.2%} | {d['test_accuracy']:.2%} | "
-                    f"{d['normalized_test_accuracy']:.2%} | {d['mean_bits_weights']:.2f} / {d['mean_bits_activations']:.2f}"
+        rows.append(f"| {v} | {d['val_accuracy']:.2%} | {percent(d['normalized_val_accuracy'])} | {d['test_accuracy']:.2%} | "
+                    f"{percent(d['normalized_test_accuracy'])} | {d['mean_bits_weights']:.2f} / {d['mean_bits_activations']:.2f}"
                     f" / **{d['mean_bits']:.2f}** | {d['compression_ratio']:.1f}x | {d.get('val_flips', '')} | "
                     f"{'yes' if d['meets_target'] else 'NO'} / {_yes(d.get('meets_target_with_margin'))} |")
     return rows
@@ -57,16 +83,14 @@ def _yes(flag) -> str:
     return "-" if flag is None else ("yes" if flag else "NO")
 
 
-def _plot_histograms(path: Path, doc: dict, hists: dict[str, ExponentHistogram]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def histogram_figure(doc: dict, hists: dict[str, ExponentHistogram]):
+    """One panel per tensor (4 a row) under one title; the height grows with the rows, and the
+    constrained layout keeps the title above the first row at any row count."""
     tensors = doc["variants"]["accurate"]["tensors"]
-    cols = 4
+    cols = HIST_COLS
     rows = max(1, -(-len(tensors) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.4 * rows), squeeze=False)
+    fig = _figure(PANEL_INCHES[0] * cols, PANEL_INCHES[1] * rows + TITLE_INCHES)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax, t in zip(axes.flat, tensors):
         h = hists.get(t["name"])
         if h is None or h.nonzero == 0:
@@ -87,10 +111,13 @@ def _plot_histograms(path: Path, doc: dict, hists: dict[str, ExponentHistogram])
         ax.set_visible(False)
     fig.suptitle(f"{doc['model']}: exponent histograms (binade e: 2^e <= |x| < 2^(e+1)), accurate variant's range shaded",
                  fontsize=10)
-    fig.tight_layout()
+    return fig
+
+
+def _plot_histograms(path: Path, doc: dict, hists: dict[str, ExponentHistogram]) -> None:
+    fig = histogram_figure(doc, hists)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
 
 
 def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -104,12 +131,8 @@ def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def _plot_pareto(path: Path, doc: dict, frontier_points: list[tuple[float, float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig = _figure(6.5, 4.2)
+    ax = fig.subplots()
     if frontier_points:
         xs, ys = zip(*frontier_points)
         ax.scatter(xs, ys, s=6, color="#999999", label="evaluated plans")
@@ -117,6 +140,8 @@ def _plot_pareto(path: Path, doc: dict, frontier_points: list[tuple[float, float
         ax.step(fx, fy, where="post", color="#4c72b0", label="Pareto frontier")
     for v, marker in zip(VARIANTS, "o^s"):
         d = doc["variants"][v]
+        if d["normalized_val_accuracy"] is None:
+            continue
         ax.scatter([d["mean_bits"]], [d["normalized_val_accuracy"] * 100], marker=marker, s=60, zorder=5,
                    label=f"{v}: {d['mean_bits']:.2f} bits")
     ax.axhline(100.0, color="k", lw=0.6, ls="--")
@@ -124,21 +149,30 @@ def _plot_pareto(path: Path, doc: dict, frontier_points: list[tuple[float, float
     ax.set_xlabel("mean bits per element (weights + activations)")
     ax.set_ylabel("normalized validation accuracy (%)")
     ax.set_title(f"{doc['model']} ({doc['strategy']}): bits vs accuracy")
-    lo = min([98.0] + [d["normalized_val_accuracy"] * 100 - 0.5 for d in doc["variants"].values()])
+    normalized = [d["normalized_val_accuracy"] for d in doc["variants"].values()]
+    if None in normalized:
+        ax.text(0.5, 0.5, "normalized accuracy n/a:\nthe fp32 model gets no validation image right",
+                transform=ax.transAxes, ha="center", va="center")
+    lo = min([98.0] + [x * 100 - 0.5 for x in normalized if x is not None])
     ax.set_ylim(lo, None)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
 
 
-def write_report(out: Path, doc: dict, hists: dict[str, ExponentHistogram], points: list[tuple[float, float]]) -> Path:
-    """Write report.md plus histograms.png and pareto.png into ``out``; return the report path."""
+def write_report(out: Path, doc: dict, hists: dict[str, ExponentHistogram], points: list[tuple[float, float]],
+                 done: Callable[[], object] = lambda: None) -> Path:
+    """Write report.md plus histograms.png and pareto.png into ``out``; return the report path.
+    ``done()`` is called after each of the three files (a progress bar's ``update``)."""
     out = Path(out)
     _plot_histograms(out / "histograms.png", doc, hists)
+    done()
     _plot_pareto(out / "pareto.png", doc, points)
+    done()
     c = doc.get("cost", {})
+    found = doc.get("warnings") or []
+    warned = ["## Warnings", "", *(f"- {w}" for w in found), ""] if found else []
     lines = [f"# SIEVE search: {doc['model']} on {doc['dataset']} (strategy `{doc['strategy']}`)", "",
              f"Validation images: {c.get('val_images')}, test images: {c.get('test_images')}. "
              f"Search: {doc['search_seconds']:.1f} s, {doc['evaluations']} evaluations "
@@ -150,11 +184,12 @@ def write_report(out: Path, doc: dict, hists: dict[str, ExponentHistogram], poin
              "fp32 got wrong and the plan right, minus the reverse) plus what the target allows must clear "
              f"z = {doc.get('margin_z', 0)} standard errors sqrt(gains + losses), so that the target is likely "
              "to hold on new images too (the default strategy requires it). *Val flips* = gains + losses. "
-             "Test accuracy is held out: reported, never searched.", "",
+             "Test accuracy is held out: reported, never searched.", "", *warned,
              "## Variants", "", *_summary(doc), "",
              "## Per-tensor formats", "",
              "Formats in the text form `[s|u]e<E>m<M>b<bias>` (bits in parentheses); "
              "`fp32` = left unquantized.", "", *_table(doc, hists), "",
              "## Plots", "", "![exponent histograms](histograms.png)", "", "![Pareto frontier](pareto.png)", ""]
     write_text(out / "report.md", "\n".join(lines))
+    done()
     return out / "report.md"

@@ -31,6 +31,16 @@ and 11 whose runner-up is right, test 11 and 3), so any plan that moves those im
 even one agreeing with fp32 on all 5,000 validation images — can lose a few test images.
 ``margin_z = 0`` gives the plain target.  ``subset_z`` (default = ``margin_z``) may demand more of decisions
 made on a subset.
+
+How many validation images the rule needs.  The approximate target's allowance is
+``slack = floor(0.001 * fp32-correct)`` images; the cheapest loss it could excuse is one lost
+image and nothing else (net -1 on 1 flip), which passes only if ``slack - 1 >= margin_z``.  So
+below ``1000 * ceil(1 + margin_z)`` fp32-correct validation images (2,000 at ``margin_z = 1``)
+*approximate* cannot accept a single lost image and is the *accurate* target under another
+name, and on a split of a handful of images any plan that keeps those few predictions is
+"exact" (:func:`min_correct_for_allowance`; the driver warns).  A model that gets no
+validation image right has no normalized accuracy at all (:meth:`SearchContext.normalized`
+gives None, reported as "n/a").
 """
 
 from __future__ import annotations
@@ -48,13 +58,23 @@ from ..histograms import ExponentHistogram, HistogramCollector, weight_histogram
 from ..qeval import PrefixEvaluator, TensorInfo
 from .evalcache import EvalCache, digest
 from .formats import plan_bits, plan_key
+from .progress import Progress
 
-__all__ = ["VARIANTS", "TARGETS", "MARGIN_Z", "Outcome", "SearchContext"]
+__all__ = ["VARIANTS", "TARGETS", "MARGIN_Z", "Outcome", "SearchContext", "min_correct_for_allowance"]
 
 VARIANTS = ("exact", "accurate", "approximate")
 TARGETS = {"exact": 1.0, "accurate": 1.0, "approximate": 0.999}
 MARGIN_Z = 1.0  # generalization margin in standard errors of the net gain (module docstring)
 SUBSET_Z = 1.0  # ... on a subset (raise it to make the many subset decisions of a search surer)
+
+
+def min_correct_for_allowance(margin_z: float = MARGIN_Z) -> int:
+    """Fewest fp32-correct validation images with which the approximate target's allowance can
+    excuse one lost image under the margin rule (module docstring): its slack ``floor(a * B)``
+    (``a`` = 0.1 %) must reach ``1 + margin_z``."""
+    allowance = 1.0 - TARGETS["approximate"]
+    slack = math.ceil(1.0 + margin_z - 1e-9)
+    return math.ceil(slack / allowance - 1e-6)
 
 
 @dataclass
@@ -123,7 +143,7 @@ class SearchContext:
     def __init__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                  identity: str, cache_path=None, batch_size: int = 500, early_tolerance: float = 0.002,
                  subset_surplus: float = 0.0, margin_z: float = MARGIN_Z, subset_z: float = SUBSET_Z,
-                 progress=None):
+                 progress: Progress | None = None):
         self.model = model.eval()
         self.images = images
         self.labels = labels
@@ -132,15 +152,24 @@ class SearchContext:
         self.subset_surplus = subset_surplus
         self.margin_z = margin_z
         self.subset_z = subset_z
-        self.progress = progress
+        self.progress = progress if progress is not None else Progress()
+        self.search_label = "search"  # the strategy loop's bar (see plan_steps)
+        self.stage = ""
+        self.bar = None
+        n = int(labels.numel())
         t0 = time.perf_counter()
         full_eval = PrefixEvaluator(model, images, batch_size=batch_size, max_states=0)
         collector = HistogramCollector()
-        logits = full_eval.fp32_logits(observer=collector)
+        with self.progress.bar("fp32 val (histograms)", n, "img") as bar:
+            logits = full_eval.run({}, observer=collector, on_batch=lambda b, out: bar.update(len(out)) or True)
         self.fp32_seconds_with_histograms = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        full_eval.run({})  # timed plain fp32 pass: the unit of search cost
-        self.fp32_pass_seconds = time.perf_counter() - t0
+        correct = int((logits.argmax(1) == labels).sum())
+        self.progress.say(f"fp32 val accuracy {correct / max(1, n):.2%} ({correct:,} of {n:,} images)")
+        with self.progress.bar("fp32 val (timed)", n, "img") as bar:
+            t0 = time.perf_counter()
+            # timed plain fp32 pass: the unit of search cost
+            full_eval.run({}, on_batch=lambda b, out: bar.update(len(out)) or True)
+            self.fp32_pass_seconds = time.perf_counter() - t0
         self.infos: list[TensorInfo] = full_eval.infos
         self.histograms: dict[str, ExponentHistogram] = dict(collector.histograms)
         self.histograms.update(weight_histograms(model, [i.name for i in self.infos if i.kind == "weight"]))
@@ -167,6 +196,31 @@ class SearchContext:
         self._sets: dict[str, SampleSet] = {}
         self.points: list[tuple[float, float]] = []
         self.full = self.sample_set(range(self.n))
+
+    # -- progress of the strategy's loop (one bar; its total is what the strategy plans)
+    def plan_steps(self, count: int, unit: str = "step") -> None:
+        """Announce ``count`` more steps of the strategy's loop: the bar's total grows by it."""
+        if self.bar is None:
+            self.bar = self.progress.bar(self.search_label, count, unit)
+        else:
+            self.bar.total = (self.bar.total or 0) + count
+            self.bar.refresh()
+
+    def step(self, count: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(count)
+
+    def close_steps(self) -> None:
+        """Close the loop's bar (the steps a strategy planned but did not need count as done)."""
+        if self.bar is not None:
+            if self.bar.total and self.bar.n < self.bar.total:
+                self.bar.update(self.bar.total - self.bar.n)
+            self.bar.close()
+            self.bar = None
+
+    def normalized(self, correct: float) -> float | None:
+        """``correct`` over the fp32 model's correct count; None when fp32 gets nothing right."""
+        return correct / self.base_correct if self.base_correct else None
 
     # -- targets
     def need(self, variant: str) -> int:
@@ -226,7 +280,7 @@ class SearchContext:
             raw = self._run(plan, sset, criterion, checkpoint, early)
             self.cache.put(key, raw)
         out = self._judge(raw, sset, criterion)
-        if out.complete:  # for the bits-vs-accuracy plot (estimated on the whole split)
+        if out.complete and self.base_correct:  # for the bits-vs-accuracy plot (estimated on the whole split)
             self.points.append((plan_bits(plan, self.infos)["mean_bits"], 100.0 * out.est_correct / self.base_correct))
         return out
 
@@ -314,8 +368,9 @@ class SearchContext:
 
         logits = sset.evaluator.run(plan, checkpoint=checkpoint, on_batch=on_batch)
         self.samples_run += len(logits)
-        if self.progress is not None:
-            self.progress.update(1)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self.stage + ', ' if self.stage else ''}{self.computed} evaluations run",
+                                     refresh=False)
         out_net, out_flips = 0.0, 0.0
         if stats["n"] == sset.size and sset.size < self.n:
             out_net, out_flips = self._predicted_outside(sset, logits)

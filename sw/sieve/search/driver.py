@@ -2,32 +2,97 @@
 
 The search sees only the validation split; the test split is touched once per variant at the
 end, to report held-out accuracy.  Outputs are written atomically (nothing half-written).
+
+``run_search`` is a library call: it runs on the torch threads it is given and hands the
+caller's process back as it found it (thread count, grad mode, default dtype, NumPy error
+state, warning filters, the model's train/eval flags), also when the search raises.  Every
+phase shows a labelled bar with a total (:mod:`sieve.search.progress`); results that mean less
+than they seem (splits too small for the targets, a model that gets nothing right) raise a
+:class:`SearchWarning` and are listed under ``warnings`` in plan.json and report.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import os
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from ..errors import SieveError
 from ..io_utils import write_json
-from ..plan_io import write_plan
+from ..plan_io import data_record, write_plan
 from ..qeval import PrefixEvaluator
-from .context import MARGIN_Z, VARIANTS, SearchContext
+from .context import MARGIN_Z, TARGETS, VARIANTS, SearchContext, min_correct_for_allowance
 from .evalcache import digest
 from .formats import plan_bits
 from .greedy import search_greedy
+from .progress import Progress
 from .sieve_strategy import search_sieve
 from .uniform import search_uniform
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "run_search", "model_digest"]
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "run_search", "model_digest", "SearchWarning", "all_cores",
+           "check_out_dir"]
 
 STRATEGIES: dict[str, Callable] = {"greedy": search_greedy, "sieve": search_sieve, "uniform": search_uniform}
 DEFAULT_STRATEGY = "greedy"
 ALGORITHM_VERSION = "7"  # bump when a strategy changes, so stale cached outcomes are not replayed
+
+
+class SearchWarning(UserWarning):
+    """A search that runs but whose result means less than it seems (module docstring)."""
+
+
+def all_cores() -> int:
+    """CPU cores this process may run on (the CLI's default ``--threads``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_out_dir(out: str | Path) -> Path:
+    """``out`` as a Path, refused in one line when it, or a folder it would sit in, is a file
+    (checked before any work, so that nothing is loaded or written for nothing)."""
+    out = Path(out)
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise SieveError(f"output directory {out}: {path} is a file, not a directory;"
+                                 " pass --out a directory (it is created if missing)")
+            break
+    return out
+
+
+def _check_threads(threads) -> int:
+    if threads is None:
+        return torch.get_num_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise SieveError(f"threads (--threads) must be a whole number >= 1, got {threads!r}")
+    return threads
+
+
+@contextlib.contextmanager
+def _caller_state_kept(model: torch.nn.Module, threads: int):
+    """Run with ``threads`` torch threads, no autograd and float32 as the default dtype; give the
+    caller back every process-wide setting (and the model's train/eval flags) as found."""
+    saved_threads, saved_dtype = torch.get_num_threads(), torch.get_default_dtype()
+    modes = [(m, m.training) for m in model.modules()]
+    with warnings.catch_warnings(), np.errstate(), torch.no_grad():
+        try:
+            torch.set_num_threads(threads)
+            torch.set_default_dtype(torch.float32)
+            yield
+        finally:
+            torch.set_num_threads(saved_threads)
+            torch.set_default_dtype(saved_dtype)
+            for m, training in modes:
+                m.training = training
 
 
 def model_digest(model: torch.nn.Module) -> str:
@@ -48,64 +113,113 @@ def _check_split(split, what: str) -> None:
         raise SieveError(f"the {what} split holds NaN or Inf pixels; the data file is corrupt")
 
 
-def _accuracy(model, plan, images, labels, batch_size) -> float:
+def _correct(model, plan, images, labels, batch_size, bar) -> int:
+    """Correct predictions of ``model`` under ``plan``; ``bar`` advances per batch of images."""
     ev = PrefixEvaluator(model, images, batch_size=batch_size, max_states=0)
-    pred = ev.run(plan).argmax(1)
-    return float((pred == labels).float().mean())
+    pred = ev.run(plan, on_batch=lambda b, out: bar.update(len(out)) or True).argmax(1)
+    return int((pred == labels).sum())
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def _split_warnings(ctx: SearchContext, test_images: int, margin_z: float) -> list[str]:
+    """What a too small split (or a model that gets nothing right) makes of the targets."""
+    n, correct = ctx.n, ctx.base_correct
+    if correct == 0:
+        return [f"the fp32 model gets none of the {n:,} validation images right: normalized accuracy is"
+                " undefined (reported as n/a) and the targets only ask for agreement with fp32;"
+                " check the weights (--weights) and that the data and its labels are the model's (--data)"]
+    found = []
+    need = min_correct_for_allowance(margin_z)
+    accuracy = correct / n
+    if correct < need:
+        found.append(
+            f"the validation split has {n:,} image{'s' if n != 1 else ''} ({correct:,} right in fp32): the margin"
+            f" rule (z = {margin_z:g}) needs {need:,} fp32-correct validation images before the approximate"
+            f" target's {1 - TARGETS['approximate']:.1%} allowance can excuse a single lost image, so below that"
+            f" approximate is accurate under another name and every target (exact too) rests on these few"
+            f" images; use --val >= {math.ceil(need / accuracy):,} ({need:,} right at this model's fp32"
+            f" accuracy of {accuracy:.1%})")
+    resolve = math.ceil(1.0 / (1.0 - TARGETS["approximate"]) - 1e-6)  # fp32-correct images to see 0.1 %
+    if test_images * accuracy < resolve:
+        found.append(
+            f"the test split has {test_images:,} image{'s' if test_images != 1 else ''}: held-out accuracy"
+            f" moves in steps of {1 / test_images:.2%} (one image), too coarse to show the approximate"
+            f" target's {1 - TARGETS['approximate']:.1%}; use --test >= {math.ceil(resolve / accuracy):,}"
+            f" ({resolve:,} right at the validation fp32 accuracy of {accuracy:.1%})")
+    return found
 
 
 def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: str = DEFAULT_STRATEGY,
                out_dir: str | Path | None = None, batch_size: int = 500, progress: bool = True,
                log: Callable[[str], None] | None = None, report: bool = True, resume: bool = True,
-               threads: int = 1, margin_z: float = MARGIN_Z) -> dict:
+               threads: int | None = None, margin_z: float = MARGIN_Z) -> dict:
     """Search a plan for ``model`` on ``dataset.val``; return the plan.json document.
 
     ``margin_z``: the generalization margin of the accurate/approximate targets (see
-    :mod:`sieve.search.context`; 0 = the plain validation target).
+    :mod:`sieve.search.context`; 0 = the plain validation target).  ``threads``: torch threads
+    during the search (default: the caller's current setting); restored afterwards.  ``log``
+    receives one line at a time, written with the progress bars cleared.
     Writes ``out_dir/plan.json``, ``report.md`` and plots when ``out_dir`` is given, and keeps
     evaluation outcomes under ``out_dir/cache/`` so that an interrupted run resumes exactly.
     """
     if strategy not in STRATEGIES:
         raise SieveError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    threads = _check_threads(threads)
+    out = check_out_dir(out_dir) if out_dir is not None else None
     _check_split(dataset.val, "val")
     _check_split(dataset.test, "test")
-    torch.set_num_threads(max(1, min(threads, torch.get_num_threads())))
     for name, p in model.named_parameters():
         if not torch.isfinite(p).all():
             raise SieveError(f"weights of {name} hold NaN or Inf; the checkpoint is corrupt")
+    with _caller_state_kept(model, threads):
+        return _search(model, dataset, model_name, strategy, out, batch_size, Progress(progress, log),
+                       report, resume, margin_z)
+
+
+def _search(model, dataset, model_name, strategy, out, batch_size, show: Progress, report, resume, margin_z) -> dict:
     val, test = dataset.val, dataset.test
-    out = Path(out_dir) if out_dir is not None else None
     identity = digest(ALGORITHM_VERSION, model_name, strategy, margin_z, model_digest(model),
                       val.images.numpy().tobytes(), val.labels.numpy().tobytes())
     cache_path = None
     if out is not None and resume:
         cache_path = out / "cache" / f"{strategy}-{identity[:16]}.jsonl"
+    n_test = int(test.labels.numel())
 
-    from tqdm import tqdm
-
-    bar = tqdm(desc=f"search {model_name} ({strategy})", unit="eval", disable=not progress, leave=False)
     t0 = time.perf_counter()
+    ctx = SearchContext(model, val.images, val.labels, identity=identity, cache_path=cache_path,
+                        batch_size=batch_size, progress=show, margin_z=margin_z)
+    found_warnings = _split_warnings(ctx, n_test, margin_z)
+    for message in found_warnings:
+        warnings.warn(message, SearchWarning, stacklevel=3)  # points at the caller of run_search
+    ctx.search_label = f"search {model_name} ({strategy})"
     try:
-        ctx = SearchContext(model, val.images, val.labels, identity=identity, cache_path=cache_path,
-                            batch_size=batch_size, progress=bar, margin_z=margin_z)
-        plans, trace = STRATEGIES[strategy](ctx, log=log)
-        measured = {v: ctx.evaluate(plans[v], ctx.full, "measure", early=False) for v in VARIANTS}
-        seconds = time.perf_counter() - t0
+        plans, trace = STRATEGIES[strategy](ctx, log=show.say if show.log is not None else None)
     finally:
-        bar.close()
+        ctx.close_steps()
+    with show.bar("final check (val)", len(VARIANTS), "plan") as bar:
+        measured = {}
+        for v in VARIANTS:
+            measured[v] = ctx.evaluate(plans[v], ctx.full, "measure", early=False)
+            bar.update()
+    seconds = time.perf_counter() - t0
 
-    base_val = ctx.base_correct / ctx.n
-    base_test = _accuracy(model, {}, test.images, test.labels, batch_size)
+    with show.bar("fp32 test", n_test, "img") as bar:
+        base_test_correct = _correct(model, {}, test.images, test.labels, batch_size, bar)
+    show.say(f"fp32 test accuracy {base_test_correct / n_test:.2%} ({base_test_correct:,} of {n_test:,} images)")
+    with show.bar(f"test ({', '.join(VARIANTS)})", len(VARIANTS) * n_test, "img") as bar:
+        test_correct = {v: _correct(model, plans[v], test.images, test.labels, batch_size, bar) for v in VARIANTS}
     variants = {}
     for v in VARIANTS:
         plan = plans[v]
-        test_acc = _accuracy(model, plan, test.images, test.labels, batch_size)
         bits = plan_bits(plan, ctx.infos)
         variants[v] = {
             "val_accuracy": measured[v].correct / ctx.n,
-            "test_accuracy": test_acc,
-            "normalized_val_accuracy": measured[v].correct / max(1, ctx.base_correct),
-            "normalized_test_accuracy": test_acc / base_test if base_test else 0.0,
+            "test_accuracy": test_correct[v] / n_test,
+            "normalized_val_accuracy": ctx.normalized(measured[v].correct),
+            "normalized_test_accuracy": _ratio(test_correct[v], base_test_correct),
             "val_agreement": measured[v].agree / ctx.n,
             "meets_target": ctx.meets(v, measured[v], margin=False),
             "val_flips": int(round(measured[v].flips)),
@@ -121,8 +235,9 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
     doc = {
         "model": model_name,
         "dataset": getattr(dataset, "name", "unknown"),
+        **data_record(dataset),      # input shape and preprocessing, for export
         "strategy": strategy,
-        "baseline": {"val_accuracy": base_val, "test_accuracy": base_test},
+        "baseline": {"val_accuracy": ctx.base_correct / ctx.n, "test_accuracy": base_test_correct / n_test},
         "variants": variants,
         "search_seconds": seconds,
         "evaluations": ctx.evaluations,
@@ -133,16 +248,19 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
             "evaluations_run": ctx.computed,
             "evaluations_replayed": ctx.evaluations - ctx.computed,
             "val_images": ctx.n,
-            "test_images": int(test.labels.numel()),
+            "test_images": n_test,
         },
+        "warnings": found_warnings,
     }
     if out is not None:
-        write_plan(out / "plan.json", doc)
-        write_json(out / "search_trace.json", {"trace": trace,
-                                               "histograms": {k: h.to_json() for k, h in ctx.histograms.items()}})
-        if report:
-            from ..report.search_report import write_report
+        with show.bar("report", 5 if report else 2, "file") as bar:
+            write_plan(out / "plan.json", doc)
+            bar.update()
+            write_json(out / "search_trace.json", {"trace": trace,
+                                                   "histograms": {k: h.to_json() for k, h in ctx.histograms.items()}})
+            bar.update()
+            if report:
+                from ..report.search_report import write_report
 
-            write_report(out, doc, ctx.histograms, ctx.points)
+                write_report(out, doc, ctx.histograms, ctx.points, done=bar.update)
     return doc
-

@@ -176,7 +176,13 @@ def _greedy_pass(ctx: SearchContext, sset, variant: str, units: list[_Unit], tra
             if len(unit.infos) > 8:
                 chosen = f"every tensor at relative error {unit.rel_error(i):.1e}" if i < n else "every tensor fp32"
             log(f"  [{variant}, {sset.size} images] {chosen}")
+        ctx.step()
     return plan
+
+
+def _active_size(ctx: SearchContext, variant: str, active_fraction: float) -> int:
+    fraction = ACTIVE_FRACTION_EXACT if variant == "exact" else active_fraction
+    return min(ctx.n, max(ACTIVE_MIN, int(round(fraction * ctx.n))))
 
 
 def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_FRACTION):
@@ -187,10 +193,17 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
     trace: list[dict] = []
     by_margin = sorted(range(ctx.n), key=lambda i: ctx.margin_rank[i])
     everything = _Unit(list(ctx.infos), ladders, levels=LEVELS)
+
+    def round_steps(variant: str, size: int) -> int:
+        """Width walks of one round (the shared-level start unless seeded, then one per unit)
+        and the check on the whole split when the round ran on a subset."""
+        return (0 if variant in SEEDS else 1) + len(units) + (1 if size < ctx.n else 0)
+
+    ctx.plan_steps(sum(round_steps(v, _active_size(ctx, v, active_fraction)) for v in SEARCH_ORDER), unit="walk")
     for variant in SEARCH_ORDER:
+        ctx.stage = variant
         seed = plans.get(SEEDS.get(variant, ""))
-        fraction = ACTIVE_FRACTION_EXACT if variant == "exact" else active_fraction
-        size = min(ctx.n, max(ACTIVE_MIN, int(round(fraction * ctx.n))))
+        size = _active_size(ctx, variant, active_fraction)
         active = by_margin[:size]
         rest = by_margin[size:]
         rng = np.random.default_rng(0)  # fixed: the same sample on every (resumed) run
@@ -211,11 +224,13 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
             check = ctx.evaluate(plan, ctx.full, variant, early=False)
             trace.append({"variant": variant, "set": ctx.n, "tensor": "*", "format": "verify",
                           "passed": check.passed, "evaluated": check.evaluated})
+            ctx.step()
             if check.passed:
                 break
             if log is not None:
                 log(f"  [{variant}] fails on the whole split ({len(check.mismatches)} flipped images); widening")
             active = sorted(set(active) | set(check.mismatches))
+            ctx.plan_steps(round_steps(variant, ctx.n if round_ + 1 == ROUNDS - 1 else len(active)))
         plans[variant] = plan
     # a stricter variant's plan also meets a looser target; a looser one may happen to meet a
     # stricter target too (accuracy is not monotone in width): each variant keeps the plan with

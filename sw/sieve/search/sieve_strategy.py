@@ -31,6 +31,7 @@ def search_sieve(ctx: SearchContext, log=None) -> tuple[dict[str, dict[str, Form
     """Per-variant plans and the trace of every evaluated (tensor, format, accuracy)."""
     plans: dict[str, dict[str, Format]] = {v: {} for v in VARIANTS}
     trace: list[dict] = []
+    ctx.plan_steps(len(ctx.infos), unit="tensor")
     for info in ctx.infos:
         hist = ctx.histograms[info.name]
         first = cover_format(hist, 0)
@@ -45,17 +46,18 @@ def search_sieve(ctx: SearchContext, log=None) -> tuple[dict[str, dict[str, Form
             for man_bits in range(6, -1, -1):
                 fmt = Format(exp_bits, man_bits, bias)
                 out = ctx.evaluate({info.name: fmt}, ctx.full, "measure", checkpoint=info.module_name, early=False)
-                norm = out.est_correct / ctx.base_correct
+                norm = ctx.normalized(out.est_correct)  # None: fp32 gets nothing right, nothing to drop below
                 tried.append((fmt, out))
                 trace.append({"tensor": info.name, "format": str(fmt), "coverage": cov,
                               "normalized_val_accuracy": norm, "agreement": out.agree / ctx.full.size})
-                if norm < STOP_BELOW:
+                if norm is not None and norm < STOP_BELOW:
                     break
         for variant in VARIANTS:
             ok = [(fmt.width, -out.est_correct, -out.agree, str(fmt), fmt) for fmt, out in tried
                   if _meets(ctx, variant, out)]
             if ok:
                 plans[variant][info.name] = min(ok)[-1]
+        ctx.step()
         if log is not None:
             log(f"{info.name}: " + ", ".join(f"{v}={plans[v].get(info.name, 'fp32')}" for v in VARIANTS))
     return plans, trace

@@ -30,21 +30,27 @@ def uniform_plan(ctx: SearchContext, exp_bits: int, man_bits: int) -> dict[str, 
     return plan
 
 
+def _exp_widths(width: int) -> range:
+    return range(2, min(MAX_EXP_BITS, width - 1) + 1)
+
+
 def search_uniform(ctx: SearchContext, log=None):
     plans: dict[str, dict[str, Format]] = {v: {} for v in VARIANTS}  # fp32 when nothing fits
     trace: list[dict] = []
     todo = set(VARIANTS)
+    ctx.plan_steps(sum(len(_exp_widths(w)) for w in range(MIN_WIDTH, MAX_WIDTH + 1)), unit="format")
     for width in range(MIN_WIDTH, MAX_WIDTH + 1):
         found: dict[str, tuple] = {}
-        for exp_bits in range(2, min(MAX_EXP_BITS, width - 1) + 1):
+        for exp_bits in _exp_widths(width):
             man_bits = width - 1 - exp_bits
             plan = uniform_plan(ctx, exp_bits, man_bits)
             # judged under the loosest target still open, stopping early once it clearly fails;
             # a complete run then decides every open target
             loosest = max(todo, key=VARIANTS.index)
             out = ctx.evaluate(plan, ctx.full, loosest)
+            ctx.step()
             trace.append({"tensor": "*", "format": f"e{exp_bits}m{man_bits}", "complete": out.complete,
-                          "normalized_val_accuracy": out.correct / ctx.base_correct if out.complete else None,
+                          "normalized_val_accuracy": ctx.normalized(out.correct) if out.complete else None,
                           "agreement": out.agree / ctx.n if out.complete else None})
             if not out.complete:
                 continue
