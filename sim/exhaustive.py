@@ -180,13 +180,15 @@ def default_jobs() -> int:
 
 
 def check_format(fmt: sieve.Format, exe: Path, fraction: float, chunk_bits: int = CHUNK_BITS,
-                 progress: bool = True, jobs: int | None = None, chunks: list[int] | None = None) -> dict:
+                 progress: bool = True, jobs: int | None = None, chunks: list[int] | None = None,
+                 scratch: Path | None = None) -> dict:
     """Run a fraction of all 2^32 inputs through the RTL; return counts, mismatches, timing.
 
     The RTL simulation (the slow part) runs in ``jobs`` driver processes at once, one chunk
     each, while this process compares finished chunks with the emulator in chunk order.
     ``chunks`` names the chunk indices to run instead (``fraction`` is then ignored), for a
-    check aimed at one region of the fp32 range.
+    check aimed at one region of the fp32 range.  The drivers' code files go to a temporary
+    folder under ``scratch`` (default: beside the driver), removed when the check ends.
     """
     from tqdm import tqdm
 
@@ -197,7 +199,7 @@ def check_format(fmt: sieve.Format, exe: Path, fraction: float, chunk_bits: int 
     n_chunks = TOTAL // chunk
     todo = list(chunks) if chunks is not None else _order(n_chunks)[: max(1, round(n_chunks * fraction))]
     record = pack_format(fmt)
-    tmp = Path(tempfile.mkdtemp(prefix="chunks-", dir=exe.parent))  # one 64 MB code file per job
+    tmp = Path(tempfile.mkdtemp(prefix="chunks-", dir=scratch or exe.parent))  # one 64 MB code file per job
     mismatches: list[dict] = []
     n_bad = 0
     t0 = time.perf_counter()
