@@ -9,7 +9,7 @@ DATA    ?=
 WEIGHTS ?=
 JOBS    ?= 2
 
-.PHONY: setup test test-all search rtl sim synth verify-exhaustive export cascade bench clean help
+.PHONY: setup test test-all search rtl sim synth verify-exhaustive export cascade multidsnn bench clean help
 
 help:
 	@echo "make setup      fresh machine -> everything (venv, torch CPU, Debian packages)"
@@ -18,6 +18,7 @@ help:
 	@echo "make export     compressed ONNX of a searched model (MODEL=, VARIANT=accurate)"
 	@echo "make rtl|sim|synth   Verilog, cocotb simulation, Yosys/nextpnr reports"
 	@echo "make cascade    speculative big/little inference on the default pool"
+	@echo "make multidsnn  selector + data-specialised nets vs each monolith (MODEL=all by default)"
 	@echo "make bench      benchmarks -> build/bench/*.json"
 
 setup: $(STAMP)
@@ -27,7 +28,7 @@ $(STAMP): pyproject.toml requirements-lock.txt scripts/setup-system.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "pip>=23" "setuptools>=64" wheel
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-lock.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test,multidsnn]'
 	$(PY) -m synth.warm
 	touch $@
 
@@ -62,6 +63,9 @@ verify-exhaustive: setup
 
 cascade: setup
 	$(SIEVE) cascade --pool "$${POOL:-lenet5,convnet,minivgg}" --target 1.0
+
+multidsnn: setup
+	$(SIEVE) multidsnn --model $(or $(MODEL),all) --target $(or $(TARGET),1.0)
 
 bench: setup
 	$(PY) -m tests.bench.run --out build/bench

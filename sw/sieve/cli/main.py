@@ -23,6 +23,7 @@ COMMANDS = [
     "sieve.cli.runtime_cmd",
     "sieve.cli.search_cmd",
     "sieve.cli.export_cmd",
+    "sieve.cli.multidsnn_cmd",
 ]
 
 

@@ -44,10 +44,10 @@ def recipe(name: str, data_fingerprint: str, mean: float, std: float, train_coun
             "normalisation": [mean, std], "train_images": train_count, "data": data_fingerprint}
 
 
-def cache_paths(rec: dict) -> tuple[Path, Path]:
-    """(state-dict path, JSON record path) of a recipe."""
+def cache_paths(rec: dict, kind: str = "models") -> tuple[Path, Path]:
+    """(state-dict path, JSON record path) of a recipe, in the cache sub-directory ``kind``."""
     stem = f"{rec['model']}-{recipe_hash(rec)}"
-    base = cache_dir("models")
+    base = cache_dir(kind)
     return base / f"{stem}.pt", base / f"{stem}.json"
 
 
@@ -73,7 +73,16 @@ def torch_threads(count: int) -> Iterator[None]:
 def train(name: str, rec: dict, images: torch.Tensor, labels: torch.Tensor) -> nn.Module:
     """Train ``name`` on preprocessed ``images`` with the recipe's hyper-parameters."""
     torch.manual_seed(rec["seed"])
-    model = fashion.build(name)
+    return fit(fashion.build(name), rec, images, labels, name)
+
+
+def fit(model: nn.Module, rec: dict, images: torch.Tensor, labels: torch.Tensor, name: str) -> nn.Module:
+    """Train an initialised ``model`` with the recipe's optimiser, schedule and batch order.
+
+    Adam with a linear learning-rate decay to zero; the batch order comes from a generator
+    seeded with ``rec["seed"]``, so the same initial weights and recipe give the same result.
+    Any module whose input is a row of ``images`` works (the Fashion pool, data-specialised nets).
+    """
     opt = torch.optim.Adam(model.parameters(), lr=rec["lr"], weight_decay=rec["weight_decay"])
     batch = rec["batch_size"]
     steps_per_epoch = math.ceil(len(labels) / batch)
@@ -104,13 +113,13 @@ def train(name: str, rec: dict, images: torch.Tensor, labels: torch.Tensor) -> n
     return model
 
 
-def trained_state(name: str, rec: dict, train_fn, evaluate_fn) -> dict[str, torch.Tensor]:
+def trained_state(name: str, rec: dict, train_fn, evaluate_fn, kind: str = "models") -> dict[str, torch.Tensor]:
     """The cached state dict of ``rec``, training it (under a file lock) when absent.
 
     ``train_fn()`` returns a trained model; ``evaluate_fn(model)`` returns a dict of
     accuracies recorded in the JSON beside the weights.
     """
-    weights, record = cache_paths(rec)
+    weights, record = cache_paths(rec, kind)
     if not (weights.is_file() and record.is_file()):
         with file_lock(weights):
             if not (weights.is_file() and record.is_file()):

@@ -1,0 +1,98 @@
+"""Measured CPU latency of the monolith and of a multi-dsNN, on one thread.
+
+Batch 1 is what a device answering one input at a time sees: per input, the preprocessor,
+the selector's tree walk (:meth:`~sieve.multidsnn.selector.Router.route_one`) and the one
+chosen dsNN, against the monolith.  The two are timed in alternating rounds over the same
+inputs and the median round is reported, so drift of a shared machine hits both alike.
+Batched time per input (the whole split at once: route, then each dsNN on its share) is
+reported beside it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.training import torch_threads
+from .selector import Router
+
+
+class MultiDsnn(nn.Module):
+    """Preprocessor + selector + dsNN array as one callable (batch 1 or batched)."""
+
+    def __init__(self, preprocessor: nn.Module | None, router: Router, main: nn.Module, tail: nn.Module):
+        super().__init__()
+        self.preprocessor, self.router, self.main, self.tail = preprocessor, router, main, tail
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.preprocessor(x) if self.preprocessor is not None else x).reshape(len(x), -1)
+
+    def forward_features(self, f: torch.Tensor) -> torch.Tensor:
+        """Logits from features: batch 1 walks the tree in Python, larger batches route at once."""
+        if len(f) == 1:
+            return (self.tail if self.router.route_one(f[0].numpy()) else self.main)(f)
+        tail, _ = self.router.route(f.numpy())
+        tail_t = torch.from_numpy(tail)
+        out = torch.empty(len(f), self.main[-1].out_features)
+        if (~tail_t).any():
+            out[~tail_t] = self.main(f[~tail_t])
+        if tail_t.any():
+            out[tail_t] = self.tail(f[tail_t])
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(self.features(x))
+
+
+def _round(fn, inputs: list[torch.Tensor]) -> float:
+    start = time.perf_counter()
+    for x in inputs:
+        fn(x)
+    return (time.perf_counter() - start) / len(inputs)
+
+
+@torch.inference_mode()
+def compare_latency(monolith_fn, multi_fn, inputs: list[torch.Tensor], rounds: int = 5) -> dict:
+    """Median per-input seconds of two callables over the same inputs, alternating rounds."""
+    with torch_threads(1):
+        _round(monolith_fn, inputs[:20])
+        _round(multi_fn, inputs[:20])
+        mono, multi = [], []
+        for _ in range(rounds):
+            mono.append(_round(monolith_fn, inputs))
+            multi.append(_round(multi_fn, inputs))
+    m, d = statistics.median(mono), statistics.median(multi)
+    return {"monolith_us": 1e6 * m, "multidsnn_us": 1e6 * d, "speedup": m / d if d else float("nan"),
+            "inputs": len(inputs), "rounds": rounds}
+
+
+def measure(preprocessor: nn.Module | None, head: nn.Module, system: MultiDsnn,
+            images: torch.Tensor, count: int = 200, rounds: int = 5) -> dict:
+    """Batch-1 latency end to end and of the replaced part, and batched time per input."""
+    count = min(count, len(images))
+    singles = [images[i:i + 1] for i in range(count)]
+    with torch.inference_mode():
+        feats = [system.features(x) for x in singles]
+        all_feats = system.features(images)
+
+    def mono_full(x):
+        return head((preprocessor(x) if preprocessor is not None else x).reshape(1, -1))
+
+    end_to_end = compare_latency(mono_full, system, singles, rounds)
+    replaced = compare_latency(head, system.forward_features, feats, rounds)
+    batched = compare_latency(head, system.forward_features, [all_feats], rounds)
+    batched = {k: (v / len(images) if k.endswith("_us") else v) for k, v in batched.items()}
+    batched["inputs"] = len(images)
+    return {"batch1_end_to_end": end_to_end, "batch1_replaced_part": replaced, "batched_replaced_part": batched,
+            "threads": 1}
+
+
+def check_same_predictions(system: MultiDsnn, images: torch.Tensor, expected: np.ndarray, count: int = 50) -> bool:
+    """The timed system answers as the explored one did (batch-1 path vs vectorised routing)."""
+    with torch.inference_mode():
+        got = [int(system(images[i:i + 1]).argmax(1)) for i in range(min(count, len(images)))]
+    return bool(np.array_equal(np.array(got), np.asarray(expected)[:len(got)]))
