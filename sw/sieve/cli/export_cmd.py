@@ -11,7 +11,11 @@ VARIANTS = ("accurate", "approximate", "exact")
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="write a compressed ONNX file (packed weights, rounded activations)")
-    p.add_argument("--model", required=True, help="zoo model name, e.g. lenet5 or resnet20")
+    p.add_argument("--model", required=True,
+                   help="zoo model name (lenet5, resnet20 ...), an ONNX file (net.onnx), package.module:factory or"
+                        " path/file.py:ClassOrFactory (importing a .py file runs that code)")
+    p.add_argument("--input-shape", metavar="C,H,W",
+                   help="image shape for a model whose file or plan does not give it (e.g. 3,224,224)")
     p.add_argument("--plan", help="plan.json from `sieve search` (default build/search/MODEL/plan.json)")
     p.add_argument("--variant", default="accurate", choices=VARIANTS, help="which plan variant (default accurate)")
     p.add_argument("--out", required=True, help="output .onnx file")
@@ -37,16 +41,23 @@ def run_export(args) -> int:
     from .. import zoo
     from ..export.exporter import export_onnx
     from ..export.preflight import check_export_request
+    from ..model_source import parse_input_shape, source_kind, source_name
 
     mode = "fp32" if args.fp32 else "weights-only" if args.weights_only else "full"
-    plan_path = None if mode == "fp32" else Path(args.plan or f"build/search/{args.model}/plan.json")
-    # everything cheap (model name, --out, plan file, variant, plan vs the model's layers)
-    # before the load, which may read a data set and train a pool model for minutes
-    plan, elements = check_export_request(args.model, args.out, plan_path, args.variant)
-    model, _ = zoo.load(args.model, data=args.data, weights=args.weights, val=1, test=1)
-    shape = tuple(zoo.model_info(args.model)["input_shape"])
-    result = export_onnx(model, plan, args.out, shape, mode=mode, model_name=args.model,
-                         variant=args.variant if mode != "fp32" else "", elements=elements, progress=True)
+    plan_path = None if mode == "fp32" else Path(args.plan or f"build/search/{source_name(args.model)}/plan.json")
+    if source_kind(args.model) != "zoo":   # an ONNX file or a PyTorch module of the user's
+        from ..export.from_source import export_source
+
+        result = export_source(args.model, args.out, plan_path, args.variant, mode, weights=args.weights,
+                               input_shape=parse_input_shape(args.input_shape))
+    else:
+        # everything cheap (model name, --out, plan file, variant, plan vs the model's layers)
+        # before the load, which may read a data set and train a pool model for minutes
+        plan, elements = check_export_request(args.model, args.out, plan_path, args.variant)
+        model, _ = zoo.load(args.model, data=args.data, weights=args.weights, val=1, test=1)
+        shape = tuple(zoo.model_info(args.model)["input_shape"])
+        result = export_onnx(model, plan, args.out, shape, mode=mode, model_name=args.model,
+                             variant=args.variant if mode != "fp32" else "", elements=elements, progress=True)
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
         return 0
