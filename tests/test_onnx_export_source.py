@@ -87,3 +87,33 @@ def test_export_refuses_weights_for_an_onnx_file(tmp_path, capsys):
     assert code == 2
     assert "--weights does not apply to an ONNX file" in capsys.readouterr().err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_cli_search_and_export_of_an_onnx_file_on_npz_data(tmp_path, capsys):
+    """``sieve search --model net.onnx --data d.npz`` then ``sieve export --model net.onnx``."""
+    path, shape = _file(tmp_path, "squeezenet")
+    loaded = resolve(str(path))
+    images = torch.randn(120, *shape, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        labels = loaded.model(images).argmax(1).numpy()
+    data = tmp_path / "d.npz"
+    np.savez(data, x=images.numpy(), y=labels)
+    out_dir = tmp_path / "search"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["search", "--model", str(path), "--data", str(data), "--out", str(out_dir), "--quiet",
+                     "--threads", "1"]) == 0
+    doc = json.loads((out_dir / "plan.json").read_text())
+    assert doc["model"] == "squeezenet" and (out_dir / "report.md").is_file()
+    out = tmp_path / "q.onnx"
+    assert main(["export", "--model", str(path), "--plan", str(out_dir / "plan.json"), "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    from sieve.plan_io import load_plan
+
+    report = compare(loaded.model, load_plan(out_dir / "plan.json", "accurate"), str(out), images)
+    assert report["top1_agreement"] == 1.0
+    # an image size the file does not take is one line, before any search
+    wrong = tmp_path / "w.npz"
+    np.savez(wrong, x=np.zeros((4, 3, 20, 20), np.float32), y=np.zeros(4, np.int64))
+    assert main(["search", "--model", str(path), "--data", str(wrong), "--out", str(tmp_path / "s2")]) == 2
+    assert "3x20x20 images but" in capsys.readouterr().err

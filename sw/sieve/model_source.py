@@ -239,31 +239,45 @@ def _npz_dataset(data: str, val: int | None, test: int | None) -> Dataset:
     return dataset.truncated(val, test)
 
 
-def external_dataset(data: str | None, loaded: LoadedModel, val: int | None = None,
-                     test: int | None = None) -> Dataset:
-    """The dataset ``--data`` names for a model that is not from the zoo."""
+def external_dataset(data: str | None, loaded: LoadedModel, val: int | None = None, test: int | None = None,
+                     dataset: str | None = None, preprocess=None, preprocess_overrides: dict | None = None) -> Dataset:
+    """The dataset ``--data`` names for a model that is not from the zoo: an ``.npz`` of
+    preprocessed arrays, or images (ImageNet-style folder/tar) with an explicit ``--preprocess``."""
     if data is None:
         raise SieveError(f"{loaded.source} is not a zoo model, so it has no default data; pass --data "
-                         "(an .npz with x = N x C x H x W preprocessed float32 images and y = labels)")
-    if not str(data).lower().endswith(".npz"):
-        raise SieveError(f"--data {data}: for a model outside the zoo pass an .npz with x (N x C x H x W, "
-                         "preprocessed float32) and y (labels)")
-    dataset = _npz_dataset(str(data), val, test)
-    shape = tuple(dataset.val.images.shape[1:])
+                         "(an .npz with x = N x C x H x W preprocessed float32 images and y = labels, or images "
+                         "with --preprocess)")
+    overrides = {k: v for k, v in (preprocess_overrides or {}).items() if v is not None}
+    if str(data).lower().endswith(".npz"):
+        if preprocess is not None or overrides:
+            raise SieveError(f"--preprocess and its overrides do not apply to {data}: an .npz holds x already "
+                             "preprocessed; drop them or pass the images instead")
+        result = _npz_dataset(str(data), val, test)
+    else:
+        if preprocess is None:
+            raise SieveError(f"{loaded.source} is not a zoo model, so how its images are preprocessed is not known; "
+                             "pass --preprocess (imagenet, caffe-imagenet, cifar10, mnist, none) and overrides")
+        from .datasets.imagenet import load_imagenet
+        from .preprocess import preset, with_overrides
+
+        result = load_imagenet(data, with_overrides(preset(preprocess), **overrides), dataset).truncated(val, test)
+    shape = tuple(result.val.images.shape[1:])
     if loaded.input_shape is not None and tuple(loaded.input_shape) != shape:
         raise SieveError(f"--data {data} holds {'x'.join(map(str, shape))} images but {loaded.source} takes "
                          f"{'x'.join(map(str, loaded.input_shape))}; preprocess the data to the model's input shape")
     loaded.input_shape = shape
-    return dataset
+    return result
 
 
 def load(text: str, data: str | None = None, weights: str | None = None, val: int | None = None,
-         test: int | None = None, input_shape: tuple[int, ...] | None = None) -> tuple[LoadedModel, Dataset]:
-    """Any ``--model`` with its dataset: zoo models as :func:`sieve.zoo.load`, others with ``--data``."""
+         test: int | None = None, input_shape: tuple[int, ...] | None = None,
+         **data_options) -> tuple[LoadedModel, Dataset]:
+    """Any ``--model`` with its dataset: zoo models as :func:`sieve.zoo.load`, others with ``--data``.
+    ``data_options``: ``dataset``, ``preprocess``, ``preprocess_overrides`` (the CLI's data options)."""
     if source_kind(text) == "zoo":
         from . import zoo
 
-        model, dataset = zoo.load(text, data=data, weights=weights, val=val, test=test)
-        return LoadedModel(model, text, "zoo", text, tuple(zoo.model_info(text)["input_shape"])), dataset
+        model, dataset = zoo.load(text, data=data, weights=weights, val=val, test=test, **data_options)
+        return LoadedModel(model, text, "zoo", text, tuple(dataset.val.images.shape[1:])), dataset
     loaded = resolve(text, weights=weights, input_shape=input_shape)
-    return loaded, external_dataset(data, loaded, val, test)
+    return loaded, external_dataset(data, loaded, val, test, **data_options)

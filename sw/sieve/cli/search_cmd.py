@@ -11,7 +11,11 @@ from .data_args import add_data_arguments, data_options
 
 def register(sub) -> None:
     p = sub.add_parser("search", help="search per-layer custom-float formats for a model (plan.json + report)")
-    p.add_argument("--model", "-m", default="lenet5", help="model name (see `sieve models`), default lenet5")
+    p.add_argument("--model", "-m", default="lenet5",
+                   help="zoo name (see `sieve models`; default lenet5), an ONNX file (net.onnx), package.module:factory"
+                        " or path/file.py:ClassOrFactory (importing a .py file runs that code; --weights never does)")
+    p.add_argument("--input-shape", metavar="C,H,W",
+                   help="image shape (C,H,W) for an ONNX file whose input does not fix it")
     p.add_argument("--data", help="dataset path (default: the model's standard data); also an .npz of "
                                   "preprocessed x (N x C x H x W float32) and labels y")
     add_data_arguments(p)
@@ -38,7 +42,8 @@ def _warn_line(message, category, filename, lineno, file=None, line=None) -> Non
 
 
 def run(args) -> int:
-    from .. import search, zoo
+    from .. import search
+    from ..model_source import load as load_source, parse_input_shape, source_name
     from ..errors import SieveError
     from ..report.search_report import percent
     from ..search import DEFAULT_STRATEGY, STRATEGIES
@@ -55,9 +60,11 @@ def run(args) -> int:
             raise SieveError(f"--{flag} must be a positive number of images, got {value}")
     if args.threads is not None and args.threads < 1:
         raise SieveError(f"--threads must be a whole number >= 1, got {args.threads}")
-    out = check_out_dir(args.out if args.out else Path("build") / "search" / args.model)
-    model, dataset = zoo.load(args.model, data=args.data, weights=args.weights, val=args.val, test=args.test,
-                              **data_options(args))
+    name = source_name(args.model)   # a zoo name, an ONNX file's stem, file.Factory
+    out = check_out_dir(args.out if args.out else Path("build") / "search" / name)
+    loaded, dataset = load_source(args.model, data=args.data, weights=args.weights, val=args.val, test=args.test,
+                                  input_shape=parse_input_shape(args.input_shape), **data_options(args))
+    model = loaded.model
     if args.fresh:
         import shutil
 
@@ -66,11 +73,11 @@ def run(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always", SearchWarning)
         warnings.showwarning = _warn_line
-        doc = search.run_search(model, dataset, model_name=args.model, strategy=strategy, out_dir=out,
+        doc = search.run_search(model, dataset, model_name=name, strategy=strategy, out_dir=out,
                                 progress=not args.quiet, log=None if args.quiet else print,
                                 threads=args.threads or all_cores(), **extra)
     base = doc["baseline"]
-    print(f"{args.model} on {doc['dataset']} ({strategy}): fp32 val {base['val_accuracy']:.2%}, test {base['test_accuracy']:.2%};"
+    print(f"{name} on {doc['dataset']} ({strategy}): fp32 val {base['val_accuracy']:.2%}, test {base['test_accuracy']:.2%};"
           f" search {doc['search_seconds']:.1f} s, {doc['evaluations']} evaluations,"
           f" {doc['cost']['search_fp32_passes']:.1f} fp32 passes")
     for name, v in doc["variants"].items():
