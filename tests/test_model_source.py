@@ -180,3 +180,27 @@ def test_npz_data_for_an_outside_model(user_file, tmp_path):
     np.savez(wrong, images=np.zeros(3))
     with pytest.raises(SieveError, match="needs arrays x"):
         model_source.load(f"{user_file}:make", data=str(wrong))
+
+
+def test_models_eval_takes_an_onnx_file_and_a_python_module(user_file, tmp_path, capsys):
+    import json
+
+    from sieve.cli.main import main
+
+    torch_model = model_source.resolve(f"{user_file}:make").model
+    path = tmp_path / "mynet.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch_model, torch.randn(1, 3, 8, 8), str(path), dynamo=False, opset_version=11,
+                          input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    images = torch.randn(40, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        labels = torch_model(images).argmax(1).numpy()
+    data = tmp_path / "d.npz"
+    np.savez(data, x=images.numpy(), y=labels)
+    for source in (str(path), f"{user_file}:make"):
+        assert main(["models", "--eval", source, "--data", str(data), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["val_accuracy"] == 1.0 and result["test_accuracy"] == 1.0
+    assert main(["models", "--eval", "nonet.onnx", "--data", str(data)]) == 2
+    assert "does not exist" in capsys.readouterr().err

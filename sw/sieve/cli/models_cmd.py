@@ -10,7 +10,8 @@ def register(sub) -> None:
     p = sub.add_parser("models", help="list the model zoo; train (--train) or evaluate (--eval) a model")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--train", metavar="NAME", help="train and cache a Fashion-MNIST model (lenet5, convnet, minivgg, or all)")
-    group.add_argument("--eval", metavar="NAME", help="load a model and print its val/test top-1 accuracy")
+    group.add_argument("--eval", metavar="MODEL", help="load a model (zoo name, net.onnx, package.module:factory or"
+                       " file.py:ClassOrFactory, which runs that file) and print its val/test top-1 accuracy")
     p.add_argument("--data", help="dataset path (default: the model's default data)")
     p.add_argument("--weights", help="weights file (default: the model's default weights)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -47,7 +48,10 @@ def run(args) -> int:
                   f"val accuracy {row.get('val_accuracy', float('nan')):.4f}, trained in {row.get('train_seconds', 0):.0f} s")
         return 0
     if args.eval:
-        model, dataset = zoo.load(args.eval, data=args.data, weights=args.weights)
+        from ..model_source import load as load_source   # a zoo name, an ONNX file or a module of the user's
+
+        loaded, dataset = load_source(args.eval, data=args.data, weights=args.weights)
+        model = loaded.model
         val_acc, _ = zoo.evaluate(model, dataset.val)
         test_acc, _ = zoo.evaluate(model, dataset.test)
         result = {"model": args.eval, "dataset": dataset.name, "source": dataset.source,
