@@ -17,6 +17,7 @@ A pool member is a zoo model name, optionally a compressed variant from the form
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,12 +49,17 @@ class Member:
         plan = None
         if "@" in text:
             text, plan = text.split("@", 1)
-        model, _, variant = text.partition(":")
-        if variant and variant not in ("exact", "accurate", "approximate"):
-            raise SieveError(f"unknown plan variant {variant!r} in pool entry {text!r}; "
-                             "use exact, accurate or approximate")
+        from ..model_source import source_name
+
+        # the variant is after the last ':' (a module source has its own: pkg.mod:make:accurate)
+        model, sep, variant = text.rpartition(":")
+        if not sep or variant not in ("exact", "accurate", "approximate"):
+            if sep and ":" not in model and "." not in model.replace(".onnx", "") and "/" not in model:
+                raise SieveError(f"unknown plan variant {variant!r} in pool entry {text!r}; "
+                                 "use exact, accurate or approximate")
+            model, variant = text, ""
         if variant and plan is None:
-            plan = f"build/search/{model}/plan.json"
+            plan = f"build/search/{source_name(model)}/plan.json"
         return Member(model, variant or None, plan)
 
 
@@ -107,10 +113,11 @@ def _model_digest(model: torch.nn.Module) -> str:
 
 
 def load_member(member: Member, data: str | None, val: int | None, test: int | None):
-    """(model, dataset) of a member; a compressed variant gets its plan applied."""
-    from .. import zoo
+    """(model, dataset) of a member (any ``--model`` source); a compressed variant gets its plan applied."""
+    from ..model_source import load as load_source
 
-    model, dataset = zoo.load(member.model, data=data, val=val, test=test)
+    loaded, dataset = load_source(member.model, data=data, val=val, test=test)
+    model = loaded.model
     if member.variant is not None:
         if not Path(member.plan).is_file():
             raise SieveError(f"{member.tag} needs the search plan {member.plan}; run "
@@ -139,7 +146,10 @@ def load_pool(members: list[Member], data: str | None = None, val: int | None = 
 
     from .. import zoo
 
-    infos = {m.tag: zoo.model_info(m.model) for m in members}  # unknown names fail here, cheaply
+    from ..model_source import source_kind
+
+    # unknown names fail here, cheaply; models from outside the zoo are checked on their data below
+    infos = {m.tag: zoo.model_info(m.model) for m in members if source_kind(m.model) == "zoo"}
     kinds = {(i["dataset"], i["num_classes"]) for i in infos.values()}
     if len(kinds) > 1:
         listing = ", ".join(f"{t} ({i['dataset']}, {i['num_classes']} classes)" for t, i in infos.items())
@@ -165,7 +175,8 @@ def load_pool(members: list[Member], data: str | None = None, val: int | None = 
                     or not torch.equal(ds.test.labels, first.test.labels)):
                 raise SieveError(f"{member.tag} sees different data than {members[0].tag}; "
                                  "load every pool member from the same --data")
-        path = cache / f"{member.tag.replace(':', '-')}-{data_fp}-{_model_digest(model)}.npz"
+        stem = re.sub(r"[^\w.-]+", "-", member.tag)   # a file name even for path/to/net.onnx:accurate
+        path = cache / f"{stem}-{data_fp}-{_model_digest(model)}.npz"
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as z:
