@@ -44,10 +44,10 @@ search: setup
 	  $(if $(OUT),--out $(OUT)) $(if $(THREADS),--threads $(THREADS))
 
 export: setup
-	$(SIEVE) export --model $(or $(MODEL),lenet5) --plan build/search/$(or $(MODEL),lenet5)/plan.json \
-	  --variant $(VARIANT) --out build/export/$(or $(MODEL),lenet5)-$(VARIANT).onnx \
+	$(SIEVE) export --model $(or $(MODEL),lenet5) \
+	  --variant $(VARIANT) --out build/export/$(notdir $(or $(MODEL),lenet5))-$(VARIANT).onnx \
 	  $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(EXPORT_FLAGS)
-	$(SIEVE) inspect build/export/$(or $(MODEL),lenet5)-$(VARIANT).onnx
+	$(SIEVE) inspect build/export/$(notdir $(or $(MODEL),lenet5))-$(VARIANT).onnx
 
 rtl: setup
 	$(PY) -m sieve_hw.generate --out build/rtl
