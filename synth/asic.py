@@ -21,6 +21,7 @@ with :func:`markdown`'s silicon table.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ from .sta import fo4_ns, power, sta_tool, timing
 ENGINES = ("compressor", "decompressor")
 #: The fixed formats of the silicon table (those of ``synth.run``'s fixed-format comparison).
 FIXED = ("se4m3b7", "ue3m4b5")
+#: The constant calculators: the registered one (741 flip-flops for ``full``) and the multicycle one
+#: (record register only, ``k`` valid LATENCY cycles after a load), which the unit uses.
+CALCULATORS = ("constcalc", "constcalc_mc")
+UNIT_CALCULATOR = "constcalc_mc"
 #: The contract the issue's area goal is judged on (``sieve search``'s formats, RNE).
 HEADLINE_CONTRACT = "search"
 
@@ -70,7 +75,8 @@ def plan(contracts: tuple[str, ...] | None = None, fixed: tuple[str, ...] = FIXE
     unknown = sorted(set(names) - set(CONTRACTS))
     if unknown:
         raise SieveError(f"unknown contract(s) {unknown}; known: {', '.join(CONTRACTS)}")
-    jobs = [Job(f"{e}_s0", c) for c in names for e in ENGINES] + [Job("constcalc", c) for c in names]
+    jobs = [Job(f"{e}_s0", c) for c in names for e in ENGINES]
+    jobs += [Job(calc, c) for c in names for calc in CALCULATORS]
     jobs += [Job(f"{e}_s0", fixed=f) for f in fixed for e in ENGINES]
     if pipelined:
         jobs += [Job(e, c) for c in names if c in ("full", HEADLINE_CONTRACT) for e in ENGINES]
@@ -165,10 +171,16 @@ def units(records: list[dict]) -> list[dict]:
     out = []
     for contract in dict.fromkeys(r["contract"] for r in records if r["fixed"] is None):
         c, d = by.get(("compressor_s0", contract, None)), by.get(("decompressor_s0", contract, None))
-        calc = by.get(("constcalc", contract, None))
+        calc = by.get((UNIT_CALCULATOR, contract, None))
         if not (c and d and calc):
             continue
-        out.append(_unit(contract, c, d, calc))
+        row = _unit(contract, c, d, calc)
+        before = by.get(("constcalc", contract, None))
+        if before:  # the registered calculator it replaces
+            row["registered_calculator_area_um2"] = before["area_um2"]
+            row["area_45nm_mm2_with_registered_calculator"] = round(
+                U.area_45nm_um2(row["area_um2"] - calc["area_um2"] + before["area_um2"]) / 1e6, 4)
+        out.append(row)
     for fmt in dict.fromkeys(r["fixed"] for r in records if r["fixed"]):
         c, d = by.get(("compressor_s0", "full", fmt)), by.get(("decompressor_s0", "full", fmt))
         if c and d:
@@ -184,6 +196,12 @@ def _unit(name: str, c: dict, d: dict, calc: dict | None) -> dict:
     path_fo4 = max(c["delay_fo4"], d["delay_fo4"])
     row = {"unit": name, "lanes": n, "area_um2": round(area, 1), "nand2_eq": round(U.nand2_eq(area)),
            "area_45nm_mm2": round(area45, 4), "calculator_area_um2": calc["area_um2"] if calc else 0.0,
+           "calculator": calc["design"] if calc else None,
+           "calculator_path_ns": calc["delay_ns"] if calc else None,
+           # the multicycle calculator's record -> constants path must settle in LATENCY - 1 cycles
+           # of the unit's clock (its engines' longest path)
+           "calculator_cycles": (math.ceil(calc["delay_ns"] / max(c["delay_ns"], d["delay_ns"]))
+                                 if calc else None),
            "longest_path_ns": path, "longest_path_fo4": path_fo4,
            "longest_path_45nm_ns": round(U.delay_45nm_ns(path_fo4), 4),
            "cycle_fo4": round(U.cycle_fo4(), 1), "fits_one_cycle": path_fo4 <= U.cycle_fo4(),
@@ -235,6 +253,33 @@ def run(out_dir: Path, contracts: tuple[str, ...] | None = None, fixed: tuple[st
     return section
 
 
+def _calculator_lines(section: dict) -> list[str]:
+    """The constant calculator before (registered ranks and output register) and after (multicycle)."""
+    by = {(r["design"], r["contract"]): r for r in section["records"] if r.get("status") == "ok" and not r["fixed"]}
+    units_by = {u["unit"]: u for u in section["units"]}
+    rows = []
+    for contract in dict.fromkeys(c for _, c in by):
+        a, b = by.get(("constcalc", contract)), by.get(("constcalc_mc", contract))
+        if not (a and b):
+            continue
+        u = units_by.get(contract, {})
+        rows.append(f"| {contract} | {a['ff']} · {a['area_um2']:,.0f} · {a['area_45nm_um2']:,.0f} "
+                    f"| {b['ff']} · {b['area_um2']:,.0f} · {b['area_45nm_um2']:,.0f} | {a['area_um2'] / b['area_um2']:.2f}× "
+                    f"| {b['delay_ns']:.2f} ({_f(u.get('calculator_cycles'), 'd')} unit cycles; ≤ 5 allowed) "
+                    f"| {_f(u.get('area_45nm_mm2_with_registered_calculator'), '.4f')} → {_f(u.get('area_45nm_mm2'), '.4f')} |")
+    if not rows:
+        return []
+    return ["", "### The constant calculator: registered (before) → multicycle (after)", "",
+            "It runs once per format change. Before: record register, 4 register ranks and a registered constant"
+            " record (`constcalc`). After: the record register only; the constants are computed combinationally"
+            " from it and read when `busy` falls, LATENCY = 6 cycles after the load (`constcalc_mc`, a multicycle"
+            " path; equal to the registered one bit for bit, `sim/test_constcalc.py`). 'path' is its record → constants"
+            " delay; it must settle within LATENCY − 1 = 5 cycles of the unit's clock.", "",
+            "| contract | registered: FF · µm² · 45 nm-eq µm² | multicycle: FF · µm² · 45 nm-eq µm² | shrink "
+            "| multicycle path ns | unit 45 nm-eq mm² before → after |",
+            "|---|---:|---:|---:|---|---|"] + rows
+
+
 def _gate_level_cell(g: dict | None) -> str:
     if not g:
         return "–"
@@ -256,12 +301,14 @@ def markdown(section: dict) -> list[str]:
              f"OpenSTA {meta['opensta']}, SkyWater sky130_fd_sc_hd typical corner (25 °C, 1.8 V). "
              f"FO4 (sky130, measured) = {fo4 * 1000:.1f} ps. ASIC section: {meta['seconds']:.0f} s.", "",
              "### The SIEVE unit (32 compressors + 32 decompressors + 1 constant calculator, combinational engines)", "",
-             "Area = 32 × (compressor + decompressor) mapped area + the calculator's (one engine mapped, not 64);"
+             "Area = 32 × (compressor + decompressor) mapped area + the multicycle calculator's (`constcalc_mc`,"
+             " below; one engine mapped, not 64);"
              " path = the longer engine's input → output path (constant record false: it only changes at a drained"
              " format boundary). Power at 852 MHz with resnet20 `layer2.0.conv1` data (mean of its weight and"
              " activation streams), every engine busy every cycle.", "",
              "| unit | area sky130 µm² | NAND2 eq | 45 nm-eq mm² | ≤ 0.06 mm² | ≤ 0.04 mm² | longest path ns | FO4 "
-             "| 45 nm-eq ns | fits 852 MHz (≤ 53.3 FO4) | power 130 nm W @852 MHz | 45 nm est. W |",
+             f"| 45 nm-eq ns | fits {U.TEGRA_K1_MHZ:g} MHz (≤ {U.cycle_fo4():.1f} FO4) | power 130 nm W @{U.TEGRA_K1_MHZ:g} MHz "
+             "| 45 nm est. W |",
              "|---|---:|---:|---:|---|---|---:|---:|---:|---|---:|---:|"]
     for u in section["units"]:
         lines.append(
@@ -272,6 +319,7 @@ def markdown(section: dict) -> list[str]:
             f"| {_f(u.get('power_130nm_w_852mhz'), '.4f')} | {_f(u.get('power_45nm_est_w'), '.4f')} |")
     if meta.get("power_note"):
         lines += ["", f"Power not measured: {meta['power_note']}"]
+    lines += _calculator_lines(section)
     lines += ["", "### Engines (sky130 mapped)", "",
               "| design | contract / format | latency | cells | FF | area µm² | NAND2 eq | 45 nm-eq µm² | path ns | FO4 "
               "| 45 nm-eq ns | levels | path incl. `k` ns | power mW @ own Fmax (weights / activations) "

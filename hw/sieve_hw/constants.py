@@ -16,6 +16,15 @@ so the calculator may take a few cycles instead: :class:`ConstCalc` registers th
 cuts the long chains with :data:`CALC_RANKS` register ranks and registers its outputs, and
 holds ``busy`` high until they are valid, :attr:`ConstCalc.LATENCY` cycles after the load.
 The fixed-format path (:func:`fixed_constants`) stays combinational: it folds to constants.
+
+The *multicycle* calculator (``ConstCalc(registered=False)``, design ``constcalc_mc``) is the
+small one: it registers only the record and computes the constants from it combinationally,
+with no rank or output register (741 flip-flops fewer for the full contract).  Its ``k`` is
+therefore undefined while ``busy`` is high and valid from cycle :attr:`ConstCalc.LATENCY` on,
+for as long as the record is held: a multicycle path of ``LATENCY - 1`` clock cycles
+(``set_multicycle_path`` in a timing flow).  That is all a lane unit needs, because its
+engines take no value while the calculator is busy and none is in flight when a record is
+loaded; ``error`` is still registered, so it keeps its old value until cycle ``LATENCY``.
 """
 from __future__ import annotations
 
@@ -314,10 +323,12 @@ class ConstCalc(wiring.Component):
     #: record register + :data:`CALC_RANKS` ranks + output register
     LATENCY = CALC_RANKS + 2
 
-    def __init__(self, family=None):
+    def __init__(self, family=None, registered: bool = True):
         #: the :class:`~.contracts.Contract` whose formats alone are accepted (a record outside
         #: its family is an error); None: every legal Format
         self.family = family
+        #: False: the multicycle calculator (no rank or output register; ``k`` undefined while busy)
+        self.registered = registered
         self.latency = self.LATENCY
         super().__init__({
             "fmt": In(FORMAT_LAYOUT),
@@ -336,14 +347,19 @@ class ConstCalc(wiring.Component):
             m.d.sync += [record.eq(self.fmt), count.eq(self.LATENCY - 1)]
         with m.Elif(count != 0):
             m.d.sync += count.eq(count - 1)
-        k_new, err_new = calc_constants(m, record, register_rank(m))
+        k_new, err_new = calc_constants(m, record, register_rank(m) if self.registered else None)
         if self.family is not None and self.family.record:  # a record outside the family is refused too
             err_family = Signal(name="err_family")
             m.d.comb += err_family.eq(err_new | ~self.family.record_ok(record))
             err_new = err_family
-        k = Signal(CONST_LAYOUT, name="k_reg", reset_less=True)
         err = Signal(name="err_reg", init=1)  # unconfigured after reset
-        with m.If(count == 1):  # every rank has settled on the new record
-            m.d.sync += [k.eq(k_new), err.eq(err_new)]
+        if self.registered:
+            k = Signal(CONST_LAYOUT, name="k_reg", reset_less=True)
+            with m.If(count == 1):  # every rank has settled on the new record
+                m.d.sync += [k.eq(k_new), err.eq(err_new)]
+        else:  # multicycle: the constants follow the held record through the combinational calculator
+            k = k_new
+            with m.If(count == 1):
+                m.d.sync += err.eq(err_new)
         m.d.comb += [self.k.eq(k), self.error.eq(err), self.busy.eq(count != 0)]
         return m

@@ -40,6 +40,9 @@ DESIGNS = ["constcalc", "compressor", "decompressor", "lanes1", "lanes8", "lanes
 FIXED_DESIGNS = ["compressor", "decompressor", "lanes1", "lanes8", "lanes32"]
 #: Formats ``make rtl`` writes fixed-format variants for (the SIEVE default e4m3 and a preset).
 FIXED_FORMATS = ["se4m3b7", "float8_e5m2"]
+#: The multicycle constant calculator (``ConstCalc(registered=False)``: the record register only,
+#: ``k`` valid LATENCY cycles after a load); not in DESIGNS, so ``make rtl`` / the FPGA flow leave it out.
+MULTICYCLE_CALC = "constcalc_mc"
 #: Pipeline depths each engine offers (a design name ``<engine>_s<N>`` picks one; the bare
 #: name is the engine's default depth).  Latency in clock cycles = the depth.
 DEPTHS = {"compressor": sorted(Compressor.CUTS), "decompressor": sorted(Decompressor.CUTS)}
@@ -75,7 +78,7 @@ def latency(design: str) -> dict[str, int] | int:
     Read from the classes (cut tables, defaults, ``ConstCalc.LATENCY``) after the same checks
     :func:`elaborate` makes, so no component is built just to be inspected."""
     base, n, stages = _resolve(design)
-    if base == "constcalc":
+    if base in ("constcalc", MULTICYCLE_CALC):
         return ConstCalc.LATENCY
     if n is not None:
         return {"compressor": check_stages(Compressor, stages), "decompressor": check_stages(Decompressor, stages)}
@@ -110,7 +113,7 @@ def elaborate(design: str, fixed_format: sieve.Format | str | None = None, contr
             return Decompressor(fmt, stages, contract)
         if fmt is not None:
             raise DesignError("constcalc has no fixed-format variant: with the format known there is nothing to compute")
-        return ConstCalc(get_contract(contract))
+        return ConstCalc(get_contract(contract), registered=base != MULTICYCLE_CALC)
     except ValueError as exc:
         raise DesignError(f"design {design!r}: {exc}") from None
 
@@ -127,8 +130,8 @@ def _resolve(design: str) -> tuple[str, int | None, int | None]:
     if n is None and base not in ("compressor", "decompressor"):
         if stages is not None:
             raise DesignError(f"design {design!r}: only engines and lane units have a pipeline depth (_s<N>)")
-        if base != "constcalc":
-            raise DesignError(f"unknown design {design!r}; known: {', '.join(DESIGNS)} (or lanes<N>)")
+        if base not in ("constcalc", MULTICYCLE_CALC):
+            raise DesignError(f"unknown design {design!r}; known: {', '.join(DESIGNS)} (or lanes<N>, {MULTICYCLE_CALC})")
     engines = (Compressor, Decompressor) if n is not None else {"compressor": (Compressor,),
                                                                 "decompressor": (Decompressor,)}.get(base, ())
     try:
