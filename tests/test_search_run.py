@@ -45,7 +45,7 @@ def _fake_zoo(monkeypatch, make=tiny_problem) -> list:
 
     calls = []
 
-    def load(name, data=None, weights=None, val=None, test=None):
+    def load(name, data=None, weights=None, val=None, test=None, **options):
         calls.append((name, val, test))
         return make(n_val=val or 300, n_test=test or 100)
 
