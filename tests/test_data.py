@@ -103,7 +103,7 @@ def test_t10k_only_dir_gives_even_odd_halves(tmp_path):
     images, labels = make_idx_dir(tmp_path, 40)
     weights = tmp_path / "w.pt"
     torch.save(CaffeLeNet().state_dict(), weights)
-    _, ds = zoo.load("lenet5", data=str(tmp_path), weights=str(weights))
+    _, ds = zoo.load("lenet5", data=str(tmp_path), weights=str(weights), dataset="mnist")   # made up: say what
     assert len(ds.val) == len(ds.test) == 20
     assert ds.val.labels.tolist() == labels[0::2].tolist() and ds.test.labels.tolist() == labels[1::2].tolist()
     assert ds.name == "mnist"

@@ -109,7 +109,7 @@ def test_lenet5_trained_cached_and_accurate():
 def test_train_only_with_a_training_set(tmp_path):
     make_idx_dir(tmp_path, 10)
     with pytest.raises(SieveError, match="lenet5 is trained on the train-\\* idx files"):
-        zoo.load("lenet5", data=str(tmp_path))
+        zoo.load("lenet5", data=str(tmp_path), dataset="fashion-mnist")
 
 
 def test_cache_lock_trains_once(tmp_path, monkeypatch):
@@ -177,7 +177,7 @@ def test_weights_mismatch_missing_nan_unreadable(tmp_path):
     with pytest.raises(SieveError, match="does not exist"):
         zoo.load("lenet5", data=data, weights=str(tmp_path / "nothing.pt"))
     torch.save(state, tmp_path / "ok.pt")
-    model, _ = zoo.load("lenet5", data=data, weights=str(tmp_path / "ok.pt"))
+    model, _ = zoo.load("lenet5", data=data, weights=str(tmp_path / "ok.pt"), dataset="mnist")
     assert torch.equal(model.conv1.weight, state["conv1.weight"])
 
 

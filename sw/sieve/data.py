@@ -16,12 +16,17 @@ containers and the split rules that every dataset shares:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .errors import SieveError
+
+if TYPE_CHECKING:
+    from .preprocess import Preprocess
 
 
 @dataclass
@@ -45,17 +50,24 @@ class Split:
 
 @dataclass
 class Dataset:
-    """A named dataset with its class names, a validation and a disjoint test split."""
+    """A named dataset with its class names, a validation and a disjoint test split, and the
+    preprocessing that made them (None when unknown, e.g. arrays given already preprocessed)."""
 
     name: str
     classes: list[str]
     val: Split
     test: Split
     source: str
+    preprocess: "Preprocess | None" = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) of one model input, as the data has it."""
+        return tuple(int(d) for d in self.val.images.shape[1:])
 
     def truncated(self, val: int | None = None, test: int | None = None) -> "Dataset":
         """The same dataset with each split cut to a deterministic prefix."""
-        return Dataset(self.name, self.classes, self.val.head(val), self.test.head(test), self.source)
+        return dataclasses.replace(self, val=self.val.head(val), test=self.test.head(test))
 
 
 def even_odd(count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,11 @@
 
 ``load_plan(path, variant)`` is what export and the runtime use to get ``tensor -> Format``.
 Tensors recorded as ``fp32`` are left out of the returned plan (they stay unquantized).
+
+Optional keys (plans written before them still load): ``input_shape`` (C, H, W of one image
+the search ran on) and ``preprocess`` (:meth:`sieve.preprocess.Preprocess.to_json`, or null
+when the data came preprocessed), so that export builds the graph for the input the plan was
+searched with (``plan_input_shape``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from .errors import SieveError
 from .io_utils import write_json
 
 __all__ = ["load_plan", "load_plan_document", "write_plan", "validate_plan_document", "VARIANTS",
-           "VARIANT_KEYS", "TOP_KEYS"]
+           "VARIANT_KEYS", "TOP_KEYS", "data_record", "plan_input_shape", "plan_preprocess"]
 
 VARIANTS = ("exact", "accurate", "approximate")
 TOP_KEYS = ("model", "dataset", "strategy", "baseline", "variants", "search_seconds", "evaluations")
@@ -46,6 +51,12 @@ def validate_plan_document(doc, source: str = "plan") -> None:
                 raise SieveError(f"{source}: variant {v!r} has a tensor entry without {TENSOR_KEYS}: {t!r}")
             if t["kind"] not in ("weight", "activation"):
                 raise SieveError(f"{source}: tensor {t['name']!r} has kind {t['kind']!r}; expected weight or activation")
+    shape = doc.get("input_shape")
+    if shape is not None and (not isinstance(shape, list) or not shape
+                              or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape)):
+        raise SieveError(f"{source}: input_shape {shape!r} is not a list of positive sizes (C, H, W)")
+    if doc.get("preprocess") is not None:
+        plan_preprocess(doc, source)
 
 
 def load_plan_document(path: str | os.PathLike) -> dict:
@@ -78,6 +89,32 @@ def load_plan(path: str | os.PathLike, variant: str = "accurate") -> dict[str, F
             raise SieveError(f"{path}: tensor {t['name']!r} says {t['bits']} bits but {fmt} has {fmt.width}")
         plan[t["name"]] = fmt
     return plan
+
+
+def data_record(dataset) -> dict:
+    """The plan keys that say what the search's inputs were: ``input_shape`` and ``preprocess``."""
+    prep = getattr(dataset, "preprocess", None)
+    shape = getattr(dataset, "input_shape", None)
+    return {"input_shape": list(shape) if shape else None, "preprocess": prep.to_json() if prep is not None else None}
+
+
+def plan_input_shape(doc: dict) -> tuple[int, ...] | None:
+    """(C, H, W) the plan was searched with, or None for plans written before it was recorded."""
+    shape = doc.get("input_shape")
+    return tuple(shape) if shape else None
+
+
+def plan_preprocess(doc: dict, source: str = "plan"):
+    """The :class:`~sieve.preprocess.Preprocess` recorded in a plan, or None."""
+    from .preprocess import Preprocess
+
+    record = doc.get("preprocess")
+    if record is None:
+        return None
+    try:
+        return Preprocess.from_json(record)
+    except SieveError as exc:
+        raise SieveError(f"{source}: {exc}") from None
 
 
 def write_plan(path: str | os.PathLike, doc: dict) -> None:

@@ -23,14 +23,17 @@ import torch
 
 from .cache import shared_path
 from .data import Dataset, Split, split_test_only, to_split
+from .datasets.identity import check_name
 from .errors import SieveError
+from .preprocess import PRESETS, Preprocess, preset, with_overrides
 
 DEFAULT_FASHION = "/usr/share/datasets/fashion-mnist"
 FASHION_TRAIN = 55000
 
 # pixel/255 then (x - mean) / std, with the mean and standard deviation of the full 60,000-image
-# training set (the usual published constants); fixed so that a model's input never depends on the data it sees.
-NORMALISATION = {"fashion-mnist": (0.2860, 0.3530), "mnist": (0.1307, 0.3081)}
+# training set (the usual published constants); fixed so that a model's input never depends on the
+# data it sees.  The presets of the same names (sieve.preprocess) hold them.
+NORMALISATION = {name: (PRESETS[name].mean[0], PRESETS[name].std[0]) for name in ("fashion-mnist", "mnist")}
 
 
 @dataclass(frozen=True)
@@ -101,16 +104,77 @@ def architecture(name: str) -> torch.nn.Module:
     return model.float().eval()
 
 
-def load(name: str, data: str | None = None, weights: str | None = None,
-         val: int | None = None, test: int | None = None) -> tuple[torch.nn.Module, Dataset]:
-    """The model ``name`` (fp32, CPU, eval mode) and its dataset, splits cut to ``val``/``test``."""
+def default_preprocess(name: str, weights: str | None = None) -> Preprocess:
+    """The preprocessing ``name`` gets unless told otherwise: its data set's, and for ImageNet
+    models the one its weights were trained with (Caffe ``.npz`` → ``caffe-imagenet``)."""
     s = spec(name)
+    if s.family == "imagenet":
+        from .models.imagenet import is_caffe_weights
+
+        return PRESETS["caffe-imagenet" if weights is not None and is_caffe_weights(weights) else "imagenet"]
+    return PRESETS[{"caffe_lenet": "caffe-mnist"}.get(s.family, s.dataset)]
+
+
+def input_shape(name: str, weights: str | None = None) -> tuple[int, int, int]:
+    """(C, H, W) of ``name``'s input with ``weights`` (SqueezeNet's Caffe weights take 227×227)."""
+    s = spec(name)
+    crop = default_preprocess(name, weights).crop
+    return s.input_shape if crop is None else (s.input_shape[0], crop, crop)
+
+
+def weights_input_shapes(name: str) -> list[dict]:
+    """Each kind of weights ``name`` accepts, with the preprocessing and input shape it implies."""
+    s = spec(name)
+    sources = [("torchvision state dict (.pth)", None)] if s.family == "imagenet" else [("default", None)]
+    if name == "squeezenet1_0":
+        sources.append(("Caffe Deep-Compression .npz", "weights.npz"))
+    return [{"weights": label, "preprocess": default_preprocess(name, w).name, "input_shape": list(input_shape(name, w))}
+            for label, w in sources]
+
+
+def load(name: str, data: str | None = None, weights: str | None = None,
+         val: int | None = None, test: int | None = None, dataset: str | None = None,
+         preprocess: str | Preprocess | None = None,
+         preprocess_overrides: dict | None = None) -> tuple[torch.nn.Module, Dataset]:
+    """The model ``name`` (fp32, CPU, eval mode) and its dataset, splits cut to ``val``/``test``.
+
+    ``dataset`` names the data set when its content does not (``--dataset``); ``preprocess`` (a
+    preset name or a :class:`~sieve.preprocess.Preprocess`) and ``preprocess_overrides`` (fields of
+    :func:`sieve.preprocess.with_overrides`) replace the model's default preprocessing.  ``data``
+    may also be an ``.npz`` of already preprocessed ``x`` and labels ``y``.
+    """
+    s = spec(name)
+    check_name(dataset)
+    data = None if data is None else str(data)
+    weights = None if weights is None else str(weights)
+    overrides = {k: v for k, v in (preprocess_overrides or {}).items() if v is not None}
+
+    def choose(default: str) -> Preprocess:
+        return with_overrides(preset(preprocess or default), **overrides)
+
+    if data is not None and data.lower().endswith(".npz"):
+        if preprocess is not None or overrides:
+            raise SieveError(f"--preprocess and its overrides do not apply to {data}: an .npz holds x already "
+                             "preprocessed; drop them or pass the images instead")
+        from .datasets.arrays import load_npz, check_fits
+
+        model = _MODEL_LOADERS[s.family](s, weights).float().eval()
+        ds = load_npz(data, dataset)
+        check_fits(model, ds, name)
+        return model, ds.truncated(val, test)
     loaders = {"fashion": _load_fashion, "caffe_lenet": _load_lenet_caffe,
                "cifar_resnet": _load_cifar_resnet, "imagenet": _load_imagenet}
-    model, dataset = loaders[s.family](s, None if data is None else str(data),
-                                       None if weights is None else str(weights))
+    model, ds = loaders[s.family](s, data, weights, dataset, choose)
     model = model.float().eval()
-    return model, dataset.truncated(val, test)
+    return model, ds.truncated(val, test)
+
+
+def _arrays_only(prep: Preprocess, source) -> Preprocess:
+    """``prep`` for data stored as fixed-size arrays (idx, CIFAR): no resize or crop."""
+    if prep.has_geometry:
+        raise SieveError(f"{source} holds fixed-size images; --resize/--crop (preprocessing '{prep.name}') "
+                         "apply to image files only, pass a preset without them such as the model's default")
+    return prep
 
 
 @torch.no_grad()
@@ -136,7 +200,7 @@ def _train_count(idx) -> int:
     return min(FASHION_TRAIN, len(idx.train_labels) * 11 // 12)
 
 
-def _idx_dataset(idx, preprocess) -> Dataset:
+def _idx_dataset(idx, preprocess, name: str | None = None, prep: Preprocess | None = None) -> Dataset:
     """Splits of an idx directory: train[55000:]/t10k with a training set, else even/odd t10k."""
     if idx.has_train:
         first = _train_count(idx)
@@ -146,34 +210,62 @@ def _idx_dataset(idx, preprocess) -> Dataset:
         val_idx, test_idx = split_test_only(idx.test_labels, class_ordered=False)
         val = to_split(preprocess(idx.test_images[val_idx]), idx.test_labels[val_idx])
         test = to_split(preprocess(idx.test_images[test_idx]), idx.test_labels[test_idx])
-    return Dataset(idx.name, idx.classes, val, test, str(idx.directory))
+    from .datasets.identity import idx_classes
+
+    name = name or idx.name
+    return Dataset(name, idx_classes(name), val, test, str(idx.directory), prep)
 
 
-def _normaliser(mean: float, std: float):
-    def preprocess(images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.array(images, copy=True)).to(torch.float32).div_(255.0)
-        return x.sub_(mean).div_(std).unsqueeze(1)
-    return preprocess
-
-
-def _load_fashion(s: ModelSpec, data: str | None, weights: str | None):
+def _idx_data(data: str | None, dataset: str | None, choose, default: str | None = None):
+    """``(idx files, data set name, preprocessing)`` of an idx directory; the name comes from
+    the files' content (or ``--dataset``), the default preprocessing from the name."""
+    from .datasets.identity import idx_name
     from .datasets.idx import load_idx_dir
+
+    idx = load_idx_dir(data or DEFAULT_FASHION)
+    name = idx_name(idx.digests, idx.directory, dataset)
+    return idx, name, _arrays_only(choose(default or name), idx.directory)
+
+
+def _normalisation_key(prep: Preprocess, fingerprint: str) -> tuple[str, float, float]:
+    """``(data fingerprint, mean, std)`` for the training recipe: the plain /255 mean/std
+    presets keep the recipe (and so the cached weights) they always had."""
+    if prep.scale == 255.0 and len(prep.mean) == len(prep.std) == 1 and not prep.bgr:
+        return fingerprint, prep.mean[0], prep.std[0]
+    arithmetic = {k: v for k, v in prep.to_json().items() if k != "name"}
+    return f"{fingerprint}|{sorted(arithmetic.items())}", 0.0, 1.0
+
+
+def _fashion_model(s: ModelSpec, weights: str | None) -> torch.nn.Module:
+    """A Fashion pool model without data of its own (an .npz): given weights or the default training."""
+    from .models import fashion
+    from .models.weights import load_into, read_state_dict
+
+    if weights is not None:
+        return load_into(fashion.build(s.name), read_state_dict(weights), weights, s.name)
+    return _load_fashion(s, None, None, None, preset)[0]
+
+
+def _load_fashion(s: ModelSpec, data: str | None, weights: str | None, dataset_name: str | None = None,
+                  choose=preset):
     from .models import fashion, training
     from .models.weights import load_into, read_state_dict
 
-    idx = load_idx_dir(data or DEFAULT_FASHION)
-    mean, std = NORMALISATION[idx.name]
-    preprocess = _normaliser(mean, std)
-    dataset = _idx_dataset(idx, preprocess)
     model = fashion.build(s.name)
+    if weights is not None:   # before the data: a bad weights file fails before any reading
+        model = load_into(model, read_state_dict(weights), weights, s.name)
+    idx, name, prep = _idx_data(data, dataset_name, choose)
+    preprocess = prep.to_tensor
+    dataset = _idx_dataset(idx, preprocess, name, prep)
     if weights is not None:
-        return load_into(model, read_state_dict(weights), weights, s.name), dataset
+        return model, dataset
     if not idx.has_train:
         raise SieveError(f"{s.name} is trained on the train-* idx files, and {idx.directory} has none; "
                          f"pass a directory with train-images-idx3-ubyte[.gz] (default {DEFAULT_FASHION}) "
                          "or trained --weights")
     first = _train_count(idx)
-    rec = training.recipe(s.name, idx.fingerprint("train"), mean, std, first)
+    fingerprint, mean, std = _normalisation_key(prep, idx.fingerprint("train"))
+    rec = training.recipe(s.name, fingerprint, mean, std, first)
 
     def train_fn():
         images = preprocess(idx.train_images[:first])
@@ -189,54 +281,48 @@ def _load_fashion(s: ModelSpec, data: str | None, weights: str | None):
     return load_into(model, state, str(training.cache_paths(rec)[0]), s.name), dataset
 
 
-def fashion_record(name: str, data: str | None = None) -> dict | None:
+def fashion_record(name: str, data: str | None = None, dataset: str | None = None) -> dict | None:
     """The cached training record (accuracies, seconds) of a Fashion model, or None."""
-    from .datasets.idx import load_idx_dir
     from .models import training
 
-    idx = load_idx_dir(data or DEFAULT_FASHION)
+    idx, _, prep = _idx_data(data, dataset, preset)
     if not idx.has_train:
         return None
-    mean, std = NORMALISATION[idx.name]
-    return training.read_record(training.recipe(name, idx.fingerprint("train"), mean, std, _train_count(idx)))
+    fingerprint, mean, std = _normalisation_key(prep, idx.fingerprint("train"))
+    return training.read_record(training.recipe(name, fingerprint, mean, std, _train_count(idx)))
 
 
 def fashion_training_data(data: str | None = None) -> tuple[Split, Dataset, str]:
     """The images the Fashion-MNIST pool trains on (``train[:55000]``), the validation/test
     :class:`Dataset` and the training data's fingerprint, preprocessed exactly as the pool's,
     for networks trained outside the zoo (:mod:`sieve.multidsnn`)."""
-    from .datasets.idx import load_idx_dir
-
-    idx = load_idx_dir(data or DEFAULT_FASHION)
+    idx, name, prep = _idx_data(data, None, preset)
     if not idx.has_train:
         raise SieveError(f"{idx.directory} has no train-* idx files; pass a Fashion-MNIST directory "
                          f"with train-images-idx3-ubyte[.gz] (default {DEFAULT_FASHION})")
-    mean, std = NORMALISATION[idx.name]
-    preprocess = _normaliser(mean, std)
+    preprocess = prep.to_tensor
     first = _train_count(idx)
     train = to_split(preprocess(idx.train_images[:first]), idx.train_labels[:first])
-    return train, _idx_dataset(idx, preprocess), idx.fingerprint("train")
+    return train, _idx_dataset(idx, preprocess, name, prep), idx.fingerprint("train")
 
 
-def _load_lenet_caffe(s: ModelSpec, data: str | None, weights: str | None):
-    from .datasets.idx import load_idx_dir
-    from .models.caffe_lenet import CAFFE_MNIST_SCALE, CaffeLeNet, caffe_npz_state
+def _lenet_caffe_model(s: ModelSpec, weights: str | None) -> torch.nn.Module:
+    from .models.caffe_lenet import CaffeLeNet, caffe_npz_state
     from .models.weights import load_into
 
     weights = weights or _shared_default(
         "models/lenet-caffe-mnist/lenet_caffe_mnist.npz", "lenet_caffe",
         "the Caffe LeNet weights (.npz with conv1/w, conv1/b, ... ip2/b) via --weights")
+    return load_into(CaffeLeNet(), caffe_npz_state(weights), weights, s.name)
+
+
+def _load_lenet_caffe(s: ModelSpec, data: str | None, weights: str | None, dataset_name: str | None = None,
+                      choose=preset):
+    model = _lenet_caffe_model(s, weights)
     data = data or _shared_default("data/mnist-test", "lenet_caffe",
                                    "a directory of MNIST idx files (t10k-images-idx3-ubyte[.gz] ...) via --data")
-    idx = load_idx_dir(data)
-
-    def preprocess(images: np.ndarray) -> torch.Tensor:
-        return (torch.from_numpy(np.array(images, copy=True)).to(torch.float32) * float(CAFFE_MNIST_SCALE)).unsqueeze(1)
-
-    dataset = _idx_dataset(idx, preprocess)
-    dataset.name, dataset.classes = "mnist", [str(d) for d in range(10)]
-    model = load_into(CaffeLeNet(), caffe_npz_state(weights), weights, s.name)
-    return model, dataset
+    idx, name, prep = _idx_data(data, dataset_name, choose, "caffe-mnist")
+    return model, _idx_dataset(idx, prep.to_tensor, name, prep)
 
 
 def _shared_default(relative: str, name: str, what: str) -> str:
@@ -255,8 +341,7 @@ def _shared_glob(pattern: str) -> Path | None:
 
 # --------------------------------------------------------------------------- CIFAR-10 ResNets
 
-def _load_cifar_resnet(s: ModelSpec, data: str | None, weights: str | None):
-    from .datasets.cifar import CIFAR_MEAN, CIFAR_STD, load_cifar10
+def _cifar_resnet_model(s: ModelSpec, weights: str | None) -> torch.nn.Module:
     from .models.cifar_resnet import build
     from .models.weights import load_into, read_state_dict
 
@@ -266,33 +351,41 @@ def _load_cifar_resnet(s: ModelSpec, data: str | None, weights: str | None):
             raise SieveError(f"{s.name} needs CIFAR-10 weights (akamaster {s.name}-*.th) via --weights; "
                              f"none found in {shared_path('models/cifar10-resnet')}")
         weights = str(found)
-    state = read_state_dict(weights)   # before the data: a bad weights file fails before any decoding
+    return load_into(build(s.name), read_state_dict(weights), weights, s.name)
+
+
+def _load_cifar_resnet(s: ModelSpec, data: str | None, weights: str | None, dataset_name: str | None = None,
+                       choose=preset):
+    from .datasets.cifar import load_cifar10
+    from .datasets.identity import cifar_name
+
+    model = _cifar_resnet_model(s, weights)   # before the data: a bad weights file fails before any decoding
     data = data or _shared_default("data/cifar10-test-jpeg.tar", s.name,
                                    "CIFAR-10 test images via --data (a .tar of test/<class>/*.jpg, "
                                    "a folder of class subfolders, or cifar-10-batches-py)")
     raw = load_cifar10(data)
-    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
-
-    def preprocess(images: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).to(torch.float32).div_(255.0)
-        return ((x - mean) / std).contiguous()
-
+    name = cifar_name(raw.classes, raw.source, dataset_name)
+    prep = _arrays_only(choose("cifar10"), raw.source)
     val_idx, test_idx = split_test_only(raw.labels, class_ordered=raw.class_ordered)
-    dataset = Dataset("cifar10", raw.classes, to_split(preprocess(raw.images[val_idx]), raw.labels[val_idx]),
-                      to_split(preprocess(raw.images[test_idx]), raw.labels[test_idx]), raw.source)
-    model = load_into(build(s.name), state, weights, s.name)
+    dataset = Dataset(name, raw.classes, to_split(prep.to_tensor(raw.images[val_idx]), raw.labels[val_idx]),
+                      to_split(prep.to_tensor(raw.images[test_idx]), raw.labels[test_idx]), raw.source, prep)
     return model, dataset
 
 
 # --------------------------------------------------------------------------- ImageNet
 
-def _load_imagenet(s: ModelSpec, data: str | None, weights: str | None):
-    from .datasets.imagenet import CAFFE_PREPROCESS, TORCH_PREPROCESS, load_imagenet
+def _imagenet_model(s: ModelSpec, weights: str | None) -> torch.nn.Module:
+    from .models import imagenet
+
+    return imagenet.load_model(s.name, weights or imagenet.default_weights(s.name))
+
+
+def _load_imagenet(s: ModelSpec, data: str | None, weights: str | None, dataset_name: str | None = None,
+                   choose=preset):
+    from .datasets.imagenet import load_imagenet
     from .models import imagenet
 
     weights = weights or imagenet.default_weights(s.name)
-    caffe = imagenet.is_caffe_weights(weights)
     if data is None:
         sample = shared_path("data/imagenet-sample/imagenet-sample-images.tar")
         if not sample.exists():
@@ -301,5 +394,10 @@ def _load_imagenet(s: ModelSpec, data: str | None, weights: str | None):
                              f"beside it (e.g. ../shared/data/imagenet-sample/imagenet-sample-images.tar)")
         data = str(sample)
     model = imagenet.load_model(s.name, weights)
-    dataset = load_imagenet(data, CAFFE_PREPROCESS if caffe else TORCH_PREPROCESS)
+    dataset = load_imagenet(data, choose(default_preprocess(s.name, weights).name), dataset_name)
     return model, dataset
+
+
+# model without data (for an .npz of preprocessed inputs), per family
+_MODEL_LOADERS = {"fashion": _fashion_model, "caffe_lenet": _lenet_caffe_model,
+                  "cifar_resnet": _cifar_resnet_model, "imagenet": _imagenet_model}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .data_args import add_data_arguments, data_options
+
 
 VARIANTS = ("accurate", "approximate", "exact")
 
@@ -23,6 +25,7 @@ def register(sub) -> None:
     mode.add_argument("--fp32", action="store_true", help="the uncompressed fp32 reference (plan ignored)")
     mode.add_argument("--weights-only", action="store_true", help="packed weights, activations left in fp32")
     p.add_argument("--data", help="dataset path for the model (default: the model's default)")
+    add_data_arguments(p)
     p.add_argument("--weights", help="weights file for the model (default: the model's default)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run_export)
@@ -40,7 +43,7 @@ def register(sub) -> None:
 def run_export(args) -> int:
     from .. import zoo
     from ..export.exporter import export_onnx
-    from ..export.preflight import check_export_request
+    from ..export.preflight import check_export_request, export_input_shape
     from ..model_source import parse_input_shape, source_kind, source_name
 
     mode = "fp32" if args.fp32 else "weights-only" if args.weights_only else "full"
@@ -54,8 +57,9 @@ def run_export(args) -> int:
         # everything cheap (model name, --out, plan file, variant, plan vs the model's layers)
         # before the load, which may read a data set and train a pool model for minutes
         plan, elements = check_export_request(args.model, args.out, plan_path, args.variant)
-        model, _ = zoo.load(args.model, data=args.data, weights=args.weights, val=1, test=1)
-        shape = tuple(zoo.model_info(args.model)["input_shape"])
+        model, data = zoo.load(args.model, data=args.data, weights=args.weights, val=1, test=1,
+                               **data_options(args))
+        shape = export_input_shape(plan_path, data)   # the plan's (what was searched), else the data's
         result = export_onnx(model, plan, args.out, shape, mode=mode, model_name=args.model,
                              variant=args.variant if mode != "fp32" else "", elements=elements, progress=True)
     if args.json:

@@ -10,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import SieveError
+from .data_args import add_data_arguments, data_options
 
 
 def _common(p, default_pool: str) -> None:
     p.add_argument("--pool", default=default_pool, help=f"comma-separated models, cheapest to dearest or any order; "
                    f"NAME:VARIANT uses a searched plan (default {default_pool})")
     p.add_argument("--data", default=None, help="dataset path (default: each model's zoo default)")
+    add_data_arguments(p)
     p.add_argument("--val", type=int, default=None, help="use at most this many calibration images")
     p.add_argument("--test", type=int, default=None, help="use at most this many held-out images")
     p.add_argument("--threads", type=int, default=1, help="torch threads for timing (default 1)")
@@ -55,7 +57,7 @@ def _pool(args):
     if args.threads < 1:
         raise SieveError("--threads must be at least 1")
     return load_pool(parse_pool(args.pool), args.data, args.val, args.test, args.cache,
-                     args.threads, not args.quiet)
+                     args.threads, not args.quiet, data_options=data_options(args))
 
 
 def run_cascade(args) -> int:

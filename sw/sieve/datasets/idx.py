@@ -1,5 +1,8 @@
 """MNIST-style idx files (``train-images-idx3-ubyte[.gz]`` …), the format of MNIST and
-Fashion-MNIST.  A directory may hold the training files, the ``t10k`` test files or both."""
+Fashion-MNIST.  A directory may hold the training files, the ``t10k`` test files or both.
+
+Which data set the files are is decided by their content (:mod:`sieve.datasets.identity`):
+every file's decompressed bytes are hashed while it is read."""
 
 from __future__ import annotations
 
@@ -7,22 +10,27 @@ import functools
 import gzip
 import hashlib
 import struct
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SieveError
+from .identity import DIGIT_CLASSES, FASHION_CLASSES, identify_idx, idx_classes
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-DIGIT_CLASSES = [str(d) for d in range(10)]
+__all__ = ["read_idx", "load_idx_dir", "IdxData", "FASHION_CLASSES", "DIGIT_CLASSES"]
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: Path) -> np.ndarray:
     """Decode one idx file (gzip-compressed or not)."""
+    return _read_idx(path)[0]
+
+
+def _read_idx(path: Path) -> tuple[np.ndarray, str]:
+    """One idx file's array and the SHA-256 of its decompressed bytes."""
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as handle:
@@ -40,7 +48,8 @@ def read_idx(path: Path) -> np.ndarray:
     count = int(np.prod(shape)) if shape else 0
     if len(raw) - header < count * dtype.itemsize:
         raise SieveError(f"idx file {path} is truncated: header promises shape {shape}")
-    return np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(shape)
+    return (np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(shape),
+            hashlib.sha256(raw).hexdigest())
 
 
 def _find(directory: Path, stem: str) -> Path | None:
@@ -61,6 +70,7 @@ class IdxData:
     test_images: np.ndarray
     test_labels: np.ndarray
     directory: Path
+    digests: dict[str, str] = dataclasses.field(default_factory=dict)   # "t10k-images" -> SHA-256
 
     @property
     def has_train(self) -> bool:
@@ -84,15 +94,16 @@ class IdxData:
         return h.hexdigest()[:16]
 
     @property
-    def classes(self) -> list[str]:
-        return FASHION_CLASSES if "fashion" in str(self.directory).lower() else DIGIT_CLASSES
+    def name(self) -> str | None:
+        """``fashion-mnist`` or ``mnist`` when the files are a known set (by content), else None."""
+        return identify_idx(self.digests)
 
     @property
-    def name(self) -> str:
-        return "fashion-mnist" if "fashion" in str(self.directory).lower() else "mnist"
+    def classes(self) -> list[str]:
+        return idx_classes(self.name or "mnist")
 
 
-def _pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray, dict[str, str]] | None:
     img_path = _find(directory, f"{prefix}-images-idx3-ubyte")
     lab_path = _find(directory, f"{prefix}-labels-idx1-ubyte")
     if img_path is None and lab_path is None:
@@ -100,14 +111,14 @@ def _pair(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
     if img_path is None or lab_path is None:
         missing = f"{prefix}-images-idx3-ubyte" if img_path is None else f"{prefix}-labels-idx1-ubyte"
         raise SieveError(f"{directory} has only half of the {prefix} set: {missing}[.gz] is missing")
-    images, labels = read_idx(img_path), read_idx(lab_path)
+    (images, image_digest), (labels, label_digest) = _read_idx(img_path), _read_idx(lab_path)
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise SieveError(f"{img_path} and {lab_path} do not match: images {images.shape}, labels {labels.shape}")
     if images.dtype != np.uint8:
         raise SieveError(f"{img_path} holds {images.dtype} pixels; expected uint8 idx images")
     labels = labels.astype(np.int64)
     labels.flags.writeable = False      # shared by the memo below: nobody may change it
-    return images, labels
+    return images, labels, {f"{prefix}-images": image_digest, f"{prefix}-labels": label_digest}
 
 
 def load_idx_dir(directory: str | Path) -> IdxData:
@@ -130,4 +141,5 @@ def _load_idx_dir(directory: Path, stamp: tuple) -> IdxData:
     if test is None:
         raise SieveError(f"no MNIST-style test set in {directory}: expected t10k-images-idx3-ubyte[.gz] "
                          "and t10k-labels-idx1-ubyte[.gz] (train-* files optional)")
-    return IdxData(train[0] if train else None, train[1] if train else None, test[0], test[1], directory)
+    return IdxData(train[0] if train else None, train[1] if train else None, test[0], test[1], directory,
+                   {**test[2], **(train[2] if train else {})})

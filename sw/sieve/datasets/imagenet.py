@@ -6,11 +6,13 @@ Accepted layouts (``data=``):
   sorted-wnid index; otherwise the sorted folder order is the class index;
 * a folder of images with a ``labels.csv`` (``filename`` plus ``class_index_sorted_wnid``,
   ``class_index``, ``label`` or ``wnid``), like ``../shared/data/imagenet-sample``;
-* a ``.tar`` of images with such a ``labels.csv`` beside it (or inside it).
+* a ``.tar`` of images with such a ``labels.csv`` beside it (or inside it), or the folder
+  holding that ``.tar`` and its ``labels.csv``.
 
-Preprocessing: torchvision's (resize the short side to 256, centre-crop 224, RGB/255,
-mean/std normalised) or, for Caffe weights, Caffe's (resize to 256×256, centre-crop 227,
-BGR minus the mean pixel (104, 117, 123)).  Decoded crops are cached as uint8.
+Preprocessing is a :class:`sieve.preprocess.Preprocess`: the ``imagenet`` preset (torchvision's:
+resize the short side to 256, centre-crop 224, mean/std normalised) or, for Caffe weights,
+``caffe-imagenet`` (resize to 256×256, centre-crop 227, BGR minus the mean pixel (104, 117, 123)).
+Decoded crops are cached as uint8.
 """
 
 from __future__ import annotations
@@ -18,16 +20,15 @@ from __future__ import annotations
 import csv
 import io
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 from tqdm import tqdm
 
 from ..data import Dataset, split_test_only, to_split
 from ..errors import SieveError
+from ..preprocess import PRESETS, Preprocess
+from .identity import imagenet_name
 from .images import CACHE_MIN_IMAGES, ImageRef, cached_arrays, is_image, iter_decoded, source_key, tar_image_members
 from .imagenet_classes import NAMES, WNIDS
 
@@ -35,46 +36,8 @@ _WNID_INDEX = {w: i for i, w in enumerate(WNIDS)}
 _LABEL_COLUMNS = ("class_index_sorted_wnid", "class_index", "label", "wnid")
 
 
-@dataclass(frozen=True)
-class Preprocess:
-    """How an image becomes a model input."""
-
-    name: str
-    resize: int
-    square: bool            # resize to resize×resize (Caffe) instead of the short side (torchvision)
-    crop: int
-    bgr: bool
-    mean: tuple[float, float, float]   # in 0..255 pixel units, channel order of the input
-    std: tuple[float, float, float]    # in 0..255 pixel units
-
-    def crop_image(self, img: Image.Image) -> np.ndarray:
-        """Resize and centre-crop one RGB image to crop×crop×3 uint8 (RGB)."""
-        w, h = img.size
-        if self.square:
-            new_w, new_h = self.resize, self.resize
-        elif w <= h:
-            new_w, new_h = self.resize, int(self.resize * h / w)
-        else:
-            new_w, new_h = int(self.resize * w / h), self.resize
-        if (new_w, new_h) != (w, h):
-            img = img.resize((new_w, new_h), Image.BILINEAR)
-        top = int(round((new_h - self.crop) / 2.0))
-        left = int(round((new_w - self.crop) / 2.0))
-        return np.asarray(img.crop((left, top, left + self.crop, top + self.crop)), dtype=np.uint8)
-
-    def to_tensor(self, crops: np.ndarray) -> torch.Tensor:
-        """uint8 N×H×W×3 RGB crops → normalised float32 N×3×H×W."""
-        x = torch.from_numpy(np.array(crops, copy=True)).permute(0, 3, 1, 2).to(torch.float32)
-        if self.bgr:
-            x = x.flip(1)
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
-        return ((x - mean) / std).contiguous()
-
-
-TORCH_PREPROCESS = Preprocess("torchvision", 256, False, 224, False,
-                              (0.485 * 255, 0.456 * 255, 0.406 * 255), (0.229 * 255, 0.224 * 255, 0.225 * 255))
-CAFFE_PREPROCESS = Preprocess("caffe", 256, True, 227, True, (104.0, 117.0, 123.0), (1.0, 1.0, 1.0))
+TORCH_PREPROCESS = PRESETS["imagenet"]
+CAFFE_PREPROCESS = PRESETS["caffe-imagenet"]
 
 
 def _read_labels_csv(csv_path: Path) -> dict[str, int]:
@@ -139,34 +102,44 @@ def _tar_with_labels(path: Path) -> list[tuple[int, ImageRef]]:
     return _labelled([ImageRef(path, m) for m in members], _parse_labels(text, where), where)
 
 
-def _folder(path: Path) -> tuple[list[tuple[int, ImageRef]], list[str]]:
+def _folder(path: Path) -> tuple[list[tuple[int, ImageRef]], list[str], bool]:
+    """``(labelled refs, class names, whether the labels are ImageNet's standard indices)``."""
     csv_path = path / "labels.csv"
     if csv_path.is_file():
         refs = [ImageRef(p) for p in sorted(path.rglob("*")) if p.is_file() and is_image(p.name)]
-        return _labelled(refs, _read_labels_csv(csv_path), str(csv_path)), list(NAMES)
+        if not refs:   # the sample's layout: the folder holding images.tar and its labels.csv
+            refs = [ImageRef(t, m) for t in sorted(path.glob("*.tar")) if t.is_file() for m in tar_image_members(t)]
+        return _labelled(refs, _read_labels_csv(csv_path), str(csv_path)), list(NAMES), True
     subdirs = sorted(d for d in path.iterdir() if d.is_dir())
-    if subdirs and all(d.name in _WNID_INDEX for d in subdirs):
+    standard = bool(subdirs) and all(d.name in _WNID_INDEX for d in subdirs)
+    if standard:
         index, classes = {d.name: _WNID_INDEX[d.name] for d in subdirs}, list(NAMES)
     else:
         index, classes = {d.name: i for i, d in enumerate(subdirs)}, [d.name for d in subdirs]
     items = [(index[d.name], ImageRef(p)) for d in subdirs for p in sorted(d.rglob("*"))
              if p.is_file() and is_image(p.name)]
-    return items, classes
+    return items, classes, standard
 
 
-def load_imagenet(data: str | Path, prep: Preprocess) -> Dataset:
-    """The ImageNet-style dataset at ``data`` preprocessed with ``prep`` (val even, test odd)."""
+def load_imagenet(data: str | Path, prep: Preprocess, dataset: str | None = None) -> Dataset:
+    """The ImageNet-style dataset at ``data`` preprocessed with ``prep`` (val even, test odd).
+
+    ``dataset`` (``--dataset``) names the set when its layout does not say it is ImageNet."""
     path = Path(data)
     if not path.exists():
         raise SieveError(f"ImageNet data {path} does not exist; pass a folder of class subfolders, "
                          "a folder of images with labels.csv, or a .tar with labels.csv beside it")
+    if prep.crop is None:
+        raise SieveError(f"images of different sizes need a fixed model input: preprocessing '{prep.name}' has no "
+                         "centre crop; pass --crop N or a preset such as --preprocess imagenet")
     if path.is_dir():
-        items, classes = _folder(path)
+        items, classes, standard = _folder(path)
     else:
-        items, classes = _tar_with_labels(path), list(NAMES)
+        items, classes, standard = _tar_with_labels(path), list(NAMES), True
     if not items:
         raise SieveError(f"no images found in {path}: expected class subfolders (<wnid>/<image>.JPEG), "
                          "images with a labels.csv, or a .tar with labels.csv beside it")
+    name = imagenet_name(standard, path, dataset)
     items.sort(key=lambda t: (t[0], t[1].relname))
     refs = [ref for _, ref in items]
     labels = np.asarray([label for label, _ in items], dtype=np.int64)
@@ -178,8 +151,9 @@ def load_imagenet(data: str | Path, prep: Preprocess) -> Dataset:
             crops[i] = prep.crop_image(img)
         return {"crops": crops}
 
-    key = source_key(path, f"imagenet-v1|{prep.name}|{prep.resize}|{prep.square}|{prep.crop}")
+    # the cached crops depend on the geometry only; the arithmetic runs on every load
+    key = source_key(path, f"imagenet-v2|{prep.resize}|{prep.square}|{prep.crop}")
     crops = cached_arrays("imagenet", key, build, enabled=len(refs) >= CACHE_MIN_IMAGES)["crops"]
     val_idx, test_idx = split_test_only(labels, class_ordered=True)
-    return Dataset("imagenet", classes, to_split(prep.to_tensor(crops[val_idx]), labels[val_idx]),
-                   to_split(prep.to_tensor(crops[test_idx]), labels[test_idx]), str(path))
+    return Dataset(name, classes, to_split(prep.to_tensor(crops[val_idx]), labels[val_idx]),
+                   to_split(prep.to_tensor(crops[test_idx]), labels[test_idx]), str(path), prep)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,13 @@ def decode_image(ref: ImageRef, data: bytes | None = None) -> Image.Image:
         img = Image.open(io.BytesIO(data))
         img.load()
         return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SieveError(f"cannot decode image {ref.display}: {exc}; remove or replace the file") from None
+    except UnidentifiedImageError:
+        # PIL's own message names the in-memory buffer (<_io.BytesIO object at 0x…>), not the file
+        raise SieveError(f"cannot decode image {ref.display}: not a recognised image format "
+                         f"({len(data or b'')} bytes); remove or replace the file") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the file", str(exc))
+        raise SieveError(f"cannot decode image {ref.display}: {reason}; remove or replace the file") from None
 
 
 def tar_image_members(tar_path: Path) -> list[str]:

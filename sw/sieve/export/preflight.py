@@ -14,10 +14,11 @@ from .. import zoo
 from ..cfloat import Format
 from ..errors import SieveError
 from ..io_utils import check_output_file
+from ..plan_io import load_plan_document, plan_input_shape
 from .exporter import check_plan, quantizable_names
 from .plan_file import read_plan
 
-__all__ = ["check_onnx_output", "check_export_request"]
+__all__ = ["check_onnx_output", "check_export_request", "export_input_shape"]
 
 
 def check_onnx_output(out: str | Path) -> Path:
@@ -37,6 +38,13 @@ def check_export_request(model: str, out: str | Path, plan_path: str | Path | No
     if plan_path is None:
         return {}, None
     plan, elements = read_plan(plan_path, variant, model)
-    shape = tuple(zoo.model_info(model)["input_shape"])
+    shape = plan_input_shape(load_plan_document(plan_path)) or tuple(zoo.model_info(model)["input_shape"])
     check_plan(quantizable_names(zoo.architecture(model), shape), plan, elements, model)
     return plan, elements
+
+
+def export_input_shape(plan_path: str | Path | None, dataset) -> tuple[int, ...]:
+    """(C, H, W) of the exported graph's input: the one the plan was searched with (recorded in
+    plan.json), else the loaded data's (e.g. 227x227 for SqueezeNet with its Caffe weights)."""
+    recorded = plan_input_shape(load_plan_document(plan_path)) if plan_path is not None else None
+    return recorded or tuple(dataset.input_shape)

@@ -112,11 +112,13 @@ def _model_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def load_member(member: Member, data: str | None, val: int | None, test: int | None):
-    """(model, dataset) of a member (any ``--model`` source); a compressed variant gets its plan applied."""
+def load_member(member: Member, data: str | None, val: int | None, test: int | None,
+                data_options: dict | None = None):
+    """(model, dataset) of a member (any ``--model`` source); a compressed variant gets its plan applied.
+    ``data_options``: ``dataset``/``preprocess``/``preprocess_overrides`` of :func:`sieve.zoo.load`."""
     from ..model_source import load as load_source
 
-    loaded, dataset = load_source(member.model, data=data, val=val, test=test)
+    loaded, dataset = load_source(member.model, data=data, val=val, test=test, **(data_options or {}))
     model = loaded.model
     if member.variant is not None:
         if not Path(member.plan).is_file():
@@ -140,8 +142,9 @@ def _logits(model: torch.nn.Module, images: torch.Tensor, batch: int) -> np.ndar
 
 def load_pool(members: list[Member], data: str | None = None, val: int | None = None,
               test: int | None = None, cache: str | Path = "build/cache/logits",
-              threads: int = 1, progress: bool = True) -> PoolData:
-    """Load every member, check they share one task, and get their logits (cached)."""
+              threads: int = 1, progress: bool = True, data_options: dict | None = None) -> PoolData:
+    """Load every member, check they share one task, and get their logits (cached).
+    ``data_options`` (``--dataset``, ``--preprocess`` …) go to every member's :func:`sieve.zoo.load`."""
     from tqdm import tqdm
 
     from .. import zoo
@@ -159,7 +162,7 @@ def load_pool(members: list[Member], data: str | None = None, val: int | None = 
     first = None
     out: PoolData | None = None
     for member in tqdm(members, desc="pool", disable=not progress, leave=False):
-        model, ds = load_member(member, data, val, test)
+        model, ds = load_member(member, data, val, test, data_options)
         if first is None:
             first = ds
             data_fp = _digest(ds.val.images, ds.val.labels, ds.test.images, ds.test.labels)
