@@ -36,4 +36,5 @@ class Progress:
             return
         with tqdm.external_write_mode():
             self.log(line)
-            sys.stdout.flush()
+            if sys.stdout is not None:  # (a print still in stdout's buffer would land after the redrawn bar)
+                sys.stdout.flush()
