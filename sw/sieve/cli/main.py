@@ -24,6 +24,7 @@ COMMANDS = [
     "sieve.cli.search_cmd",
     "sieve.cli.export_cmd",
     "sieve.cli.multidsnn_cmd",
+    "sieve.cli.prune_cmd",
 ]
 
 
