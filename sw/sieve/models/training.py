@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..cache import cache_dir, file_lock, recipe_hash
 from ..io_utils import atomic_path, write_json
 from . import fashion
+from .weights import read_state_dict
 
 # Bump when a change to the training code (not visible in the recipe) changes its result.
 TRAINING_CODE_VERSION = 1
@@ -132,4 +133,4 @@ def trained_state(name: str, rec: dict, train_fn, evaluate_fn, kind: str = "mode
                 with atomic_path(weights) as tmp:
                     torch.save(model.state_dict(), tmp)
                 write_json(record, info)
-    return torch.load(weights, map_location="cpu", weights_only=True)
+    return read_state_dict(weights)   # the cache is a user-writable file: read it like any weights
