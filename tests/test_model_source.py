@@ -63,6 +63,17 @@ def user_file(tmp_path):
     return path
 
 
+def _user_net_as_onnx(user_file, tmp_path, opset):
+    """The user's ``make()`` model and its ONNX export (``torch.onnx.export``, dynamic batch)."""
+    torch_model = model_source.resolve(f"{user_file}:make").model
+    path = tmp_path / "mynet.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch_model, torch.randn(1, 3, 8, 8), str(path), dynamo=False, opset_version=opset,
+                          input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    return torch_model, path
+
+
 def _plan(model, shape):
     plan = {}
     for t in quantizable_tensors(model, shape):
@@ -127,12 +138,7 @@ def test_missing_files_and_modules(tmp_path):
 
 def test_onnx_source_searches_with_the_prefix_cache(user_file, tmp_path):
     """An imported file evaluates plans exactly like hooks do, with the prefix cache on."""
-    torch_model = model_source.resolve(f"{user_file}:make").model
-    path = tmp_path / "mynet.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(torch_model, torch.randn(1, 3, 8, 8), str(path), dynamo=False, opset_version=13,
-                          input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    torch_model, path = _user_net_as_onnx(user_file, tmp_path, 13)
     loaded = model_source.resolve(str(path))
     assert loaded.kind == "onnx" and loaded.name == "mynet" and loaded.input_shape == (3, 8, 8)
     assert {"conv.weight", "conv.input", "branch.weight", "fc.weight"} <= set(loaded.tensor_map)
@@ -187,12 +193,7 @@ def test_models_eval_takes_an_onnx_file_and_a_python_module(user_file, tmp_path,
 
     from sieve.cli.main import main
 
-    torch_model = model_source.resolve(f"{user_file}:make").model
-    path = tmp_path / "mynet.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(torch_model, torch.randn(1, 3, 8, 8), str(path), dynamo=False, opset_version=11,
-                          input_names=["x"], dynamic_axes={"x": {0: "N"}})
+    torch_model, path = _user_net_as_onnx(user_file, tmp_path, 11)
     images = torch.randn(40, 3, 8, 8, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         labels = torch_model(images).argmax(1).numpy()

@@ -66,6 +66,17 @@ def assert_matches_ort(path, shape, batch=3, seed=0, input_shape=None):
     return imported
 
 
+def random_bn_statistics(model: nn.Module) -> nn.Module:
+    """Non-trivial BatchNorm statistics and affine terms, so that BatchNorm is really exercised."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model
+
+
 # ---------------------------------------------------------------------------- torch-built CNNs
 class AlexNetStyle(nn.Module):
     def __init__(self):
@@ -261,13 +272,8 @@ def test_torch_exported_cnn_matches_onnxruntime(arch, opset, tmp_path):
     torch.manual_seed(0)
     cls, shape, kw = CNNS[arch]
     model = cls().eval()
-    if kw.get("preserve_bn"):   # non-trivial statistics, so BatchNorm is really exercised
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.data.uniform_(0.5, 1.5)
-                m.bias.data.uniform_(-0.2, 0.2)
+    if kw.get("preserve_bn"):
+        random_bn_statistics(model)
     path = _export(model, tmp_path / f"{arch}.onnx", shape, opset, **kw)
     imported = assert_matches_ort(path, shape)
     # the imported graph's layers hold the file's initializers under names the plan can use
@@ -339,11 +345,7 @@ def test_zoo_model_round_trip(name, tmp_path):
 
     assert set(ZOO_SHAPES) <= set(zoo.known_models())
     torch.manual_seed(1)
-    model = _zoo_model(name).eval()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 1.5)
+    model = random_bn_statistics(_zoo_model(name).eval())
     shape = ZOO_SHAPES[name]
     path = _export(model, tmp_path / f"{name}.onnx", shape, 11 if name == "resnet20" else 13, preserve_bn=True)
     imported = assert_matches_ort(path, shape, batch=2)
