@@ -26,11 +26,10 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from .data import Dataset, split_test_only, to_split
+from .data import Dataset
 from .errors import SieveError
 
 __all__ = ["LoadedModel", "source_kind", "resolve", "load", "source_name", "parse_input_shape"]
@@ -212,33 +211,6 @@ def resolve(text: str, weights: str | None = None, input_shape: tuple[int, ...] 
     return loaded
 
 
-def _npz_dataset(data: str, val: int | None, test: int | None) -> Dataset:
-    """An ``.npz`` with ``x`` (N×C×H×W float32, preprocessed) and ``y`` (int labels), split into
-    even/odd halves interleaved by class (the rule of every test-only dataset, :mod:`sieve.data`)."""
-    path = Path(data)
-    if not path.is_file():
-        raise SieveError(f"data file {path} does not exist; pass an .npz with x (N x C x H x W) and y with --data")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "x" not in archive.files or "y" not in archive.files:
-                raise SieveError(f"{path} holds {', '.join(archive.files) or 'nothing'}; it needs arrays x "
-                                 "(N x C x H x W float32, preprocessed) and y (integer labels)")
-            x, y = np.asarray(archive["x"]), np.asarray(archive["y"])
-    except SieveError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise SieveError(f"cannot read {path} as .npz: {_first_line(exc)}") from None
-    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(y) < 2:
-        raise SieveError(f"{path}: x is {x.shape} and y is {y.shape}; need x N x C x H x W and y of N labels (N >= 2)")
-    if not np.issubdtype(y.dtype, np.integer) or not np.issubdtype(x.dtype, np.floating):
-        raise SieveError(f"{path}: x must be floating point and y integer labels, got {x.dtype} and {y.dtype}")
-    val_idx, test_idx = split_test_only(y, class_ordered=True)
-    classes = [str(c) for c in range(int(y.max()) + 1)]
-    dataset = Dataset(path.stem, classes, to_split(x[val_idx].astype(np.float32), y[val_idx]),
-                      to_split(x[test_idx].astype(np.float32), y[test_idx]), str(path))
-    return dataset.truncated(val, test)
-
-
 def external_dataset(data: str | None, loaded: LoadedModel, val: int | None = None, test: int | None = None,
                      dataset: str | None = None, preprocess=None, preprocess_overrides: dict | None = None) -> Dataset:
     """The dataset ``--data`` names for a model that is not from the zoo: an ``.npz`` of
@@ -252,7 +224,9 @@ def external_dataset(data: str | None, loaded: LoadedModel, val: int | None = No
         if preprocess is not None or overrides:
             raise SieveError(f"--preprocess and its overrides do not apply to {data}: an .npz holds x already "
                              "preprocessed; drop them or pass the images instead")
-        result = _npz_dataset(str(data), val, test)
+        from .datasets.arrays import load_npz
+
+        result = load_npz(str(data), dataset).truncated(val, test)
     else:
         if preprocess is None:
             raise SieveError(f"{loaded.source} is not a zoo model, so how its images are preprocessed is not known; "
@@ -266,6 +240,9 @@ def external_dataset(data: str | None, loaded: LoadedModel, val: int | None = No
         raise SieveError(f"--data {data} holds {'x'.join(map(str, shape))} images but {loaded.source} takes "
                          f"{'x'.join(map(str, loaded.input_shape))}; preprocess the data to the model's input shape")
     loaded.input_shape = shape
+    from .datasets.arrays import check_fits
+
+    check_fits(loaded.model, result, loaded.name)   # labels beyond the model's outputs: one line
     return result
 
 
