@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..qeval import TensorInfo
+
 MAX_INDEX_BITS = 8
 
 
@@ -75,3 +77,25 @@ def cheapest(layout: SparseLayout | None, elements: int, width: int) -> tuple[st
     if layout is None:
         return "dense", elements * width
     return min(encodings(layout, width).items(), key=lambda kv: kv[1])
+
+
+@dataclass(frozen=True)
+class SparseTensorInfo(TensorInfo):
+    """A weight's :class:`~sieve.qeval.TensorInfo` plus where its non-zero values are."""
+
+    sparse: SparseLayout | None = None
+
+
+def with_sparse_layouts(model: torch.nn.Module, infos: list) -> list:
+    """``infos`` (:class:`sieve.qeval.TensorInfo`) with the :class:`SparseLayout` of every weight
+    that has zeros attached (as :class:`SparseTensorInfo`), so that the plan's memory counts
+    only the kept values plus their index (:func:`stored_bits`)."""
+    modules = dict(model.named_modules())
+    out = []
+    for info in infos:
+        module = modules.get(info.module_name) if info.kind == "weight" else None
+        layout = sparse_layout(module.weight) if module is not None else None
+        out.append(info if layout is None else SparseTensorInfo(info.name, info.kind, info.elements,
+                                                                info.module_name, layout))
+    return out
+

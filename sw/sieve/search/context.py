@@ -55,6 +55,7 @@ import torch
 
 from ..cfloat import Format
 from ..histograms import ExponentHistogram, HistogramCollector, weight_histograms
+from ..pruning.storage import with_sparse_layouts
 from ..qeval import PrefixEvaluator, TensorInfo
 from .evalcache import EvalCache, digest
 from .formats import plan_bits, plan_key
@@ -170,7 +171,7 @@ class SearchContext:
             # timed plain fp32 pass: the unit of search cost
             full_eval.run({}, on_batch=lambda b, out: bar.update(len(out)) or True)
             self.fp32_pass_seconds = time.perf_counter() - t0
-        self.infos: list[TensorInfo] = full_eval.infos
+        self.infos: list[TensorInfo] = with_sparse_layouts(model, full_eval.infos)   # pruned weights: kept values + index
         self.histograms: dict[str, ExponentHistogram] = dict(collector.histograms)
         self.histograms.update(weight_histograms(model, [i.name for i in self.infos if i.kind == "weight"]))
         self.fp32_logits = logits

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..cfloat import Format, FormatError
 from ..histograms import EXP_OFFSET, ExponentHistogram
+from ..pruning.storage import stored_bits
 from ..qeval import TensorInfo
 
 __all__ = ["cover_format", "coverage_bias", "format_range", "Candidate", "ladder", "relative_error",
@@ -115,11 +116,15 @@ def ladder(hist: ExponentHistogram, signed: bool, max_width: int = 16) -> list[C
 
 
 def plan_bits(plan: Mapping[str, Format], infos: Iterable[TensorInfo]) -> dict:
-    """Memory of a plan: weights weighted by parameter count, activations by elements per image."""
+    """Memory of a plan: weights weighted by parameter count, activations by elements per image.
+
+    A pruned weight (an info carrying a ``sparse`` layout, :mod:`sieve.pruning.storage`) counts
+    only its kept values plus the cheaper of a bitmap and relative indices; the mean stays per
+    *original* element."""
     sums = {"weight": [0, 0], "activation": [0, 0]}
     for info in infos:
         fmt = plan.get(info.name)
-        sums[info.kind][0] += info.elements * (fmt.width if fmt is not None else 32)
+        sums[info.kind][0] += stored_bits(getattr(info, "sparse", None), info.elements, fmt.width if fmt is not None else 32)
         sums[info.kind][1] += info.elements
     bits_w, n_w = sums["weight"]
     bits_a, n_a = sums["activation"]
