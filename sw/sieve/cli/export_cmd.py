@@ -59,7 +59,7 @@ def run_export(args) -> int:
         plan, elements = check_export_request(args.model, args.out, plan_path, args.variant)
         model, data = zoo.load(args.model, data=args.data, weights=args.weights, val=1, test=1,
                                **data_options(args))
-        shape = export_input_shape(plan_path, data)   # the plan's (what was searched), else the data's
+        shape = export_input_shape(plan_path, data, args.model)   # the plan's (what was searched), else the data's
         result = export_onnx(model, plan, args.out, shape, mode=mode, model_name=args.model,
                              variant=args.variant if mode != "fp32" else "", elements=elements, progress=True)
     if args.json:

@@ -43,8 +43,12 @@ def check_export_request(model: str, out: str | Path, plan_path: str | Path | No
     return plan, elements
 
 
-def export_input_shape(plan_path: str | Path | None, dataset) -> tuple[int, ...]:
+def export_input_shape(plan_path: str | Path | None, dataset, model: str) -> tuple[int, ...]:
     """(C, H, W) of the exported graph's input: the one the plan was searched with (recorded in
-    plan.json), else the loaded data's (e.g. 227x227 for SqueezeNet with its Caffe weights)."""
+    plan.json), else the loaded data's (e.g. 227x227 for SqueezeNet with its Caffe weights),
+    else the zoo's."""
     recorded = plan_input_shape(load_plan_document(plan_path)) if plan_path is not None else None
-    return recorded or tuple(dataset.input_shape)
+    if recorded:
+        return recorded
+    shape = getattr(dataset, "input_shape", None)
+    return tuple(shape) if shape else tuple(zoo.model_info(model)["input_shape"])
