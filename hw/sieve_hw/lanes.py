@@ -19,6 +19,12 @@ run-time format:
   ``contract``, outside its family: :mod:`sieve_hw.contracts`), and also after reset until the
   first record is loaded: the streams are then closed (``*_i_ready`` = 0, nothing comes out).
 
+``calculator="multicycle"`` takes the small calculator (``ConstCalc(registered=False)``: the
+record register only, the constants valid ``cfg_latency`` cycles after a load; the same handshake,
+since no engine takes a value while it is busy and none is in flight when a record is loaded).
+With ``stages=0`` and the multicycle calculator the unit is the dissertation's: combinational
+engines, one shared calculator.
+
 ``stages`` (generation parameter) sets the pipeline depth of every engine; ``None`` keeps
 each engine's default (:attr:`Compressor.DEFAULT_STAGES`, :attr:`Decompressor.DEFAULT_STAGES`),
 so the two sides may have different latencies (``self.latency``).
@@ -49,9 +55,19 @@ MAX_LANES = 256
 class Lanes(wiring.Component):
     """``lanes`` compressor + decompressor pairs with one shared constant calculator."""
 
-    def __init__(self, lanes: int, fixed_format=None, stages: int | None = None, contract: str = "full"):
+    def __new__(cls, *args, calculator: str = "registered", **kwargs):
+        # refuse a bad calculator before Amaranth registers the object as must-use (as StreamEngine)
+        if calculator not in ("registered", "multicycle"):
+            raise ValueError(f"calculator must be 'registered' or 'multicycle', got {calculator!r}")
+        return super().__new__(cls)
+
+    def __init__(self, lanes: int, fixed_format=None, stages: int | None = None, contract: str = "full",
+                 calculator: str = "registered"):
         if isinstance(lanes, bool) or not isinstance(lanes, int) or not 1 <= lanes <= MAX_LANES:
             raise ValueError(f"lanes must be an integer 1..{MAX_LANES}, got {lanes!r}")
+        if calculator not in ("registered", "multicycle"):
+            raise ValueError(f"calculator must be 'registered' or 'multicycle', got {calculator!r}")
+        self.calculator = calculator
         self.lanes = lanes
         self.fixed_format = fixed_format
         #: pipeline depth of each engine (None: the engine's default); latency per side
@@ -85,7 +101,8 @@ class Lanes(wiring.Component):
             engines.append((c, d))
 
         if self.fixed_format is None:
-            calc = m.submodules.constcalc = ConstCalc(get_contract(self.contract))
+            calc = m.submodules.constcalc = ConstCalc(get_contract(self.contract),
+                                                      registered=self.calculator == "registered")
             busy = Signal(name="busy")
             m.d.comb += busy.eq(Cat(*(e.busy for pair in engines for e in pair)).any())
             m.d.comb += [
