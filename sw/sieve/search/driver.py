@@ -145,10 +145,11 @@ def _split_warnings(ctx: SearchContext, test_images: int, margin_z: float) -> li
     resolve = math.ceil(1.0 / (1.0 - TARGETS["approximate"]) - 1e-6)  # fp32-correct images to see 0.1 %
     if test_images * accuracy < resolve:
         found.append(
-            f"the test split has {test_images:,} image{'s' if test_images != 1 else ''}: held-out accuracy"
-            f" moves in steps of {1 / test_images:.2%} (one image), too coarse to show the approximate"
-            f" target's {1 - TARGETS['approximate']:.1%}; use --test >= {math.ceil(resolve / accuracy):,}"
-            f" ({resolve:,} right at the validation fp32 accuracy of {accuracy:.1%})")
+            f"the test split has {test_images:,} image{'s' if test_images != 1 else ''}: normalized held-out"
+            f" accuracy moves in steps of about {1 / (test_images * accuracy):.2%} (one of the ~"
+            f"{test_images * accuracy:,.0f} images fp32 gets right at its validation accuracy of {accuracy:.1%}),"
+            f" coarser than the approximate target's {1 - TARGETS['approximate']:.1%}; use --test >="
+            f" {math.ceil(resolve / accuracy):,} ({resolve:,} right)")
     return found
 
 
