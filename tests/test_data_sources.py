@@ -315,3 +315,5 @@ def test_export_takes_the_input_shape_from_the_plan(tmp_path, capsys):
     assert code == 0, err
     dims = [d.dim_value for d in onnx.load(str(tmp_path / "s.onnx")).graph.input[0].type.tensor_type.shape.dim]
     assert dims[1:] == [3, 227, 227]
+    code, out, _ = _cli(capsys, "inspect", tmp_path / "s.onnx")
+    assert code == 0 and "input 3x227x227" in out.splitlines()[0]

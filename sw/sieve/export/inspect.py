@@ -64,6 +64,7 @@ def inspect_onnx(path: str | Path) -> dict:
         "variant": meta.get("sieve.variant", ""),
         "mode": meta.get("sieve.mode", ""),
         "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0),
+        "input_shape": _input_shape(model),   # one image, as export built it (the plan's shape)
         "tensors": rows,
         "weights": {"count": len(weights), "elements": elements, "bytes_stored": stored, "bytes_fp32": fp32,
                     "mean_bits": (8.0 * stored / elements) if elements else 32.0,
@@ -71,10 +72,19 @@ def inspect_onnx(path: str | Path) -> dict:
     }
 
 
+def _input_shape(model: onnx.ModelProto) -> list:
+    """(C, H, W) of the graph's first input after the batch axis (names for symbolic sizes)."""
+    if not model.graph.input:
+        return []
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims][1:]
+
+
 def format_table(info: dict) -> str:
     """The inspection as an aligned text table with a totals line."""
+    shape = "x".join(str(d) for d in info.get("input_shape") or []) or "?"
     lines = [f"{info['path']}: model {info['model'] or '?'}, variant {info['variant'] or '-'}, mode {info['mode']},"
-             f" opset {info['opset']}, {info['file_bytes']:,} bytes"]
+             f" input {shape}, opset {info['opset']}, {info['file_bytes']:,} bytes"]
     if not info["tensors"]:
         lines.append("no compressed tensors (fp32 reference)")
         return "\n".join(lines)
