@@ -115,10 +115,17 @@ def test_cifar_and_imagenet_names_come_from_structure(tmp_path):
         _png(root / cls / "0.png", seed=c)
     torch.save({f"module.{k}": v for k, v in __import__("sieve.models.cifar_resnet", fromlist=["build"])
                 .build("resnet20").state_dict().items()}, tmp_path / "r.th")
-    with pytest.raises(SieveError, match="not CIFAR-10's ten; .*--dataset cifar10"):
-        zoo.load("resnet20", data=str(root), weights=str(tmp_path / "r.th"))
+    _, own = zoo.load("resnet20", data=str(root), weights=str(tmp_path / "r.th"))
+    assert own.name == "pets" and own.classes == ["cat", "dog"] and own.preprocess.name == "cifar10"
     _, ds = zoo.load("resnet20", data=str(root), weights=str(tmp_path / "r.th"), dataset="cifar10")
-    assert ds.name == "cifar10" and ds.classes == ["cat", "dog"] and ds.preprocess.name == "cifar10"
+    assert ds.name == "cifar10" and ds.classes == ["cat", "dog"]
+    with pytest.raises(SieveError, match="--dataset imagenet does not fit"):
+        zoo.load("resnet20", data=str(root), weights=str(tmp_path / "r.th"), dataset="imagenet")
+    from sieve.datasets.imagenet import TORCH_PREPROCESS, load_imagenet
+
+    flowers = load_imagenet(root, TORCH_PREPROCESS)
+    assert flowers.name == "pets" and flowers.classes == ["cat", "dog"]
+    assert load_imagenet(root, TORCH_PREPROCESS, "imagenet").name == "imagenet"
 
 
 # ----------------------------------------------------------------------------- reader messages

@@ -5,10 +5,15 @@ The name of a data set decides things that change results: the normalisation of 
 Fashion-MNIST in a folder called ``mnist_copy/`` is still Fashion-MNIST, so idx files are
 recognised by the SHA-256 of their *decompressed* bytes (a ``.gz`` and a raw copy of the same
 file hash alike); CIFAR-10 by its ten class names; the ImageNet layouts by their wnid folders or
-their 0..999 class indices.  Anything else needs the user to say what it is (``--dataset``).
+their 0..999 class indices.  Idx files nobody knows need the user to say what they are
+(``--dataset``), because their name picks the normalisation and class names; other image
+collections are labelled by their own class folders and keep their folder's name as a label only
+(their preprocessing is the model's or ``--preprocess``, never guessed from a name).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ..errors import SieveError
 from .cifar import CIFAR_CLASSES
@@ -79,23 +84,19 @@ def idx_classes(name: str) -> list[str]:
 
 
 def cifar_name(classes: list[str], source, override: str | None) -> str:
-    """``cifar10`` when the classes are CIFAR-10's ten (or ``--dataset cifar10`` says so)."""
+    """``cifar10`` when the classes are CIFAR-10's ten (or ``--dataset cifar10`` says so), else
+    the collection's own name (its classes are its folders)."""
     if override is not None:
         return check_name(override, "cifar")
-    if list(classes) != CIFAR_CLASSES:
-        raise SieveError(f"{source} has classes {', '.join(classes[:5])}{'…' if len(classes) > 5 else ''}, "
-                         "not CIFAR-10's ten; if it is CIFAR-10-style data pass --dataset cifar10")
-    return "cifar10"
+    return "cifar10" if list(classes) == CIFAR_CLASSES else Path(str(source)).stem
 
 
 def imagenet_name(standard_labels: bool, source, override: str | None) -> str:
-    """``imagenet`` for wnid folders or 0..999 labels (or when ``--dataset imagenet`` says so)."""
+    """``imagenet`` for wnid folders or 0..999 labels (or when ``--dataset imagenet`` says so),
+    else the collection's own name (its classes are its sorted folders)."""
     if override is not None:
         return check_name(override, "images")
-    if not standard_labels:
-        raise SieveError(f"the class folders of {source} are not ImageNet wnids (n01440764 …); "
-                         "if the class indices are meant as ImageNet's pass --dataset imagenet")
-    return "imagenet"
+    return "imagenet" if standard_labels else Path(str(source)).stem
 
 
 def known_classes(name: str) -> list[str]:
