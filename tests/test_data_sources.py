@@ -324,3 +324,17 @@ def test_export_takes_the_input_shape_from_the_plan(tmp_path, capsys):
     assert dims[1:] == [3, 227, 227]
     code, out, _ = _cli(capsys, "inspect", tmp_path / "s.onnx")
     assert code == 0 and "input 3x227x227" in out.splitlines()[0]
+
+
+def test_search_records_input_shape_and_preprocessing(tmp_path):
+    from sieve.data import Dataset
+    from sieve.plan_io import load_plan_document, plan_input_shape, plan_preprocess
+    from sieve.search import run_search
+    from tests.search_models import tiny_problem
+
+    model, data = tiny_problem(n_val=200, n_test=100)
+    dataset = Dataset("synthetic", data.classes, data.val, data.test, "made up", PRESETS["mnist"])
+    run_search(model, dataset, model_name="tiny", strategy="uniform", out_dir=tmp_path, progress=False,
+               report=False, threads=1)
+    doc = load_plan_document(tmp_path / "plan.json")
+    assert plan_input_shape(doc) == (1, 8, 8) and plan_preprocess(doc) == PRESETS["mnist"]
