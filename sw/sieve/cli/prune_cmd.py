@@ -34,6 +34,9 @@ def register(sub) -> None:
     p.add_argument("--out", default="build/prune", help="output directory (default build/prune)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 1 seed, 1 epoch, 2,000 training images, 1,000/2,000 val/test images")
+    p.add_argument("--compose", default=None, metavar="NET",
+                   help="also run `sieve search` on NET's dense and double-shot (weighted movement) nets of the first "
+                        "seed and compare bits per original weight on held-out data (writes OUT/compose.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -73,6 +76,9 @@ def parse(args):
             raise SieveError(f"--{flag} {value} must be >= {low}")
     if args.first_seed < 0:
         raise SieveError(f"--first-seed {args.first_seed} must be >= 0")
+    if args.compose is not None and (args.compose not in nets or "doubleshot/weighted_movement" not in methods):
+        raise SieveError(f"--compose {args.compose} needs that network in --model and double-shot weighted_movement "
+                         "among the methods (--method all or doubleshot)")
     if args.quick:
         return StudySettings(nets=nets, seeds=QUICK["seeds"], epochs=QUICK["epochs"], train_images=QUICK["train_images"],
                              methods=methods, sparsity=args.sparsity, first_seed=args.first_seed)
@@ -102,4 +108,26 @@ def run(args) -> int:
         first = info["seeds"][0]["methods"][settings.methods[-1]]["weights_path"]
         print(f"  {settings.methods[-1]} seed {info['seeds'][0]['seed']} weights: {first}")
     print(f"wrote {report}")
+    if args.compose:
+        _compose(args.compose, result, dataset, out, not args.quiet)
     return 0
+
+
+def _compose(net: str, result: dict, dataset, out: Path, progress: bool) -> None:
+    from ..io_utils import write_json, write_text
+    from ..models.weights import load_into, read_state_dict
+    from ..pruning import compose, networks
+    from ..pruning.study import HEADLINE
+
+    seed = result["nets"][net]["seeds"][0]
+    models = {}
+    for label, path in (("dense", seed["dense"]["weights_path"]), ("pruned", seed["methods"][HEADLINE]["weights_path"])):
+        models[label] = load_into(networks.build(net), read_state_dict(path), path, net).eval()
+    doc = compose.compose(models["dense"], models["pruned"], dataset, out / "compose", net, progress)
+    doc["seed"] = seed["seed"]
+    write_json(out / "compose.json", doc)
+    write_text(out / "compose.md", compose.markdown(doc, f"seed {seed['seed']}, {HEADLINE}"))
+    for r in doc["rows"]:
+        print(f"  {r['configuration']}: {r['bits_per_original_weight']:.3f} bits/original weight, "
+              f"{100 * r['normalised_to_dense']:.2f}% of dense (p_worse {r['p_worse']:.3f})")
+    print(f"wrote {out / 'compose.md'}")
