@@ -67,6 +67,11 @@ def test_fashion_copy_with_training_files_reuses_the_trained_model(tmp_path):
     copy = tmp_path / "mnist_copy"
     shutil.copytree(FASHION, copy)
     assert load_idx_dir(copy).name == "fashion-mnist"
+    keys = []
+    for directory in (str(copy), None):
+        idx, name, prep = zoo._idx_data(directory, None, PRESETS.get)
+        keys.append((name, zoo._normalisation_key(prep, idx.fingerprint("train"))))
+    assert keys[0] == keys[1] and keys[0][0] == "fashion-mnist" and keys[0][1][1:] == (0.2860, 0.3530)
     assert zoo.fashion_record("lenet5", str(copy)) == zoo.fashion_record("lenet5")
 
 
