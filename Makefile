@@ -9,7 +9,7 @@ DATA    ?=
 WEIGHTS ?=
 JOBS    ?= 2
 
-.PHONY: setup test test-all search rtl sim synth verify-exhaustive export cascade multidsnn bench clean help
+.PHONY: setup test test-all search rtl sim synth verify-exhaustive export cascade multidsnn prune bench clean help
 
 help:
 	@echo "make setup      fresh machine -> everything (venv, torch CPU, Debian packages)"
@@ -19,6 +19,7 @@ help:
 	@echo "make rtl|sim|synth   Verilog, cocotb simulation, Yosys/nextpnr reports"
 	@echo "make cascade    speculative big/little inference on the default pool"
 	@echo "make multidsnn  selector + data-specialised nets vs each monolith (MODEL=all by default)"
+	@echo "make prune      SNIP / local random / double-shot pruning vs dense, + lenet5 pruned and searched -> build/prune"
 	@echo "make bench      benchmarks -> build/bench/*.json"
 
 setup: $(STAMP)
@@ -66,6 +67,12 @@ cascade: setup
 
 multidsnn: setup
 	$(SIEVE) multidsnn --model $(or $(MODEL),all) --target $(or $(TARGET),1.0)
+
+# LeNets on all 55,000 training images, the two CNNs on the first 20,000; 1 epoch per training,
+# 3 seeds: about 35 min on 2 idle cores (every training is cached, a second run only evaluates)
+prune: setup
+	$(SIEVE) prune --model lenet300,lenet5 --method all --seeds 3 --epochs 1 --compose lenet5 --out build/prune/lenets
+	$(SIEVE) prune --model alexnet_s,vgg_s --method all --seeds 3 --epochs 1 --train-images 20000 --out build/prune/cnns
 
 bench: setup
 	$(PY) -m tests.bench.run --out build/bench
