@@ -34,7 +34,7 @@ from sieve.io_utils import write_json, write_text
 
 from . import asic_units as U
 from .asic_map import DEFAULT_DELAY_PS, map_design
-from .sta import fo4_ns, power, sta_tool, timing
+from .sta import IDLE, at_period, fo4_ns, power, sta_tool, timing
 
 ENGINES = ("compressor", "decompressor")
 #: The fixed formats of the silicon table (those of ``synth.run``'s fixed-format comparison).
@@ -125,10 +125,8 @@ def run_job(job: Job, work_root: Path, streams: dict | None, fo4: float, delay_p
         if streams is not None and job.engine in ENGINES:
             rec["power"] = _engine_power(job, Path(mapped["netlist"]), top, work_root, ports, streams,
                                          t["min_period_ns"], asic_data)
-        elif streams is not None:  # the calculator: record held, no load (its registers still clocked)
-            acts = {"load": (0.0, 0.0), "rst": (0.0, 0.0)}
-            acts.update({f"fmt[{i}]": (0.0, 0.5) for i in range(25)})
-            rec["power"] = {"k852": power(Path(mapped["netlist"]), top, work_root, ports, _k1_period(), acts)}
+        elif streams is not None:  # the calculator between format changes: only its clock toggles
+            rec["power"] = power(Path(mapped["netlist"]), top, work_root, ports, _k1_period(), {"k852": IDLE})
         rec["status"] = "ok"
     except SieveError as exc:
         rec.update(status="failed", error=str(exc))
@@ -154,14 +152,15 @@ def _engine_power(job: Job, netlist: Path, top: str, work_root: Path, ports: set
     k_word = asic_data.constants_word(fmt) if "k" in ports else None
     from sieve_hw.constants import CONST_LAYOUT
 
-    out = {"format": str(fmt)}
+    out: dict = {"format": str(fmt)}
+    cases, toggles = {}, {}
     for name, values in streams.items():
         words = asic_data.fp32_words(values) if job.engine == "compressor" else asic_data.codes(values, fmt)
         acts = asic_data.port_activities(words, k_word, CONST_LAYOUT.size)
-        acts = {p: a for p, a in acts.items() if p.split("[")[0] in ports}
-        out[name] = {"own": power(netlist, top, work_root, ports, period_ns, acts),
-                     "k852": power(netlist, top, work_root, ports, _k1_period(), acts),
-                     "mean_input_toggles": round(sum(a for a, _ in asic_data.bit_activity(words)) / 32, 4)}
+        cases[name] = {p: a for p, a in acts.items() if p.split("[")[0] in ports}
+        toggles[name] = round(sum(a for a, _ in asic_data.bit_activity(words)) / 32, 4)
+    for name, own in power(netlist, top, work_root, ports, period_ns, cases).items():
+        out[name] = {"own": own, "k852": at_period(own, _k1_period()), "mean_input_toggles": toggles[name]}
     return out
 
 

@@ -71,25 +71,37 @@ def codes(values: np.ndarray, fmt: sieve.Format) -> np.ndarray:
 
 
 def constants_word(fmt: sieve.Format) -> int:
-    """The calculator's constant record ``k`` for ``fmt`` as one integer (the RTL's combinational
-    calculator evaluated by Amaranth's simulator, the same logic ``ConstCalc`` registers)."""
+    """The calculator's constant record ``k`` for ``fmt`` as one integer (see :func:`constants_words`)."""
+    return constants_words([fmt])[0]
+
+
+def constants_words(fmts: list[sieve.Format]) -> list[int]:
+    """The constant record ``k`` of each format as one integer: the RTL's combinational calculator
+    (:func:`~sieve_hw.constants.calc_constants`, the logic ``ConstCalc`` computes) fed each record in
+    one run of Amaranth's simulator."""
     from amaranth import Module, Signal
     from amaranth.sim import Simulator
 
-    from sieve_hw.constants import CONST_LAYOUT, fixed_constants
+    from sieve_hw.config import FORMAT_LAYOUT, pack_format
+    from sieve_hw.constants import CONST_LAYOUT, calc_constants
 
     m = Module()
+    record = Signal(FORMAT_LAYOUT)
     k = Signal(CONST_LAYOUT)
-    m.d.comb += k.eq(fixed_constants(m, fmt))
-    out = {}
+    k_new, _ = calc_constants(m, record)
+    m.d.comb += k.eq(k_new)
+    out: list[int] = []
 
     async def bench(ctx):
-        out["k"] = ctx.get(k.as_value())
+        for fmt in fmts:
+            ctx.set(record.as_value(), pack_format(fmt))
+            await ctx.delay(1e-9)
+            out.append(int(ctx.get(k.as_value())))
 
     sim = Simulator(m)
     sim.add_testbench(bench)
     sim.run()
-    return int(out["k"])
+    return out
 
 
 def port_activities(stream: np.ndarray, k_word: int | None, k_width: int, data_width: int = 32) -> dict:

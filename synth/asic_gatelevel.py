@@ -98,7 +98,7 @@ def check(netlist: Path, top: str, engine: str, formats: list[sieve.Format], wor
     """Simulate ``netlist`` on every format's vectors; ``{"formats", "vectors", "mismatches", "first"}``."""
     from sieve_hw.constants import CONST_LAYOUT
 
-    from .asic_data import constants_word
+    from .asic_data import constants_words
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -107,8 +107,8 @@ def check(netlist: Path, top: str, engine: str, formats: list[sieve.Format], wor
     rng = np.random.default_rng(seed)
     kw = CONST_LAYOUT.size if configurable else 1  # a fixed engine has no record: one unused bit
     lines, expected = [], []
-    for fmt in formats:
-        k = constants_word(fmt) if configurable else 0
+    ks = constants_words(formats) if configurable else [0] * len(formats)
+    for fmt, k in zip(formats, ks):
         ins, exp = vectors(engine, fmt, rng)
         digits = (kw + 33 + 3) // 4
         lines += [f"{(1 << (kw + 32)) | (k << 32) | int(v):0{digits}x}" for v in ins]

@@ -130,26 +130,34 @@ def parse_path(text: str) -> dict:
             "logic_levels": len(cells), "stages": stages}
 
 
+MARK = "@@sieve-sta-section@@"
+
+
 def timing(netlist: Path, top: str, work_root: Path, ports: set[str]) -> dict:
-    """Minimum period and critical path of the mapped ``netlist`` (inside ``work_root``)."""
+    """Minimum period and critical path of the mapped ``netlist`` (inside ``work_root``).
+
+    One OpenSTA session: the path with the record ``k`` timed too (``with_constants_min_period_ns``),
+    then ``k`` declared false and the data path reported (the figure that counts)."""
     work_root = Path(work_root).resolve()
     liberty(work_root)
     netlist = Path(netlist).resolve()
     rel = netlist.relative_to(work_root).as_posix()
     clocked = CLOCK_PORT in ports
     constants = "k" in ports
-    out = {}
-    cases = [("data", constants)] + ([("with_constants", False)] if constants else [])
-    for label, false_k in cases:
-        tcl = _setup(LIBERTY, rel, top, RELAXED_PERIOD_NS, clocked, false_k)
-        tcl += "report_checks -path_delay max -format full -digits 4\n"
-        path = parse_path(run_sta(tcl, work_root, f"{netlist.parent.name}_sta_{label}"))
+    tcl = _setup(LIBERTY, rel, top, RELAXED_PERIOD_NS, clocked, False)
+    report = "report_checks -path_delay max -format full -digits 4\n"
+    tcl += report
+    if constants:
+        tcl += f"puts {MARK}\nset_false_path -from [get_ports {{k[*]}}]\n" + report
+    text = run_sta(tcl, work_root, f"{netlist.parent.name}_sta")
+    sections = text.split(MARK)
+    paths = [parse_path(sec) for sec in sections]
+    for path in paths:
         path["min_period_ns"] = round(RELAXED_PERIOD_NS - path["slack_ns"], 4)
-        out[label] = path
-    res = dict(out["data"])
+    res = dict(paths[-1])
     res["clocked"] = clocked
     if constants:
-        res["with_constants_min_period_ns"] = out["with_constants"]["min_period_ns"]
+        res["with_constants_min_period_ns"] = paths[0]["min_period_ns"]
     return res
 
 
@@ -189,25 +197,45 @@ def fo4_ns(work_root: Path) -> dict:
             "x3_fall_ns": delays["fall"], "cell": FO4_CELL}
 
 
+#: A :func:`power` case in which no net toggles but the clock (a held register file, an idle block).
+IDLE: dict = {}
 _POWER_TOTAL = re.compile(r"^Total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)")
 
 
 def power(netlist: Path, top: str, work_root: Path, ports: set[str], period_ns: float,
-          activities: dict[str, tuple[float, float]]) -> dict:
-    """``report_power`` at ``period_ns`` with per-input-port-bit (toggles per cycle, duty) activities.
+          cases: dict[str, dict[str, tuple[float, float]]]) -> dict[str, dict]:
+    """``report_power`` at ``period_ns`` for each case of per-input-port-bit (toggles per cycle, duty)
+    activities, in one OpenSTA session; ``{case: {internal_w, switching_w, leakage_w, total_w}}``.
 
-    Inputs without an entry keep OpenSTA's default (0.1, 0.5)."""
+    Inputs without an entry keep OpenSTA's default (0.1, 0.5).  Use :func:`at_period` for another
+    clock: OpenSTA's dynamic power is energy per transition × transitions per second."""
     work_root = Path(work_root).resolve()
     netlist = Path(netlist).resolve()
     rel = netlist.relative_to(work_root).as_posix()
     tcl = _setup(LIBERTY, rel, top, period_ns, CLOCK_PORT in ports, False)
-    for port, (act, duty) in sorted(activities.items()):
-        tcl += f"set_power_activity -input_ports [get_ports {{{port}}}] -activity {act:.6g} -duty {duty:.6g}\n"
-    tcl += "report_power -digits 6\n"
+    names = list(cases)
+    for name in names:
+        if cases[name] is IDLE:  # nothing toggles but the clock
+            tcl += "set_power_activity -global -activity 0 -duty 0.5\n"
+        for port, (act, duty) in sorted(cases[name].items()):
+            tcl += f"set_power_activity -input_ports [get_ports {{{port}}}] -activity {act:.6g} -duty {duty:.6g}\n"
+        tcl += f"report_power -digits 6\nputs {MARK}\n"
     text = run_sta(tcl, work_root, f"{netlist.parent.name}_power")
-    m = next((m for ln in text.splitlines() if (m := _POWER_TOTAL.match(ln))), None)
-    if m is None:
-        raise SieveError(f"cannot parse OpenSTA's power report in {work_root}")
-    internal, switching, leakage, total = (float(m.group(i)) for i in range(1, 5))
-    return {"period_ns": period_ns, "internal_w": internal, "switching_w": switching, "leakage_w": leakage,
-            "total_w": total}
+    out = {}
+    for name, section in zip(names, text.split(MARK)):
+        m = next((m for ln in section.splitlines() if (m := _POWER_TOTAL.match(ln))), None)
+        if m is None:
+            raise SieveError(f"cannot parse OpenSTA's power report in {work_root}")
+        internal, switching, leakage, total = (float(m.group(i)) for i in range(1, 5))
+        out[name] = {"period_ns": period_ns, "internal_w": internal, "switching_w": switching,
+                     "leakage_w": leakage, "total_w": total}
+    return out
+
+
+def at_period(result: dict, period_ns: float) -> dict:
+    """A :func:`power` result moved to another clock period: the dynamic parts scale with the clock
+    rate (same toggles per cycle), leakage does not."""
+    f = result["period_ns"] / period_ns
+    internal, switching = result["internal_w"] * f, result["switching_w"] * f
+    return {"period_ns": period_ns, "internal_w": internal, "switching_w": switching,
+            "leakage_w": result["leakage_w"], "total_w": internal + switching + result["leakage_w"]}
