@@ -250,3 +250,13 @@ def test_cli_bad_input_is_one_line_exit_2(argv, tmp_path, capsys, monkeypatch) -
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "build").exists() and not (tmp_path / "x").exists()
+
+
+def test_selector_text_shows_the_prefix_the_router_uses() -> None:
+    x, tail = _tail_problem()
+    tree = selector.fit_tree(x, tail, max_depth=6, seed=0, max_rows=None)
+    text = selector.Router(tree, 2).describe(levels=5).splitlines()
+    # depth 2: two levels of comparisons, then four answers; nothing deeper is shown
+    assert sum("<=" in line for line in text) == 3 and sum("->" in line for line in text) == 4
+    cut = selector.Router(tree, 6).describe(levels=1).splitlines()
+    assert len(cut) == 4 and all("more level" in line for line in cut[1::2])

@@ -20,8 +20,8 @@ def register(sub) -> None:
     p.add_argument("--tail-fractions", default="0.1,0.2,0.3",
                    help="threshold queue as tail shares of the training inputs (default 0.1,0.2,0.3)")
     p.add_argument("--depths", default="2,4,6,8,10", help="selector tree depths swept (default 2,4,6,8,10)")
-    p.add_argument("--margin-z", type=float, default=1.0,
-                   help="generalization margin for the validation choice, in standard errors (default 1; 0 = plain target)")
+    p.add_argument("--margin-z", type=float, default=0.0,
+                   help="generalization margin for the validation choice, in standard errors (default 0 = plain target)")
     p.add_argument("--data", default=None, help="dataset directory (default: the benchmark's zoo default)")
     p.add_argument("--out", default=None, help="output directory (default build/multidsnn/<benchmark>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

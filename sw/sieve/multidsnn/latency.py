@@ -3,7 +3,8 @@
 Batch 1 is what a device answering one input at a time sees: per input, the preprocessor,
 the selector's tree walk (:meth:`~sieve.multidsnn.selector.Router.route_one`) and the one
 chosen dsNN, against the monolith.  The two are timed in alternating rounds over the same
-inputs and the median round is reported, so drift of a shared machine hits both alike.
+inputs; the fastest round of each is reported (other processes on a shared machine only ever
+add time, so the minimum is the steadiest estimate of the work itself) beside the median.
 Batched time per input (the whole split at once: route, then each dsNN on its share) is
 reported beside it.
 """
@@ -56,8 +57,9 @@ def _round(fn, inputs: list[torch.Tensor]) -> float:
 
 
 @torch.inference_mode()
-def compare_latency(monolith_fn, multi_fn, inputs: list[torch.Tensor], rounds: int = 5) -> dict:
-    """Median per-input seconds of two callables over the same inputs, alternating rounds."""
+def compare_latency(monolith_fn, multi_fn, inputs: list[torch.Tensor], rounds: int = 11) -> dict:
+    """Per-input time of two callables over the same inputs in alternating rounds: the fastest
+    round of each (``*_us``, used for the speed-up) and the median round."""
     with torch_threads(1):
         _round(monolith_fn, inputs[:20])
         _round(multi_fn, inputs[:20])
@@ -65,13 +67,14 @@ def compare_latency(monolith_fn, multi_fn, inputs: list[torch.Tensor], rounds: i
         for _ in range(rounds):
             mono.append(_round(monolith_fn, inputs))
             multi.append(_round(multi_fn, inputs))
-    m, d = statistics.median(mono), statistics.median(multi)
+    m, d = min(mono), min(multi)
     return {"monolith_us": 1e6 * m, "multidsnn_us": 1e6 * d, "speedup": m / d if d else float("nan"),
+            "monolith_median_us": 1e6 * statistics.median(mono), "multidsnn_median_us": 1e6 * statistics.median(multi),
             "inputs": len(inputs), "rounds": rounds}
 
 
 def measure(preprocessor: nn.Module | None, head: nn.Module, system: MultiDsnn,
-            images: torch.Tensor, count: int = 200, rounds: int = 5) -> dict:
+            images: torch.Tensor, count: int = 200, rounds: int = 11) -> dict:
     """Batch-1 latency end to end and of the replaced part, and batched time per input."""
     count = min(count, len(images))
     singles = [images[i:i + 1] for i in range(count)]

@@ -44,7 +44,8 @@ def plot_tree_png(art: Artefacts, path: Path, title: str) -> None:
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(12, 5))
-    plot_tree(art.chosen_tree, max_depth=min(TREE_LEVELS_SHOWN, art.chosen_depth), class_names=["main", "tail"],
+    # plot_tree's max_depth is the last depth drawn (root = 0): TREE_LEVELS_SHOWN levels of comparisons
+    plot_tree(art.chosen_tree, max_depth=min(TREE_LEVELS_SHOWN, art.chosen_depth) - 1, class_names=["main", "tail"],
               filled=True, impurity=False, proportion=True, fontsize=6, ax=ax)
     ax.set_title(title)
     _save(fig, path)
@@ -122,8 +123,9 @@ def markdown(result: dict, art: Artefacts) -> str:
              f"{tr['recipe']['lr']}, batch {tr['batch_size']}, about {tr['target_steps']} steps "
              f"({tr['epochs_bounds'][0]}–{tr['epochs_bounds'][1]} epochs), seed {tr['recipe']['seed']}, 1 thread"
              + ("; the tail may also reuse the monolith's head unchanged (`monolith`)" if s["reuse_monolith_tail"] else ""),
-             f"- choice: cheapest energy per input on validation with (gains − losses) + slack ≥ {s['margin_z']:g}·√(gains + losses) "
-             f"for {100 * s['target']:g} % of the monolith; verdict on test: exact one-sided McNemar, holds unless p < {s['alpha']:g}",
+             f"- choice: cheapest energy per input whose validation accuracy is ≥ {100 * s['target']:g} % of the monolith's"
+             + (f" with the margin (gains − losses) + slack ≥ {s['margin_z']:g}·√(gains + losses)" if s["margin_z"] else "")
+             + f"; verdict on test: exact one-sided McNemar, holds unless p < {s['alpha']:g}",
              f"- energy model: {e['pj_per_mac']:.1f} pJ per fp32 MAC, {e['pj_per_compare']:.1f} pJ per comparison, "
              f"{e['pj_per_byte']:.1f} pJ per parameter byte — {e['source']}", "",
              "![error distribution](error_distribution.png)", "", "### Selector per threshold", "",
@@ -180,19 +182,20 @@ def markdown(result: dict, art: Artefacts) -> str:
               f"wrong while the other is right, §3.5.5) **{_pct(sel['test_misclassification'])}**; routing differs from "
               f"the monolith-error partition on {_pct(sel['test_routing_error'])} of inputs (balanced accuracy "
               f"{_pct(sel['test_balanced_accuracy'])}).", "",
-              f"Latency: 1 thread, median of {lat['batch1_end_to_end']['rounds']} alternating rounds over "
+              f"Latency: 1 thread, fastest of {lat['batch1_end_to_end']['rounds']} alternating rounds over "
               f"{lat['batch1_end_to_end']['inputs']} test inputs; batch-1 predictions equal the explored ones: "
               f"{c['batch1_predictions_match']}.", "",
               f"### Selector tree (top {min(TREE_LEVELS_SHOWN, c['depth'])} of {c['depth']} levels)", "",
-              "![tree](tree.png)", "", "```", _tree_text(art, result), "```"]
+              "![tree](tree.png)", "",
+              "Feature `fN` is the N-th input of the dsNNs (flattened preprocessor output or pixel); "
+              "`-> tail` sends the input to dsNN_tail.", "", "```", _tree_text(art, result), "```"]
     return "\n".join(lines) + "\n"
 
 
 def _tree_text(art: Artefacts, result: dict) -> str:
-    from sklearn.tree import export_text
+    from .selector import Router
 
-    return export_text(art.chosen_tree, max_depth=min(TREE_LEVELS_SHOWN, art.chosen_depth),
-                       feature_names=[f"f{i}" for i in range(art.feature_count)], class_names=["main", "tail"])
+    return Router(art.chosen_tree, art.chosen_depth).describe(TREE_LEVELS_SHOWN)
 
 
 def write_report(result: dict, art: Artefacts, out: Path) -> Path:

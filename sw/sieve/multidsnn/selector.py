@@ -83,6 +83,29 @@ class Router:
             node = left[node] if x[feature[node]] <= threshold[node] else right[node]
         return bool(self._says_tail[node])
 
+    def describe(self, levels: int) -> str:
+        """The top ``levels`` levels of the selector as indented text; a node cut off below says
+        how many more levels of the selector lie under it."""
+        depth = node_depths(self.tree)
+        below = _levels_below(self._left, self._right, depth, self.depth)
+        lines: list[str] = []
+
+        def walk(node: int, level: int) -> None:
+            pad = "|   " * level
+            if self._left[node] == -1 or level == self.depth:
+                lines.append(f"{pad}-> {'tail' if self._says_tail[node] else 'main'}")
+            elif level == levels:
+                lines.append(f"{pad}... {below[node]} more level(s)")
+            else:
+                f, t = self._feature[node], self._threshold[node]
+                lines.append(f"{pad}f{f} <= {t:.3g}")
+                walk(self._left[node], level + 1)
+                lines.append(f"{pad}f{f} >  {t:.3g}")
+                walk(self._right[node], level + 1)
+
+        walk(0, 0)
+        return "\n".join(lines)
+
     def nodes(self) -> int:
         """Nodes stored by the depth-``depth`` prefix."""
         depth = node_depths(self.tree)
@@ -98,6 +121,15 @@ def node_depths(tree: DecisionTreeClassifier) -> np.ndarray:
             if child != -1:
                 depth[child] = depth[node] + 1
     return depth
+
+
+def _levels_below(left: np.ndarray, right: np.ndarray, depth: np.ndarray, limit: int) -> np.ndarray:
+    """Levels of the depth-``limit`` prefix under each node (0 for a leaf of the prefix)."""
+    below = np.zeros(len(left), dtype=np.int64)
+    for node in range(len(left) - 1, -1, -1):          # children have larger ids: visit them first
+        if left[node] != -1 and depth[node] < limit:
+            below[node] = 1 + max(below[left[node]], below[right[node]])
+    return below
 
 
 def routing_error(route_tail: np.ndarray, ideal_tail: np.ndarray) -> float:
