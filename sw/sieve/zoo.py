@@ -158,8 +158,8 @@ def load(name: str, data: str | None = None, weights: str | None = None,
                              "preprocessed; drop them or pass the images instead")
         from .datasets.arrays import load_npz, check_fits
 
+        ds = load_npz(data, dataset)     # first: a bad file fails before any model is loaded or trained
         model = _MODEL_LOADERS[s.family](s, weights).float().eval()
-        ds = load_npz(data, dataset)
         check_fits(model, ds, name)
         return model, ds.truncated(val, test)
     loaders = {"fashion": _load_fashion, "caffe_lenet": _load_lenet_caffe,
