@@ -84,9 +84,18 @@ def liberty(work_root: Path) -> Path:
     return unpack(LIBERTY_GZ, work_root, LIBERTY)
 
 
-def script(il: str, top: str, sub: str, delay_ps: int) -> str:
+#: Mapping goals: ``delay`` (the delay-oriented script above, sizing and buffering) or ``area``
+#: (Yosys's default ``abc -liberty`` script: area recovery, no delay target, no sizing).
+MODES = ("delay", "area")
+
+
+def script(il: str, top: str, sub: str, delay_ps: int, mode: str = "delay") -> str:
     """The Yosys script: RTLIL ``il`` → ``sub/mapped.v`` and ``sub/asic_stat.json`` (paths relative)."""
+    if mode not in MODES:
+        raise SieveError(f"unknown mapping mode {mode!r}; known: {', '.join(MODES)}")
     du = " ".join(f"-dont_use {c}" for c in DONT_USE)
+    abc = (f"abc -liberty {LIBERTY} -constr {sub}/abc.constr -D {int(delay_ps)} {du} -script {ABC_SCRIPT}"
+           if mode == "delay" else f"abc -liberty {LIBERTY} {du}")
     return (
         f"read_rtlil {il}\n"
         f"hierarchy -check -top {top}\n"
@@ -94,7 +103,7 @@ def script(il: str, top: str, sub: str, delay_ps: int) -> str:
         "delete t:$scopeinfo\n"
         f"read_liberty -lib {LIBERTY}\n"
         f"dfflibmap -liberty {LIBERTY} {du}\n"
-        f"abc -liberty {LIBERTY} -constr {sub}/abc.constr -D {int(delay_ps)} {du} -script {ABC_SCRIPT}\n"
+        f"{abc}\n"
         f"hilomap -singleton -hicell {TIE_CELL} HI -locell {TIE_CELL} LO\n"
         "setundef -zero\n"
         "splitnets\n"
@@ -105,7 +114,7 @@ def script(il: str, top: str, sub: str, delay_ps: int) -> str:
 
 
 def map_design(il_path: Path, top: str, work_root: Path, delay_ps: int = DEFAULT_DELAY_PS,
-               timeout: float | None = 900.0) -> dict:
+               timeout: float | None = 900.0, mode: str = "delay") -> dict:
     """Map the RTLIL at ``il_path`` (inside ``work_root``) to sky130 cells; return its figures.
 
     ``netlist`` is the mapped Verilog's path; areas are sky130 µm² from ``stat -liberty``.
@@ -118,7 +127,7 @@ def map_design(il_path: Path, top: str, work_root: Path, delay_ps: int = DEFAULT
         raise SieveError(f"{il_path} must lie inside the ASIC work directory {work_root}") from None
     liberty(work_root)
     (il_path.parent / "abc.constr").write_text(f"set_driving_cell {DRIVING_CELL}\nset_load {OUTPUT_LOAD_PF}\n")
-    seconds = run_yosys(script(f"{sub}/{il_path.name}", top, sub, delay_ps), work_root, f"{sub}/asic_map", timeout)
+    seconds = run_yosys(script(f"{sub}/{il_path.name}", top, sub, delay_ps, mode), work_root, f"{sub}/asic_map", timeout)
     return parse_stat(il_path.parent / "asic_stat.json", il_path.parent / "mapped.v", seconds)
 
 

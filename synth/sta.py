@@ -197,38 +197,60 @@ def fo4_ns(work_root: Path) -> dict:
             "x3_fall_ns": delays["fall"], "cell": FO4_CELL}
 
 
+#: Duty cycles are kept this far from exactly 0 or 1: Debian's OpenSTA (2019) computes NaN for some
+#: cells' state-dependent internal power when an input is exactly static (a 0/0 in its duty formula).
+STATIC_DUTY_EPS = 1e-6
 #: A :func:`power` case in which no net toggles but the clock (a held register file, an idle block).
 IDLE: dict = {}
-_POWER_TOTAL = re.compile(r"^Total\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)")
+
+
+POWER_SUM = """set sieve_corner [sta::cmd_corner]
+set sieve_p {{0.0 0.0 0.0}}
+set sieve_nan 0
+foreach sieve_inst [get_cells *] {{
+  lassign [sta::instance_power $sieve_inst $sieve_corner] pi ps pl pt
+  if {{[string match -nocase *nan* "$pi $ps $pl"]}} {{ incr sieve_nan; set pi 0.0 }}
+  lassign $sieve_p a b c
+  set sieve_p [list [expr {{$a + $pi}}] [expr {{$b + $ps}}] [expr {{$c + $pl}}]]
+}}
+puts "SIEVE_POWER {name} $sieve_p $sieve_nan"
+"""
+_POWER_LINE = re.compile(r"^SIEVE_POWER (\S+) (\S+) (\S+) (\S+) (\d+)$")
 
 
 def power(netlist: Path, top: str, work_root: Path, ports: set[str], period_ns: float,
           cases: dict[str, dict[str, tuple[float, float]]]) -> dict[str, dict]:
-    """``report_power`` at ``period_ns`` for each case of per-input-port-bit (toggles per cycle, duty)
-    activities, in one OpenSTA session; ``{case: {internal_w, switching_w, leakage_w, total_w}}``.
+    """Power at ``period_ns`` for each case of per-input-port-bit (toggles per cycle, duty)
+    activities, in one OpenSTA session; ``{case: {internal_w, switching_w, leakage_w, total_w, nan_cells}}``.
 
     Inputs without an entry keep OpenSTA's default (0.1, 0.5).  Use :func:`at_period` for another
-    clock: OpenSTA's dynamic power is energy per transition × transitions per second."""
+    clock: OpenSTA's dynamic power is energy per transition × transitions per second.  The sum is
+    ``report_power``'s, taken per instance: Debian's OpenSTA (2019) returns NaN internal power for
+    a cell whose output its propagation finds exactly static (a 0/0 in its duty formula), which
+    would make the whole report NaN; such a cell's internal power is counted as 0 and the number of
+    such cells is returned (``nan_cells``, a handful at most)."""
     work_root = Path(work_root).resolve()
     netlist = Path(netlist).resolve()
     rel = netlist.relative_to(work_root).as_posix()
     tcl = _setup(LIBERTY, rel, top, period_ns, CLOCK_PORT in ports, False)
-    names = list(cases)
-    for name in names:
+    for name in cases:
         if cases[name] is IDLE:  # nothing toggles but the clock
             tcl += "set_power_activity -global -activity 0 -duty 0.5\n"
         for port, (act, duty) in sorted(cases[name].items()):
+            duty = min(max(duty, STATIC_DUTY_EPS), 1 - STATIC_DUTY_EPS)
             tcl += f"set_power_activity -input_ports [get_ports {{{port}}}] -activity {act:.6g} -duty {duty:.6g}\n"
-        tcl += f"report_power -digits 6\nputs {MARK}\n"
+        tcl += POWER_SUM.format(name=name)
     text = run_sta(tcl, work_root, f"{netlist.parent.name}_power")
     out = {}
-    for name, section in zip(names, text.split(MARK)):
-        m = next((m for ln in section.splitlines() if (m := _POWER_TOTAL.match(ln))), None)
-        if m is None:
-            raise SieveError(f"cannot parse OpenSTA's power report in {work_root}")
-        internal, switching, leakage, total = (float(m.group(i)) for i in range(1, 5))
-        out[name] = {"period_ns": period_ns, "internal_w": internal, "switching_w": switching,
-                     "leakage_w": leakage, "total_w": total}
+    for line in text.splitlines():
+        if m := _POWER_LINE.match(line.strip()):
+            internal, switching, leakage = (float(m.group(i)) for i in (2, 3, 4))
+            out[m.group(1)] = {"period_ns": period_ns, "internal_w": internal, "switching_w": switching,
+                               "leakage_w": leakage, "total_w": internal + switching + leakage,
+                               "nan_cells": int(m.group(5))}
+    missing = sorted(set(cases) - set(out))
+    if missing:
+        raise SieveError(f"OpenSTA gave no power for {missing} in {work_root}")
     return out
 
 

@@ -155,3 +155,11 @@ def test_one_engine_through_the_whole_flow_and_gate_level_catches_a_changed_cell
     mutated.write_text(text.replace("sky130_fd_sc_hd__nand2_1 ", "sky130_fd_sc_hd__nor2_1 ", 1))
     bad = check(mutated, rec["top"], "decompressor", family_formats("search", None), tmp_path / "mut", 0, True)
     assert bad["mismatches"] > 0
+
+
+def test_power_moves_to_another_clock_by_its_rate_leakage_stays():
+    from synth.sta import at_period
+
+    r = at_period({"period_ns": 2.0, "internal_w": 1.0, "switching_w": 0.5, "leakage_w": 0.1, "total_w": 1.6}, 1.0)
+    assert (r["internal_w"], r["switching_w"], r["leakage_w"]) == (2.0, 1.0, 0.1)
+    assert r["total_w"] == pytest.approx(3.1)
