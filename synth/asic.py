@@ -256,6 +256,24 @@ def run(out_dir: Path, contracts: tuple[str, ...] | None = None, fixed: tuple[st
     return section
 
 
+def verdict(units_: list[dict]) -> list[str]:
+    """Which unit configurations meet the dissertation's figures (area, one cycle, power) and the goal."""
+    def meets(u):
+        power_ok = u.get("power_45nm_est_w") is not None and u["power_45nm_est_w"] <= U.DISSERTATION_POWER_W
+        return {"≤ 0.06 mm²": u["meets_dissertation_area"], "≤ 0.04 mm²": u["meets_goal_area"],
+                "one 852 MHz cycle": u["fits_one_cycle"], "≤ 0.23 W (45 nm est.)": power_ok}
+    out = ["", f"Against the dissertation ({U.DISSERTATION_AREA_MM2} mm², less than one {U.TEGRA_K1_MHZ:g} MHz cycle,"
+           f" {U.DISSERTATION_POWER_W} W) and the goal ({U.GOAL_AREA_MM2} mm²):", ""]
+    for u in units_:
+        m = meets(u)
+        met = [k for k, v in m.items() if v]
+        missed = [k for k, v in m.items() if not v]
+        all_three = m["≤ 0.06 mm²"] and m["one 852 MHz cycle"] and m["≤ 0.23 W (45 nm est.)"]
+        out.append(f"- `{u['unit']}`: {'**meets all three dissertation figures**' if all_three else 'does not meet all three'}"
+                   f" — meets {', '.join(met) or 'none'}; misses {', '.join(missed) or 'none'}.")
+    return out
+
+
 def _calculator_lines(section: dict) -> list[str]:
     """The constant calculator before (registered ranks and output register) and after (multicycle)."""
     by = {(r["design"], r["contract"]): r for r in section["records"]
@@ -333,6 +351,7 @@ def markdown(section: dict) -> list[str]:
             f"| {_f(u.get('power_130nm_w_852mhz'), '.4f')} | {_f(u.get('power_45nm_est_w'), '.4f')} |")
     if meta.get("power_note"):
         lines += ["", f"Power not measured: {meta['power_note']}"]
+    lines += verdict(section["units"])
     lines += _calculator_lines(section)
     lines += ["", "### Engines (sky130 mapped)", "",
               "| design | contract / format | latency | cells | FF | area µm² | NAND2 eq | 45 nm-eq µm² | path ns | FO4 "
