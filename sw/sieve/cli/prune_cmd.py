@@ -120,10 +120,12 @@ def _compose(net: str, result: dict, dataset, out: Path, progress: bool) -> None
     from ..pruning.study import HEADLINE
 
     seed = result["nets"][net]["seeds"][0]
-    models = {}
+    models, dirs = {}, {}
     for label, path in (("dense", seed["dense"]["weights_path"]), ("pruned", seed["methods"][HEADLINE]["weights_path"])):
         models[label] = load_into(networks.build(net), read_state_dict(path), path, net).eval()
-    doc = compose.compose(models["dense"], models["pruned"], dataset, out / "compose", net, progress)
+        # beside the cached weights, keyed by them: the dense search serves every sparsity and --out
+        dirs[label] = Path(path).parent / "search" / f"{Path(path).stem}-val{len(dataset.val)}-test{len(dataset.test)}"
+    doc = compose.compose(models["dense"], models["pruned"], dataset, dirs, net, progress)
     doc["seed"] = seed["seed"]
     write_json(out / "compose.json", doc)
     write_text(out / "compose.md", compose.markdown(doc, f"seed {seed['seed']}, {HEADLINE}"))

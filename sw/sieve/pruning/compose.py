@@ -59,25 +59,30 @@ def _row(label: str, model, plan: dict, dataset, dense_correct: np.ndarray) -> d
             "at_least_dense": verdict["meets_point_target"], "tensors": _encodings(model, plan, shape)}
 
 
-def compose(dense: torch.nn.Module, pruned: torch.nn.Module, dataset, out: Path, net: str,
+def compose(dense: torch.nn.Module, pruned: torch.nn.Module, dataset, search_dirs: dict[str, Path], net: str,
             progress: bool = True) -> dict:
-    """Search both networks (resumable under ``out/dense`` and ``out/pruned``) and compare."""
+    """Search both networks and compare.  ``search_dirs`` (``dense``/``pruned`` → directory) hold
+    each search's plan.json, report and resume cache: keyed by the weights, one dense search serves
+    every sparsity."""
     from ..plan_io import load_plan
     from ..search import run_search
 
-    out = Path(out)
     rows = []
     dense_correct = _correct(dense, dataset.test)
     rows.append(_row("dense fp32", dense, {}, dataset, dense_correct))
     rows.append(_row("pruned fp32", pruned, {}, dataset, dense_correct))
+    plans = {}
     for label, model in (("dense", dense), ("pruned", pruned)):
-        run_search(model, dataset, model_name=f"{net}-{label}", out_dir=out / label, progress=progress)
+        where = Path(search_dirs[label])
+        if not (where / "plan.json").is_file():
+            run_search(model, dataset, model_name=f"{net}-{label}", out_dir=where, progress=progress)
+        plans[label] = str(where / "plan.json")
         for variant in VARIANTS:
-            plan = load_plan(out / label / "plan.json", variant)
+            plan = load_plan(where / "plan.json", variant)
             rows.append(_row(f"{label} + search ({variant})", model, plan, dataset, dense_correct))
     kept = sum(int(m.weight.ne(0).sum()) for _, m in prunable_layers(pruned))
     total = sum(int(m.weight.numel()) for _, m in prunable_layers(pruned))
-    return {"net": net, "kept_weights": kept, "weights": total, "rows": rows}
+    return {"net": net, "kept_weights": kept, "weights": total, "plans": plans, "rows": rows}
 
 
 def markdown(result: dict, source: str) -> str:
