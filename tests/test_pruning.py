@@ -176,6 +176,7 @@ def test_relative_index_entries_count_fillers() -> None:
     assert storage.cheapest(layout, 6, 8) == ("relative2", 20)
 
 
+@pytest.mark.filterwarnings("ignore::sieve.search.driver.SearchWarning")   # tiny splits, said on purpose
 def test_search_counts_only_kept_weights_plus_index_of_a_pruned_model() -> None:
     from sieve.search import run_search
 
