@@ -25,6 +25,7 @@ COMMANDS = [
     "sieve.cli.export_cmd",
     "sieve.cli.multidsnn_cmd",
     "sieve.cli.prune_cmd",
+    "sieve.cli.mmnet_cmd",
 ]
 
 

@@ -15,19 +15,30 @@ from ..errors import SieveError
 from .weights import read_state_dict
 
 
-class CaffeLeNet(nn.Module):
-    """LeNet as in Caffe's MNIST example (input 1×28×28, 10 classes)."""
+def scaled_width(channels: int, alpha: float) -> int:
+    """``channels × alpha`` rounded, at least one (MobileNet's width multiplier)."""
+    return max(1, int(round(channels * alpha)))
 
-    def __init__(self, num_classes: int = 10) -> None:
+
+class CaffeLeNet(nn.Module):
+    """LeNet as in Caffe's MNIST example (input 1×28×28, 10 classes).
+
+    ``alpha`` (MobileNet's width multiplier) scales every layer's width and ``input_px`` the
+    input side the layers are built for; the defaults give Caffe's LeNet unchanged (M&MNet's
+    Minions, :mod:`sieve.runtime.minions`, use the others)."""
+
+    def __init__(self, num_classes: int = 10, alpha: float = 1.0, input_px: int = 28) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 20, 5)
+        c1, c2, f1 = (scaled_width(c, alpha) for c in (20, 50, 500))
+        side = ((input_px - 4) // 2 - 4) // 2
+        self.conv1 = nn.Conv2d(1, c1, 5)
         self.pool1 = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(20, 50, 5)
+        self.conv2 = nn.Conv2d(c1, c2, 5)
         self.pool2 = nn.MaxPool2d(2, 2)
         self.flatten = nn.Flatten()
-        self.ip1 = nn.Linear(50 * 4 * 4, 500)
+        self.ip1 = nn.Linear(c2 * side * side, f1)
         self.relu1 = nn.ReLU()
-        self.ip2 = nn.Linear(500, num_classes)
+        self.ip2 = nn.Linear(f1, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool1(self.conv1(x))
