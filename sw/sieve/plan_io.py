@@ -7,6 +7,15 @@ Optional keys (plans written before them still load): ``input_shape`` (C, H, W o
 the search ran on) and ``preprocess`` (:meth:`sieve.preprocess.Preprocess.to_json`, or null
 when the data came preprocessed), so that export builds the graph for the input the plan was
 searched with (``plan_input_shape``).
+
+Schema versions (``schema_version``; a plan without it is version 1 and still loads):
+
+* 2 adds, per variant, ``test_verdict`` — the paired comparison with fp32 on the test split
+  (:func:`sieve.stats.verdict`: images, reference_correct, correct, gains, losses,
+  normalized_accuracy, target, allowance, p_worse, alpha, holds) — and ``holds_on_test`` (its
+  ``holds``: test accuracy not significantly below the variant's target at the 5 % level);
+  optionally ``tightening`` (the cheaper plans the search tried below a variant's plan, with
+  their validation results: why no cheaper plan passed).
 """
 
 from __future__ import annotations
@@ -20,9 +29,12 @@ from .errors import SieveError
 from .io_utils import write_json
 
 __all__ = ["load_plan", "load_plan_document", "write_plan", "validate_plan_document", "VARIANTS",
-           "VARIANT_KEYS", "TOP_KEYS", "data_record", "plan_input_shape", "plan_preprocess"]
+           "VARIANT_KEYS", "TOP_KEYS", "SCHEMA_VERSION", "VERDICT_KEYS", "plan_schema_version", "data_record", "plan_input_shape", "plan_preprocess"]
 
 VARIANTS = ("exact", "accurate", "approximate")
+SCHEMA_VERSION = 2
+VERDICT_KEYS = ("images", "reference_correct", "correct", "gains", "losses", "normalized_accuracy",
+                "target", "allowance", "p_worse", "alpha", "holds")
 TOP_KEYS = ("model", "dataset", "strategy", "baseline", "variants", "search_seconds", "evaluations")
 VARIANT_KEYS = ("val_accuracy", "test_accuracy", "normalized_test_accuracy", "mean_bits_weights",
                 "mean_bits_activations", "mean_bits", "compression_ratio", "tensors")
@@ -36,6 +48,7 @@ def validate_plan_document(doc, source: str = "plan") -> None:
     for key in TOP_KEYS:
         if key not in doc:
             raise SieveError(f"{source}: missing key {key!r}; re-run `sieve search` to write a complete plan")
+    version = plan_schema_version(doc, source)
     for key in ("val_accuracy", "test_accuracy"):
         if key not in doc["baseline"]:
             raise SieveError(f"{source}: baseline lacks {key!r}")
@@ -46,6 +59,12 @@ def validate_plan_document(doc, source: str = "plan") -> None:
         for key in VARIANT_KEYS:
             if key not in var:
                 raise SieveError(f"{source}: variant {v!r} lacks {key!r}")
+        if version >= 2:
+            verdict = var.get("test_verdict")
+            if not isinstance(verdict, dict) or any(k not in verdict for k in VERDICT_KEYS) \
+                    or not isinstance(var.get("holds_on_test"), bool):
+                raise SieveError(f"{source}: variant {v!r} lacks a complete test_verdict {VERDICT_KEYS} and"
+                                 " holds_on_test (schema 2); re-run `sieve search` to rewrite the plan")
         for t in var["tensors"]:
             if not isinstance(t, dict) or any(k not in t for k in TENSOR_KEYS):
                 raise SieveError(f"{source}: variant {v!r} has a tensor entry without {TENSOR_KEYS}: {t!r}")
@@ -57,6 +76,17 @@ def validate_plan_document(doc, source: str = "plan") -> None:
         raise SieveError(f"{source}: input_shape {shape!r} is not a list of positive sizes (C, H, W)")
     if doc.get("preprocess") is not None:
         plan_preprocess(doc, source)
+
+
+def plan_schema_version(doc: dict, source: str = "plan") -> int:
+    """The plan's schema version (1 for plans written before it was recorded)."""
+    version = doc.get("schema_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise SieveError(f"{source}: schema_version {version!r} is not a whole number >= 1; re-run `sieve search`")
+    if version > SCHEMA_VERSION:
+        raise SieveError(f"{source}: schema_version {version} is newer than this sieve reads ({SCHEMA_VERSION});"
+                         " update sieve or re-run `sieve search` with this one")
+    return version
 
 
 def load_plan_document(path: str | os.PathLike) -> dict:

@@ -83,7 +83,9 @@ def run(args) -> int:
     for name, v in doc["variants"].items():
         print(f"  {name:<12} {v['mean_bits']:5.2f} bits ({v['compression_ratio']:.1f}x)  "
               f"val {percent(v['normalized_val_accuracy'])}  test {v['test_accuracy']:.2%} "
-              f"(normalized {percent(v['normalized_test_accuracy'])}){'' if v['meets_target'] else '  target missed'}")
+              f"(normalized {percent(v['normalized_test_accuracy'])}, "
+              f"{'holds' if v['holds_on_test'] else 'does NOT hold'} on test: "
+              f"p = {v['test_verdict']['p_worse']:.3g}){'' if v['meets_target'] else '  target missed'}")
     print(f"report: {out / 'report.md'}")
     print(f"plan:   {out / 'plan.json'}")
     return 0

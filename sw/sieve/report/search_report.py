@@ -66,17 +66,33 @@ def _table(doc: dict, hists: dict[str, ExponentHistogram]) -> list[str]:
 
 def _summary(doc: dict) -> list[str]:
     b = doc["baseline"]
-    rows = ["| variant | val acc | normalized val | test acc | normalized test | mean bits (weights / activations / all) | compression | val flips | meets target (plain / with margin) |",
-            "|---|---:|---:|---:|---:|---|---:|---:|---|",
+    rows = ["| variant | val acc | normalized val | test acc | normalized test | test gains / losses | McNemar p (worse than target) | holds on test | mean bits (weights / activations / all) | compression | val flips | meets target (plain / with margin) |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---|",
             f"| fp32 | {b['val_accuracy']:.2%} | {percent(1.0 if b['val_accuracy'] else None)} | {b['test_accuracy']:.2%} | "
-            f"{percent(1.0 if b['test_accuracy'] else None)} | 32 / 32 / 32 | 1.0x | 0 | |"]
+            f"{percent(1.0 if b['test_accuracy'] else None)} | | | | 32 / 32 / 32 | 1.0x | 0 | |"]
     for v in VARIANTS:
         d = doc["variants"][v]
+        t = d.get("test_verdict")  # (plans of schema 1 have none)
+        stat = (f"+{t['gains']} / -{t['losses']} | {t['p_worse']:.3g} | **{'yes' if t['holds'] else 'NO'}**"
+                if t else "- | - | -")
         rows.append(f"| {v} | {d['val_accuracy']:.2%} | {percent(d['normalized_val_accuracy'])} | {d['test_accuracy']:.2%} | "
-                    f"{percent(d['normalized_test_accuracy'])} | {d['mean_bits_weights']:.2f} / {d['mean_bits_activations']:.2f}"
+                    f"{percent(d['normalized_test_accuracy'])} | {stat} | {d['mean_bits_weights']:.2f} / {d['mean_bits_activations']:.2f}"
                     f" / **{d['mean_bits']:.2f}** | {d['compression_ratio']:.1f}x | {d.get('val_flips', '')} | "
                     f"{'yes' if d['meets_target'] else 'NO'} / {_yes(d.get('meets_target_with_margin'))} |")
     return rows
+
+
+def _verdict_text(doc: dict) -> list[str]:
+    """How the held-out verdict is decided (sieve.stats), in one paragraph."""
+    alpha = next((d["test_verdict"]["alpha"] for d in doc["variants"].values() if d.get("test_verdict")), None)
+    if alpha is None:
+        return []
+    return ["*Holds on test*: the variant's test accuracy is not significantly below its target at the "
+            f"{alpha:.0%} level, paired with fp32 on the same images. Gains = fp32 wrong and the plan right, "
+            "losses = the reverse; the p-value is the exact one-sided McNemar test of \"worse than the target\" "
+            "(binomial on the gains + losses discordant images, its null shifted by the images the target allows "
+            "to lose: floor(0.1 % of fp32's correct test images) for approximate, 0 for exact and accurate; "
+            "`sieve/stats.py`).", ""]
 
 
 def _yes(flag) -> str:
@@ -185,7 +201,7 @@ def write_report(out: Path, doc: dict, hists: dict[str, ExponentHistogram], poin
              f"z = {doc.get('margin_z', 0)} standard errors sqrt(gains + losses), so that the target is likely "
              "to hold on new images too (the default strategy requires it). *Val flips* = gains + losses. "
              "Test accuracy is held out: reported, never searched.", "", *warned,
-             "## Variants", "", *_summary(doc), "",
+             "## Variants", "", *_summary(doc), "", *_verdict_text(doc),
              "## Per-tensor formats", "",
              "Formats in the text form `[s|u]e<E>m<M>b<bias>` (bits in parentheses); "
              "`fp32` = left unquantized.", "", *_table(doc, hists), "",

@@ -26,7 +26,8 @@ import torch
 
 from ..errors import SieveError
 from ..io_utils import write_json
-from ..plan_io import data_record, write_plan
+from .. import stats
+from ..plan_io import SCHEMA_VERSION, data_record, write_plan
 from ..qeval import PrefixEvaluator
 from .context import MARGIN_Z, TARGETS, VARIANTS, SearchContext, min_correct_for_allowance
 from .evalcache import digest
@@ -113,11 +114,12 @@ def _check_split(split, what: str) -> None:
         raise SieveError(f"the {what} split holds NaN or Inf pixels; the data file is corrupt")
 
 
-def _correct(model, plan, images, labels, batch_size, bar) -> int:
-    """Correct predictions of ``model`` under ``plan``; ``bar`` advances per batch of images."""
+def _correct(model, plan, images, labels, batch_size, bar) -> np.ndarray:
+    """Per image, whether ``model`` under ``plan`` predicts it right (for the paired test
+    verdict, :mod:`sieve.stats`); ``bar`` advances per batch of images."""
     ev = PrefixEvaluator(model, images, batch_size=batch_size, max_states=0)
     pred = ev.run(plan, on_batch=lambda b, out: bar.update(len(out)) or True).argmax(1)
-    return int((pred == labels).sum())
+    return (pred == labels).numpy()
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -208,19 +210,25 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
     seconds = time.perf_counter() - t0
 
     with show.bar("fp32 test", n_test, "img") as bar:
-        base_test_correct = _correct(model, {}, test.images, test.labels, batch_size, bar)
+        base_test_ok = _correct(model, {}, test.images, test.labels, batch_size, bar)
+    base_test_correct = int(base_test_ok.sum())
     show.say(f"fp32 test accuracy {base_test_correct / n_test:.2%} ({base_test_correct:,} of {n_test:,} images)")
     with show.bar(f"test ({', '.join(VARIANTS)})", len(VARIANTS) * n_test, "img") as bar:
-        test_correct = {v: _correct(model, plans[v], test.images, test.labels, batch_size, bar) for v in VARIANTS}
+        test_ok = {v: _correct(model, plans[v], test.images, test.labels, batch_size, bar) for v in VARIANTS}
+    test_correct = {v: int(ok.sum()) for v, ok in test_ok.items()}
     variants = {}
     for v in VARIANTS:
         plan = plans[v]
         bits = plan_bits(plan, ctx.infos)
+        # held out: paired with fp32, "not significantly below the target" (sieve.stats)
+        verdict = stats.verdict(stats.compare(base_test_ok, test_ok[v]), TARGETS[v])
         variants[v] = {
             "val_accuracy": measured[v].correct / ctx.n,
             "test_accuracy": test_correct[v] / n_test,
             "normalized_val_accuracy": ctx.normalized(measured[v].correct),
             "normalized_test_accuracy": _ratio(test_correct[v], base_test_correct),
+            "test_verdict": verdict,
+            "holds_on_test": verdict["holds"],
             "val_agreement": measured[v].agree / ctx.n,
             "meets_target": ctx.meets(v, measured[v], margin=False),
             "val_flips": int(round(measured[v].flips)),
@@ -234,6 +242,7 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
                          "bits": plan[i.name].width if i.name in plan else 32} for i in ctx.infos],
         }
     doc = {
+        "schema_version": SCHEMA_VERSION,
         "model": model_name,
         "dataset": getattr(dataset, "name", "unknown"),
         **data_record(dataset),      # input shape and preprocessing, for export
