@@ -43,7 +43,10 @@ def markdown(result: dict) -> str:
              "Verdict vs dense: exact one-sided McNemar on the test split, per seed "
              "('≥ dense' = point estimate at least the dense accuracy, 'not worse' = p ≥ 0.05).", "",
              "Hybrid metrics are our reading (the dissertation's Fig. 7.6 is not in the text): "
-             "weighted movement = |w_f|·|w_f − w_i|, weighted magnitude increase = |w_f|·(|w_f| − |w_i|).", ""]
+             "weighted movement = |w_f|·|w_f − w_i|, weighted magnitude increase = |w_f|·(|w_f| − |w_i|).", "",
+             "Training budget: SNIP and local random train once; double-shot trains the dense net and then the "
+             "sparse one (twice the epochs, as in the dissertation), so with few epochs part of its lead is the "
+             "longer training.", ""]
     for net, info in result["nets"].items():
         summ = info["summary"]
         lines += [f"## {net} — {info['description']}, global sparsity {_pct(info['sparsity'])} %", "",
