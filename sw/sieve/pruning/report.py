@@ -78,7 +78,7 @@ def markdown(result: dict) -> str:
 
 def plot_comparison(result: dict, path: Path) -> None:
     nets = list(result["nets"])
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4), sharey=True)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(5 * len(PANELS), 4.6), sharey=True)
     for ax, (title, methods) in zip(axes, PANELS):
         methods = [m for m in methods if m in result["settings"]["methods"]]
         width = 0.8 / (len(methods) + 1)
@@ -91,7 +91,7 @@ def plot_comparison(result: dict, path: Path) -> None:
         ax.set_xticks(x + 0.4 - width / 2, nets)
         ax.set_title(title)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2)
     lows = [100 * v["summary"][m]["normalised_accuracy"]["mean"] for v in result["nets"].values()
             for m in result["settings"]["methods"]]
     axes[0].set_ylim(max(0.0, min(lows) - 3), 102)
