@@ -33,7 +33,7 @@ from sieve.errors import SieveError
 from sieve.io_utils import write_json, write_text
 
 from . import asic_units as U
-from .asic_map import DEFAULT_DELAY_PS, map_design
+from .asic_map import DEFAULT_DELAY_PS, map_design, netlist_ports
 from .sta import IDLE, at_period, fo4_ns, power, sta_tool, timing
 
 ENGINES = ("compressor", "decompressor")
@@ -87,13 +87,6 @@ def plan(contracts: tuple[str, ...] | None = None, fixed: tuple[str, ...] = FIXE
     return jobs
 
 
-def _ports(netlist: Path) -> set[str]:
-    """Top-level port names of a mapped netlist (``input [31:0] i_data;`` → ``i_data``)."""
-    import re
-
-    return set(re.findall(r"^\s*(?:input|output)\s+(?:\[[^\]]*\]\s*)?(\w+)\s*;", Path(netlist).read_text(), re.M))
-
-
 def run_job(job: Job, work_root: Path, streams: dict | None, fo4: float, delay_ps: int = DEFAULT_DELAY_PS,
             gate_level: bool = True) -> dict:
     """Map, time, check (gate-level simulation against the emulator) and power one design; one
@@ -116,7 +109,7 @@ def run_job(job: Job, work_root: Path, streams: dict | None, fo4: float, delay_p
         rec["top"] = top
         mapped = map_design(il, top, work_root, delay_ps, mode=job.mode)
         rec.update(mapped)
-        ports = _ports(Path(mapped["netlist"]))
+        ports = netlist_ports(Path(mapped["netlist"]))
         t = timing(Path(mapped["netlist"]), top, work_root, ports)
         rec["timing"] = {k: v for k, v in t.items() if k != "stages"}
         rec["critical_path"] = t["stages"]

@@ -17,7 +17,6 @@ The cells are simulated zero-delay (``FUNCTIONAL``) from ``../shared/pdk/sky130/
 
 from __future__ import annotations
 
-import re
 import subprocess
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 import sieve
 from sieve.errors import SieveError
 
-from .asic_map import CELLS_V_GZ, PRIMITIVES_V_GZ, unpack
+from .asic_map import CELLS_V_GZ, PRIMITIVES_V_GZ, netlist_ports, unpack
 
 TB = """`timescale 1ns/1ps
 module tb;
@@ -63,11 +62,6 @@ CLOCKED_BODY = """#1 clk = 1; #1 clk = 0; #1 clk = 1; #1 clk = 0; rst = 0;
       #1 if (ov) $fwrite(fd, "%h\\n", y);
       clk = 0;
     end"""
-
-
-def _ports(netlist: Path) -> set[str]:
-    text = Path(netlist).read_text()
-    return set(re.findall(r"^\s*(?:input|output)\s+(?:\[[^\]]*\]\s*)?(\w+)\s*;", text, re.M))
 
 
 def testbench(top: str, ports: set[str], n: int, k_width: int, latency: int) -> str:
@@ -116,7 +110,7 @@ def check(netlist: Path, top: str, engine: str, formats: list[sieve.Format], wor
         expected.append(exp)
     exp = np.concatenate(expected)
     (workdir / "vectors.hex").write_text("\n".join(lines) + "\n")
-    ports = _ports(netlist)
+    ports = netlist_ports(netlist)
     (workdir / "tb.v").write_text(testbench(top, ports, len(lines), kw, latency))
     cmd = ["iverilog", "-g2012", "-DFUNCTIONAL", "-o", "tb.vvp", "tb.v", str(Path(netlist).resolve()),
            str(cells.resolve()), str(prims.resolve())]

@@ -150,3 +150,9 @@ def parse_stat(stat_json: Path, netlist: Path, seconds: float = 0.0) -> dict:
         "ff": sum(seq.values()),
         "cells_by_type": cells,
     }
+
+
+def netlist_ports(netlist: Path) -> set[str]:
+    """Top-level port names of a mapped netlist (``input [31:0] i_data;`` → ``i_data``)."""
+    text = Path(netlist).read_text()
+    return set(re.findall(r"^\s*(?:input|output)\s+(?:\[[^\]]*\]\s*)?(\w+)\s*;", text, re.M))
