@@ -41,9 +41,9 @@ def test_designs_and_top_names(tmp_path):
     ("constcalc", "e4m3", "no fixed-format variant"),
     ("compressor", "e9m3", "exp_bits must be 1..8"),
     ("compressor", 42, "fixed_format must be"),
-    ("compressor_s9", None, r"compressor stages must be one of \[1, 2, 3, 4\], got 9"),
+    ("compressor_s9", None, r"compressor stages must be one of \[0, 1, 2, 3, 4\], got 9"),
     ("decompressor_s4", None, "decompressor stages must be one of"),
-    ("lanes8_s0", None, "stages must be one of"),
+    ("lanes8_s5", None, "stages must be one of"),
     ("constcalc_s2", None, "only engines and lane units have a pipeline depth"),
 ])
 def test_illegal_parameters_fail_clearly(design, fixed, message):
@@ -63,6 +63,10 @@ def test_depth_names_and_latency():
                                           "decompressor": Decompressor.DEFAULT_STAGES}
     assert generate.latency("constcalc") == ConstCalc.LATENCY == 6
     assert generate.DEPTHS == {"compressor": [1, 2, 3, 4], "decompressor": [1, 2, 3]}
+    # depth 0: the combinational engines (not in DEPTHS, so the FPGA depth sweeps leave them out)
+    assert generate.latency("compressor_s0") == 0
+    assert generate.latency("lanes8_s0") == {"compressor": 0, "decompressor": 0}
+    assert generate.latency("constcalc_mc") == ConstCalc.LATENCY
 
 
 @pytest.mark.parametrize("engine, stages", [(Compressor, s) for s in (1, 2, 3)] + [(Decompressor, s) for s in (1, 3)])
