@@ -364,8 +364,9 @@ def markdown(section: dict) -> list[str]:
             f"| {r['nand2_eq']:,.0f} | {r['area_45nm_um2']:,.0f} | {r['delay_ns']:.3f} | {r['delay_fo4']:.1f} "
             f"| {r['delay_45nm_ns']:.3f} | {t['logic_levels']} | {_f(t.get('with_constants_min_period_ns'), '.3f')} | {own} "
             f"| {_gate_level_cell(r.get('gate_level'))} |")
-    lines += ["", "Pipelined engines and the calculator: 'path' is the minimum clock period (register to register,"
-              " inputs and outputs at the clock edge).", "", "Where each constant comes from:", ""]
+    lines += ["", "Pipelined engines and `constcalc`: 'path' is the minimum clock period (register to register,"
+              " inputs and outputs at the clock edge). `constcalc_mc`: the record register → constants delay, a"
+              " multicycle path with LATENCY − 1 = 5 cycles to settle.", "", "Where each constant comes from:", ""]
     lines += [f"- {s}" for s in meta["sources"]]
     lines += ["- Timing: inputs arrive at the clock edge with a 0.1 ns slew, outputs drive four `inv_1` inputs"
               " (9.2 fF), nets costed by the Liberty's default wire-load model (`Small`): pre-layout, no placement"
