@@ -14,6 +14,10 @@ Modules, one job each:
 * :mod:`synth.flow`     one design variant through every target -> records
 * :mod:`synth.report`   records -> ``report.json`` / ``report.md``, target checks
 * :mod:`synth.run`      the command line (``python -m synth.run``)
+* :mod:`synth.asic`     the silicon section: sky130 cells + OpenSTA, the SIEVE unit vs the dissertation
+  (:mod:`synth.asic_map` Yosys onto sky130, :mod:`synth.sta` OpenSTA timing / FO4 / power,
+  :mod:`synth.asic_units` unit conversions and their sources, :mod:`synth.asic_data` real-data
+  switching activity, :mod:`synth.asic_gatelevel` gate-level simulation vs the emulator)
 """
 
 from __future__ import annotations
