@@ -221,7 +221,8 @@ def markdown(report: dict) -> str:
     if report.get("asic"):  # the silicon table leads: it is what the dissertation's figures are in
         from .asic import markdown as asic_markdown
 
-        lines += asic_markdown(report["asic"])
+        lines += (asic_markdown(report["asic"]) if "error" not in report["asic"] else
+                  ["## Silicon: sky130 cells + OpenSTA", "", f"Not run: {report['asic']['error']}", ""])
     lines += [
         "## Area and Fmax",
         "",

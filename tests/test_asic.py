@@ -163,3 +163,12 @@ def test_power_moves_to_another_clock_by_its_rate_leakage_stays():
     r = at_period({"period_ns": 2.0, "internal_w": 1.0, "switching_w": 0.5, "leakage_w": 0.1, "total_w": 1.6}, 1.0)
     assert (r["internal_w"], r["switching_w"], r["leakage_w"]) == (2.0, 1.0, 0.1)
     assert r["total_w"] == pytest.approx(3.1)
+
+
+def test_report_says_when_the_silicon_section_could_not_run():
+    from synth import report
+
+    meta = {"command": "x", "yosys": "y", "freq_mhz": 100, "seed": 1, "date": "d", "seconds": 1}
+    md = report.markdown(report.build([], meta, asic={"error": "no sky130 Liberty at /nowhere"}))
+    assert "## Silicon" in md and "Not run: no sky130 Liberty at /nowhere" in md
+    assert md.index("## Silicon") < md.index("## Area and Fmax")  # the silicon section leads
