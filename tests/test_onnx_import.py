@@ -539,3 +539,19 @@ def test_unknown_image_size_needs_an_input_shape(tmp_path):
     assert import_onnx(path, input_shape=(3, 10, 12)).input_shape == (3, 10, 12)
     with pytest.raises(SieveError, match="does not fit"):
         import_onnx(path, input_shape=(1, 10, 12))
+
+
+def test_layer_names_for_caffe2_and_folded_exports(tmp_path):
+    """Caffe2-style weights (``conv1_w``) name the layer ``conv1``; a folded export's anonymous
+    weight (``onnx::Conv_7``) falls back to the node's scope path; names never collide; two nodes
+    with the same weight and attributes are one layer called twice."""
+    nodes = [helper.make_node("Conv", ["x", "conv1_w", "conv1_b"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["c1", "onnx::Conv_7"], ["c2"], name="/layer1/layer1.0/conv1/Conv"),
+             helper.make_node("Conv", ["c2", "w3"], ["c3"], name="conv1"),
+             helper.make_node("Conv", ["c3", "conv1_w"], ["y"], pads=[1, 1, 1, 1])]   # shared weight, same layer
+    inits = [_tensor("conv1_w", _w(3, 3, 3, 3)), _tensor("conv1_b", _w(3)), _tensor("onnx::Conv_7", _w(3, 3, 1, 1)),
+             _tensor("w3", _w(3, 3, 1, 1, seed=7))]
+    imported = assert_matches_ort(_save(tmp_path, nodes, inits, (3, 6, 6), opset=11), (3, 6, 6))
+    convs = [n for n, m in imported.module.named_modules() if isinstance(m, nn.Conv2d)]
+    assert sorted(convs) == ["conv1", "conv1_2", "layer1.0.conv1"]     # the 4th node reuses conv1's layer
+    assert imported.tensor_map["layer1.0.conv1.weight"]["initializer"] == "onnx::Conv_7"
