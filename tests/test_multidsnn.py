@@ -260,3 +260,17 @@ def test_selector_text_shows_the_prefix_the_router_uses() -> None:
     assert sum("<=" in line for line in text) == 3 and sum("->" in line for line in text) == 4
     cut = selector.Router(tree, 6).describe(levels=1).splitlines()
     assert len(cut) == 4 and all("more level" in line for line in cut[1::2])
+
+
+def test_cli_without_mlxtend_stops_before_any_benchmark(tmp_path, capsys, monkeypatch) -> None:
+    import importlib.util
+
+    from sieve.cli.main import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlxtend" else real(name, *a))
+    monkeypatch.chdir(tmp_path)
+    assert main(["multidsnn", "--model", "lenet5,lenet_caffe"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "mlxtend" in err and err.count("\n") == 1
+    assert not (tmp_path / "build").exists()

@@ -59,6 +59,10 @@ def parse(args):
         raise SieveError(f"--margin-z {args.margin_z} must be >= 0")
     if args.out is not None and len(names) > 1:
         raise SieveError("--out names one directory; run one benchmark per call or drop --out")
+    if "lenet_caffe" in names:          # before any benchmark runs, not after the first ones
+        from ..datasets.mnist5k import mnist5k_path
+
+        mnist5k_path()
     return names, Settings(tail_fractions=fractions, depths=tuple(sorted(set(depths))), target=args.target,
                            margin_z=args.margin_z)
 

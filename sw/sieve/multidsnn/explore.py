@@ -26,7 +26,7 @@ instead of the dissertation's hill-climbing heuristic (§3.5.7), which exists to
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -68,7 +68,6 @@ class Artefacts:
     chosen_tree: object | None = None
     chosen_depth: int | None = None
     feature_count: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def _predict(net: torch.nn.Module, feats: torch.Tensor) -> np.ndarray:
@@ -76,8 +75,8 @@ def _predict(net: torch.nn.Module, feats: torch.Tensor) -> np.ndarray:
         return net(feats).argmax(1).numpy()
 
 
-def _name(bench: Benchmark, hidden) -> str:
-    return MONOLITH_TAIL if hidden == MONOLITH_TAIL else dsnn.topology_name(bench.feature_count(), hidden, CLASSES)
+def _name(nfeat: int, hidden) -> str:
+    return MONOLITH_TAIL if hidden == MONOLITH_TAIL else dsnn.topology_name(nfeat, hidden, CLASSES)
 
 
 def explore(bench: Benchmark, settings: Settings | None = None, progress: bool = True) -> tuple[dict, Artefacts]:
@@ -140,7 +139,7 @@ def explore(bench: Benchmark, settings: Settings | None = None, progress: bool =
         preds_va: dict[tuple, np.ndarray] = {}
         for role, grid, mask in (("main", main_grid, ~route_tr), ("tail", tail_grid, route_tr)):
             for hidden in grid:
-                bar.set_postfix_str(f"tail {frac:g} {role} {_name(bench, hidden)}")
+                bar.set_postfix_str(f"tail {frac:g} {role} {_name(nfeat, hidden)}")
                 net = dsnn.train_mlp(f"dsnn-{bench.name}-{role}", f_tr[torch.from_numpy(mask)],
                                      bench.train.labels[torch.from_numpy(mask)], hidden, CLASSES)
                 nets[(frac, role, hidden)] = net
@@ -163,7 +162,7 @@ def explore(bench: Benchmark, settings: Settings | None = None, progress: bool =
                                      router.nodes() * selector.NODE_BYTES, energy)
                 gains, losses = int((ok & ~mono_va).sum()), int((mono_va & ~ok).sum())
                 points.append({"tail_fraction": frac, "threshold": thr, "depth": router.depth,
-                               "main": _name(bench, m), "tail": _name(bench, t),
+                               "main": _name(nfeat, m), "tail": _name(nfeat, t),
                                "main_hidden": list(m), "tail_hidden": t if t == MONOLITH_TAIL else list(t),
                                "val_accuracy": float(ok.mean()), "val_normalised": float(ok.mean() / mono_va.mean()),
                                "val_gains": gains, "val_losses": losses,

@@ -2,16 +2,17 @@
 
 Batch 1 is what a device answering one input at a time sees: per input, the preprocessor,
 the selector's tree walk (:meth:`~sieve.multidsnn.selector.Router.route_one`) and the one
-chosen dsNN, against the monolith.  The two are timed in alternating rounds over the same
-inputs; the fastest round of each is reported (other processes on a shared machine only ever
-add time, so the minimum is the steadiest estimate of the work itself) beside the median.
+chosen dsNN, against the monolith.  Each input runs through the monolith and then through the
+multi-dsNN, timed call by call, in several rounds; per input the fastest of its rounds is kept
+(other processes on a shared machine only ever add time, and alternating call by call exposes
+both to the same bursts), and the mean over inputs is reported beside the median of the per-round
+means.
 Batched time per input (the whole split at once: route, then each dsNN on its share) is
 reported beside it.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import numpy as np
@@ -49,27 +50,30 @@ class MultiDsnn(nn.Module):
         return self.forward_features(self.features(x))
 
 
-def _round(fn, inputs: list[torch.Tensor]) -> float:
-    start = time.perf_counter()
-    for x in inputs:
-        fn(x)
-    return (time.perf_counter() - start) / len(inputs)
+def _paired_round(first, second, inputs: list[torch.Tensor]) -> np.ndarray:
+    """Seconds of ``first(x)`` and ``second(x)`` per input (2 x N), alternating call by call."""
+    out = np.zeros((2, len(inputs)))
+    clock = time.perf_counter
+    for i, x in enumerate(inputs):
+        t0 = clock()
+        first(x)
+        t1 = clock()
+        second(x)
+        out[0, i], out[1, i] = t1 - t0, clock() - t1
+    return out
 
 
 @torch.inference_mode()
 def compare_latency(monolith_fn, multi_fn, inputs: list[torch.Tensor], rounds: int = 11) -> dict:
-    """Per-input time of two callables over the same inputs in alternating rounds: the fastest
-    round of each (``*_us``, used for the speed-up) and the median round."""
+    """Per-input time of two callables on the same inputs: the mean over inputs of each input's
+    fastest round (``*_us``, used for the speed-up) and the median of the per-round means."""
     with torch_threads(1):
-        _round(monolith_fn, inputs[:20])
-        _round(multi_fn, inputs[:20])
-        mono, multi = [], []
-        for _ in range(rounds):
-            mono.append(_round(monolith_fn, inputs))
-            multi.append(_round(multi_fn, inputs))
-    m, d = min(mono), min(multi)
-    return {"monolith_us": 1e6 * m, "multidsnn_us": 1e6 * d, "speedup": m / d if d else float("nan"),
-            "monolith_median_us": 1e6 * statistics.median(mono), "multidsnn_median_us": 1e6 * statistics.median(multi),
+        _paired_round(monolith_fn, multi_fn, inputs[:20])           # warm-up
+        runs = np.stack([_paired_round(monolith_fn, multi_fn, inputs) for _ in range(rounds)])  # R x 2 x N
+    m, d = runs.min(axis=0).mean(axis=1)
+    med_m, med_d = np.median(runs.mean(axis=2), axis=0)
+    return {"monolith_us": 1e6 * m, "multidsnn_us": 1e6 * d, "speedup": float(m / d) if d else float("nan"),
+            "monolith_median_us": 1e6 * med_m, "multidsnn_median_us": 1e6 * med_d,
             "inputs": len(inputs), "rounds": rounds}
 
 

@@ -182,8 +182,9 @@ def markdown(result: dict, art: Artefacts) -> str:
               f"wrong while the other is right, §3.5.5) **{_pct(sel['test_misclassification'])}**; routing differs from "
               f"the monolith-error partition on {_pct(sel['test_routing_error'])} of inputs (balanced accuracy "
               f"{_pct(sel['test_balanced_accuracy'])}).", "",
-              f"Latency: 1 thread, fastest of {lat['batch1_end_to_end']['rounds']} alternating rounds over "
-              f"{lat['batch1_end_to_end']['inputs']} test inputs; batch-1 predictions equal the explored ones: "
+              f"Latency: 1 thread, {lat['batch1_end_to_end']['inputs']} test inputs each through the monolith and "
+              f"the multi-dsNN in turn, per input the fastest of {lat['batch1_end_to_end']['rounds']} rounds, averaged "
+              "(a shared machine only adds time); batch-1 predictions equal the explored ones: "
               f"{c['batch1_predictions_match']}.", "",
               f"### Selector tree (top {min(TREE_LEVELS_SHOWN, c['depth'])} of {c['depth']} levels)", "",
               "![tree](tree.png)", "",
