@@ -548,7 +548,7 @@ def test_layer_names_for_caffe2_and_folded_exports(tmp_path):
     nodes = [helper.make_node("Conv", ["x", "conv1_w", "conv1_b"], ["c1"], pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["c1", "onnx::Conv_7"], ["c2"], name="/layer1/layer1.0/conv1/Conv"),
              helper.make_node("Conv", ["c2", "w3"], ["c3"], name="conv1"),
-             helper.make_node("Conv", ["c3", "conv1_w"], ["y"], pads=[1, 1, 1, 1])]   # shared weight, same layer
+             helper.make_node("Conv", ["c3", "conv1_w", "conv1_b"], ["y"], pads=[1, 1, 1, 1])]   # the same layer again
     inits = [_tensor("conv1_w", _w(3, 3, 3, 3)), _tensor("conv1_b", _w(3)), _tensor("onnx::Conv_7", _w(3, 3, 1, 1)),
              _tensor("w3", _w(3, 3, 1, 1, seed=7))]
     imported = assert_matches_ort(_save(tmp_path, nodes, inits, (3, 6, 6), opset=11), (3, 6, 6))
