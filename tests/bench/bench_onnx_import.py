@@ -25,23 +25,7 @@ import torch
 from torch import nn
 
 from sieve.io_utils import write_json, write_text
-
-
-class _Bottleneck(nn.Module):
-    def __init__(self, cin: int, mid: int, stride: int):
-        super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
-        self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
-        self.conv3, self.bn3 = nn.Conv2d(mid, 4 * mid, 1, bias=False), nn.BatchNorm2d(4 * mid)
-        self.downsample = None
-        if stride != 1 or cin != 4 * mid:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, 4 * mid, 1, stride, bias=False), nn.BatchNorm2d(4 * mid))
-
-    def forward(self, x):
-        y = torch.relu(self.bn1(self.conv1(x)))
-        y = torch.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
-        return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+from tests.test_onnx_import import Bottleneck   # the test suite's ResNet-50 bottleneck
 
 
 class ResNet50Shape(nn.Module):
@@ -55,7 +39,7 @@ class ResNet50Shape(nn.Module):
             mid = width * 2 ** i
             stage = []
             for b in range(blocks):
-                stage.append(_Bottleneck(cin, mid, 2 if b == 0 and i > 0 else 1))
+                stage.append(Bottleneck(cin, mid, 2 if b == 0 and i > 0 else 1))
                 cin = 4 * mid
             layers.append(nn.Sequential(*stage))
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
