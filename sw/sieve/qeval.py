@@ -6,12 +6,19 @@ works on the int32 view of float32 tensors and reproduces :func:`sieve.quantize`
 (``tests/test_qeval.py`` proves it over many formats and every corner case).
 
 The quantizable tensors are the weight and the input activation of every ``nn.Conv2d`` and
-``nn.Linear``: what memory holds between layers.  Biases stay fp32.
+``nn.Linear``: what memory holds between layers.  Biases stay fp32.  A module that ``forward``
+calls more than once (weight sharing) has one weight but one input activation per *call site*,
+each with its own format: ``<module>.input`` for the first call of a forward pass,
+``<module>.input#2``, ``<module>.input#3``, ... for the later ones (:func:`activation_name`), so
+the names of a module called once are unchanged.  Search, :func:`apply_plan`, the prefix cache and
+the ONNX exporter all count calls the same way (:func:`hook_call_sites`, or the order of the
+module's nodes in a traced graph).
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -22,16 +29,52 @@ from torch import nn
 from .cfloat import Format
 from .errors import SieveError
 
-__all__ = ["TensorInfo", "quantizable_tensors", "quantize_tensor", "apply_plan", "check_plan"]
+__all__ = ["TensorInfo", "quantizable_tensors", "quantize_tensor", "apply_plan", "check_plan",
+           "activation_name", "parse_tensor_name", "hook_call_sites"]
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
 _CANON_NAN = (0x7FC00000, -0x00400000)  # int32 bit patterns of +qNaN (0x7FC00000) and -qNaN (0xFFC00000)
 _FP32_MIN_NORMAL = 2.0**-126
+# "<module>.weight", "<module>.input" or "<module>.input#<call>" (call >= 2, no leading zero)
+_TENSOR_NAME = re.compile(r"(?P<module>.*)\.(?P<kind>weight|input)(?:#(?P<call>[2-9]|[1-9][0-9]+))?")
+
+
+def activation_name(module: str, call: int = 1) -> str:
+    """Name of the input of the ``call``-th call (1-based) of ``module`` in one forward pass:
+    ``<module>.input`` for the first, ``<module>.input#<call>`` for the later ones."""
+    return f"{module}.input" if call == 1 else f"{module}.input#{call}"
+
+
+def parse_tensor_name(name: str) -> tuple[str, str, int] | None:
+    """``(module, "weight" | "input", call)`` of a tensor name (call 1 for a weight), or None
+    when ``name`` is not spelled like a quantizable tensor."""
+    m = _TENSOR_NAME.fullmatch(name) if isinstance(name, str) else None
+    if m is None or (m["kind"] == "weight" and m["call"]):
+        return None
+    return m["module"], m["kind"], int(m["call"] or 1)
+
+
+def hook_call_sites(model: nn.Module, fn, prepend: bool = False) -> list:
+    """Forward pre-hooks calling ``fn(activation_name, module, args)`` before every call of every
+    Conv2d/Linear of ``model``; what ``fn`` returns replaces ``args`` (None keeps them), as in a
+    forward pre-hook.  Calls are counted per module from the start of each call of ``model``
+    itself, so the k-th call of a module in a forward pass is always the same tensor name.
+    Returns the hook handles (``.remove()`` them to undo)."""
+    counts: dict[str, int] = {}
+    handles = [model.register_forward_pre_hook(lambda mod, args: counts.clear(), prepend=True)]
+    for name, m in model.named_modules():
+        if isinstance(m, QUANTIZABLE):
+            def hook(mod, args, name=name):
+                counts[name] = counts.get(name, 0) + 1
+                return fn(activation_name(name, counts[name]), mod, args)
+            handles.append(m.register_forward_pre_hook(hook, prepend=prepend))
+    return handles
 
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """One quantizable tensor: ``name`` is ``"<module>.weight"`` or ``"<module>.input"``."""
+    """One quantizable tensor: ``name`` is ``"<module>.weight"`` or an input activation
+    (``"<module>.input"``, or ``"<module>.input#<k>"`` for the k-th call of a shared module)."""
 
     name: str
     kind: str          # "weight" | "activation"
@@ -168,7 +211,8 @@ def _quantize_plain(t: torch.Tensor, bits: torch.Tensor, fmt: Format) -> torch.T
 
 
 def quantizable_tensors(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[TensorInfo]:
-    """Every quantizable tensor of ``model`` in module order (activation before weight).
+    """Every quantizable tensor of ``model`` in module order (a module's call sites in call order,
+    then its weight).
 
     Activation sizes come from one forward pass on a zero image of ``input_shape`` (C, H, W);
     when not given it is inferred from the first layer (28x28 for one channel, 224x224 for an
@@ -180,8 +224,10 @@ def quantizable_tensors(model: nn.Module, input_shape: tuple[int, ...] | None = 
     sizes = _input_sizes(model, modules, input_shape)
     infos: list[TensorInfo] = []
     for name, m in modules:
-        if name in sizes:
-            infos.append(TensorInfo(f"{name}.input", "activation", sizes[name], name))
+        call = 1
+        while (site := activation_name(name, call)) in sizes:
+            infos.append(TensorInfo(site, "activation", sizes[site], name))
+            call += 1
         infos.append(TensorInfo(f"{name}.weight", "weight", int(m.weight.numel()), name))
     return infos
 
@@ -200,12 +246,13 @@ def _guess_input_shape(modules) -> tuple[int, ...]:
 
 
 def _input_sizes(model, modules, input_shape) -> dict[str, int]:
+    """Elements per image of every call site's input, by activation name."""
     sizes: dict[str, int] = {}
-    handles = []
-    for name, m in modules:
-        def hook(mod, args, name=name):
-            sizes.setdefault(name, int(args[0][0].numel()))
-        handles.append(m.register_forward_pre_hook(hook))
+
+    def record(site, mod, args):
+        sizes.setdefault(site, int(args[0][0].numel()))
+
+    handles = hook_call_sites(model, record)
     shapes = [tuple(input_shape)] if input_shape is not None else list(_guess_input_shape(modules))
     try:
         for shape in shapes:
@@ -225,42 +272,67 @@ def _input_sizes(model, modules, input_shape) -> dict[str, int]:
     return sizes
 
 
-def check_plan(model: nn.Module, plan: Mapping[str, Format]) -> None:
-    """Raise SieveError when a plan names a tensor the model does not have or holds a non-Format."""
+def check_plan(model: nn.Module, plan: Mapping[str, Format], input_shape: tuple[int, ...] | None = None) -> None:
+    """Raise SieveError when a plan names a tensor the model does not have or holds a non-Format.
+
+    With ``input_shape`` (C, H, W), a later call site (``<module>.input#<k>``) is also checked
+    against the calls one forward pass on a zero image makes (:func:`quantizable_tensors`).
+    """
     modules = {name for name, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
     for key, fmt in plan.items():
-        module, _, kind = key.rpartition(".")
-        if kind not in ("weight", "input") or module not in modules:
+        parsed = parse_tensor_name(key)
+        if parsed is None or parsed[0] not in modules:
             known = ", ".join(sorted(modules)[:6])
             raise SieveError(
-                f"plan names tensor {key!r}, which is not '<conv/linear module>.weight|input' of this model"
+                f"plan names tensor {key!r}, which is not '<conv/linear module>.weight|input[#call]' of this model"
                 f" (modules: {known}{', ...' if len(modules) > 6 else ''})"
             )
         if not isinstance(fmt, Format):
             raise SieveError(f"plan entry {key!r} is {fmt!r}, not a sieve.Format")
+    later = [key for key in plan if parse_tensor_name(key)[2] > 1]
+    if later and input_shape is not None:
+        sites = {info.name for info in quantizable_tensors(model, input_shape)}
+        _refuse_unreached([key for key in later if key not in sites])
 
 
-def apply_plan(model: nn.Module, plan: Mapping[str, Format]) -> nn.Module:
+def _refuse_unreached(missing) -> None:
+    if missing:
+        raise SieveError(f"plan names call sites that forward() never reaches: {', '.join(sorted(missing))}"
+                         " (a module called k times has inputs <module>.input, <module>.input#2 .. #k)")
+
+
+def apply_plan(model: nn.Module, plan: Mapping[str, Format], input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """A deep copy of ``model`` with the plan applied (the original is left untouched).
 
-    Planned weights are replaced by quantized copies; a forward pre-hook rounds every planned
-    input activation.  Tensors absent from the plan stay fp32.
+    Planned weights are replaced by quantized copies; forward pre-hooks round every planned
+    input activation, each call site of a shared module with its own format.  Tensors absent
+    from the plan stay fp32.  A later call site (``<module>.input#<k>``) that forward() does not
+    reach is refused: at once with ``input_shape`` (C, H, W), else by the first forward pass.
     """
-    check_plan(model, plan)
+    check_plan(model, plan, input_shape)
     q = copy.deepcopy(model)
     q.eval()
     for name, m in q.named_modules():
-        if not isinstance(m, QUANTIZABLE):
-            continue
-        wfmt = plan.get(f"{name}.weight")
+        wfmt = plan.get(f"{name}.weight") if isinstance(m, QUANTIZABLE) else None
         if wfmt is not None:
             with torch.no_grad():
                 m.weight.copy_(quantize_tensor(m.weight.detach(), wfmt))
-        afmt = plan.get(f"{name}.input")
-        if afmt is not None:
-            def pre_hook(mod, args, fmt=afmt):
-                return (quantize_tensor(args[0], fmt), *args[1:])
-            m.register_forward_pre_hook(pre_hook)
+    if any(parse_tensor_name(key)[1] == "input" for key in plan):
+        formats = dict(plan)  # the hooks keep their own copy
+        unreached = {key for key in plan if parse_tensor_name(key)[2] > 1}
+
+        def round_input(site, mod, args):
+            fmt = formats.get(site)
+            unreached.discard(site)
+            return None if fmt is None else (quantize_tensor(args[0], fmt), *args[1:])
+
+        hook_call_sites(q, round_input)
+        if unreached:  # checked once, after the first forward pass
+            def check_reached(mod, args, output):
+                handle.remove()
+                _refuse_unreached(unreached)
+
+            handle = q.register_forward_hook(check_reached)
     return q
 
 
@@ -270,11 +342,13 @@ class PrefixEvaluator:
 
     Why: a search evaluates hundreds of plans that differ from each other in one tensor.  The
     model is traced once with ``torch.fx`` into a graph of nodes; a *state* stores, per batch,
-    the values live just before the first node of some conv/linear module (a *cut*) together
-    with the plan prefix that produced them.  A plan that agrees with a stored state on every
-    tensor of the modules before its cut restarts there, so changing one layer only runs the
-    layers after it.  The fp32 predictions are computed once and kept.  Models fx cannot trace
-    fall back to full recomputation (still correct, just slower).
+    the values live just before the node where some tensor is first used (a *cut*: a call of a
+    conv/linear module) together with the plan prefix that produced them.  A plan that agrees
+    with a stored state on every tensor first used before its cut restarts there, so changing
+    one layer only runs the layers after it.  The k-th node calling a module is its k-th call
+    site (``<module>.input#k``), as in :func:`apply_plan`.  The fp32 predictions are computed
+    once and kept.  Models fx cannot trace fall back to full recomputation (still correct, just
+    slower).
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, batch_size: int = 500, max_states: int = 4):
@@ -284,6 +358,7 @@ class PrefixEvaluator:
         self.batch_size = int(batch_size)
         self.max_states = int(max_states)
         self.infos = quantizable_tensors(model, tuple(images.shape[1:]))
+        self._names = {info.name: info for info in self.infos}
         self.modules = dict(model.named_modules())
         self.states: dict[tuple, list[dict]] = {}
         self._wcache: dict[tuple[str, str], torch.Tensor] = {}
@@ -301,25 +376,32 @@ class PrefixEvaluator:
 
     # -- graph bookkeeping
     def _index_graph(self) -> None:
-        self.cut: dict[str, int] = {}
+        self.cut: dict[str, int] = {}        # module -> node of its first call
+        self.first_use: dict[str, int] = {}  # tensor name -> node where it first enters
+        self.site_at: dict[int, str] = {}    # node -> the call site (activation name) it is
         if self.gm is None:
             return
         pos = {node: i for i, node in enumerate(self.nodes)}
         last_use = {i: i for i in range(len(self.nodes))}
+        calls: dict[str, int] = {}
         for i, node in enumerate(self.nodes):
             for inp in node.all_input_nodes:
                 last_use[pos[inp]] = max(last_use[pos[inp]], i)
             if node.op == "call_module" and isinstance(self.modules.get(node.target), QUANTIZABLE):
+                calls[node.target] = calls.get(node.target, 0) + 1
+                self.site_at[i] = site = activation_name(node.target, calls[node.target])
                 self.cut.setdefault(node.target, i)
+                self.first_use[site] = i
+                self.first_use.setdefault(f"{node.target}.weight", i)
         self._pos = pos
         self._last_use = last_use
-        for info in self.infos:  # a module fx did not call as a leaf: no prefix cache for safety
-            if info.module_name not in self.cut:
-                self.gm, self.nodes, self.cut = None, [], {}
-                return
+        # the graph must make exactly the calls a forward pass makes (a module fx did not call as
+        # a leaf, or calls behind control flow, would misplace cuts): otherwise no prefix cache
+        if set(self.first_use) != {info.name for info in self.infos}:
+            self.gm, self.nodes, self.cut, self.first_use, self.site_at = None, [], {}, {}, {}
 
     def _prefix_key(self, plan: Mapping[str, Format], cut: int) -> tuple:
-        return tuple(sorted((k, str(v)) for k, v in plan.items() if self.cut[k.rpartition(".")[0]] < cut))
+        return tuple(sorted((k, str(v)) for k, v in plan.items() if self.first_use[k] < cut))
 
     def _weight(self, module_name: str, fmt: Format | None) -> torch.Tensor:
         w = self.modules[module_name].weight.detach()
@@ -332,11 +414,11 @@ class PrefixEvaluator:
             self._wcache[key] = quantize_tensor(w, fmt)
         return self._wcache[key]
 
-    def _call_quantizable(self, name: str, x: torch.Tensor, plan, observer) -> torch.Tensor:
+    def _call_quantizable(self, name: str, site: str, x: torch.Tensor, plan, observer) -> torch.Tensor:
         m = self.modules[name]
         if observer is not None:
-            observer(f"{name}.input", x)
-        afmt = plan.get(f"{name}.input")
+            observer(site, x)
+        afmt = plan.get(site)
         if afmt is not None:
             x = quantize_tensor(x, afmt)
         w = self._weight(name, plan.get(f"{name}.weight"))
@@ -364,8 +446,8 @@ class PrefixEvaluator:
                 for part in node.target.split("."):
                     val = getattr(val, part)
             elif node.op == "call_module":
-                if node.target in self.cut:
-                    val = self._call_quantizable(node.target, args[0], plan, observer)
+                if i in self.site_at:
+                    val = self._call_quantizable(node.target, self.site_at[i], args[0], plan, observer)
                 else:
                     val = self.gm.get_submodule(node.target)(*args, **kwargs)
             elif node.op == "call_function":
@@ -396,20 +478,25 @@ class PrefixEvaluator:
             on_batch=None) -> torch.Tensor:
         """Logits of the quantized model on the images (rows of batches actually run).
 
-        ``checkpoint``: a module name whose cut state is stored for later plans that share the
-        prefix.  ``observer(tensor_name, fp32_input)`` sees every conv/linear input (before
-        rounding).  ``on_batch(batch_index, logits) -> bool``: return False to stop early.
+        ``checkpoint``: a tensor name (or a module name: its first call) whose cut state is
+        stored for later plans that share the prefix.  ``observer(tensor_name, fp32_input)`` sees
+        every conv/linear call site's input (before rounding).  ``on_batch(batch_index, logits)
+        -> bool``: return False to stop early.
         """
         plan = dict(plan)
+        unknown = [k for k in plan if k not in self._names]
+        if unknown:
+            raise SieveError(f"plan names {', '.join(unknown)}, not tensors of this model"
+                             f" (they are named like {', '.join(list(self._names)[:4])}, ...)")
         outs: list[torch.Tensor] = []
         if self.gm is None:
             q = apply_plan(self.model, plan)
             handles = []
-            if observer is not None:
-                for info in self.infos:
-                    if info.kind == "activation":
-                        handles.append(self.modules[info.module_name].register_forward_pre_hook(
-                            lambda mod, args, name=info.name: observer(name, args[0])))
+            if observer is not None:  # on the copy that runs, before its roundings
+                def observe(site, mod, args):
+                    observer(site, args[0])
+
+                handles = hook_call_sites(q, observe, prepend=True)
             try:
                 with torch.no_grad():
                     for b, start in enumerate(range(0, self.n, self.batch_size)):
@@ -422,7 +509,9 @@ class PrefixEvaluator:
                     h.remove()
             return torch.cat(outs)
         start, envs = self._start(plan) if observer is None else (0, None)
-        save_at = self.cut[checkpoint] if checkpoint is not None else None
+        save_at = None
+        if checkpoint is not None:
+            save_at = self.first_use[checkpoint] if checkpoint in self.first_use else self.cut[checkpoint]
         if save_at is not None and save_at <= start:
             save_at = None  # already have it (or a deeper one)
         new_states: list[dict] = []

@@ -5,7 +5,8 @@ such as ``conv1.weight`` as initializer names and, with ``TrainingMode.PRESERVE`
 BatchNorm into the convolution weights the plan refers to).  The graph is then edited with
 ``onnx.helper``: each planned weight initializer is replaced by its packed codes plus a decode
 subgraph producing a tensor of the same name, and a rounding subgraph is inserted in front of the
-activation input of each planned Conv/Gemm/MatMul (the blocked, NCHWc-friendly rounding where
+activation input of each planned Conv/Gemm/MatMul (the k-th node using a module's weight is the
+module's k-th call site, ``<layer>.input#k``; the blocked, NCHWc-friendly rounding where
 :mod:`.bounds` proves the input finite).  Finally the graph is compacted (:mod:`.compact`: folded
 constants, BatchNorm as scale + shift, short names) because every byte counts against the
 weight-bits size bound.  Nothing is written unless the whole model validates (``onnx.checker``
@@ -30,6 +31,7 @@ from ..cfloat import Format
 from ..emulator import quantize
 from ..errors import SieveError
 from ..io_utils import atomic_path
+from ..qeval import activation_name, parse_tensor_name, quantizable_tensors
 from .compact import batchnorm_to_affine, fold_constants, strip_graph
 from .bounds import FINITE_LIMIT, magnitude_bounds
 from .onnx_graph import GraphBuilder
@@ -42,7 +44,6 @@ __all__ = ["MODES", "TensorEntry", "ExportResult", "quantizable_names", "check_p
 
 MODES = ("full", "weights-only", "fp32")
 METADATA_KEY = "sieve.tensors"
-_LAYERS = (torch.nn.Conv2d, torch.nn.Linear)
 _CONSUMERS = ("Conv", "Gemm", "MatMul")
 
 
@@ -82,16 +83,18 @@ _METHODS = {v: k for k, v in _CODES.items() if v}
 
 def _compact(e: TensorEntry) -> str:
     """The metadata record of one tensor, space-separated text (the file stores every byte).
-    Tensor names are ``<layer>.weight`` / ``<layer>.input`` (contracts.md), so a record starts with
-    the layer and the kind: ``<layer> w format packed-initializer [method]`` for a weight (the
-    decoded tensor keeps the weight's name and its shape gives the element count; no method means
-    the shared ``fields`` decode) and ``<layer> a format elements rounded-tensor source-tensor
-    method`` for an activation (elements per image); methods by their first letter."""
+    Tensor names are ``<layer>.weight`` / ``<layer>.input[#call]`` (contracts.md), so a record
+    starts with the layer and the kind: ``<layer> w format packed-initializer [method]`` for a
+    weight (the decoded tensor keeps the weight's name and its shape gives the element count; no
+    method means the shared ``fields`` decode) and ``<layer> a format elements rounded-tensor
+    source-tensor method [call]`` for an activation (elements per image; the call number only for
+    a shared layer's later call sites); methods by their first letter."""
+    layer, _, call = parse_tensor_name(e.name)
     if e.kind == "weight":
         extra = [_CODES[e.method]] if _CODES[e.method] else []
-        return " ".join([e.name[: -len(".weight")], "w", e.format, e.packed, *extra])
-    return " ".join([e.name[: -len(".input")], "a", e.format, str(e.elements), e.tensor, e.source,
-                     _CODES[e.method]])
+        return " ".join([layer, "w", e.format, e.packed, *extra])
+    return " ".join([layer, "a", e.format, str(e.elements), e.tensor, e.source, _CODES[e.method],
+                     *([str(call)] if call > 1 else [])])
 
 
 def _decoded_elements(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], name: str) -> int:
@@ -117,34 +120,26 @@ def read_records(proto: onnx.ModelProto) -> list[TensorEntry] | None:
             stored = len(inits[packed].raw_data) if packed in inits else 0
             elements = _decoded_elements(proto.graph, inits, name)
             out.append(TensorEntry(name, "weight", fmt, elements, stored, 4 * elements, method, name, packed))
-        elif len(r) == 7 and r[1] == "a":
-            _, _, fmt, elements, tensor, source, method = r
-            out.append(TensorEntry(f"{r[0]}.input", "activation", fmt, int(elements), 0, 4 * int(elements),
-                                   _METHODS[method], tensor, source=source))
+        elif len(r) in (7, 8) and r[1] == "a":
+            _, _, fmt, elements, tensor, source, method = r[:7]
+            call = int(r[7]) if len(r) == 8 else 1
+            if len(r) == 8 and call < 2:  # the first call is written without a number
+                raise ValueError(f"call number {r[7]} in {text!r}")
+            out.append(TensorEntry(activation_name(r[0], call), "activation", fmt, int(elements), 0,
+                                   4 * int(elements), _METHODS[method], tensor, source=source))
         else:
             raise ValueError(f"unreadable record {text!r}")
     return out
 
 
 def quantizable_names(model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[str, int]]:
-    """``{tensor name: (kind, elements)}`` for every Conv2d/Linear weight and input (contracts.md)."""
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, _LAYERS)}
-    sizes: dict[str, int] = {}
-    hooks = [m.register_forward_pre_hook(
-        lambda mod, args, _n=name: sizes.__setitem__(_n, int(args[0][0].numel())))
-        for name, m in layers.items()]
-    try:
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape)))
-    finally:
-        for h in hooks:
-            h.remove()
-    out: dict[str, tuple[str, int]] = {}
-    for name, m in layers.items():
-        out[f"{name}.weight"] = ("weight", int(m.weight.numel()))
-        if name in sizes:
-            out[f"{name}.input"] = ("activation", sizes[name])
-    return out
+    """``{tensor name: (kind, elements)}`` for every Conv2d/Linear weight and the input of each of
+    its call sites (contracts.md; the names :mod:`sieve.qeval` and the search use)."""
+    infos = quantizable_tensors(model, tuple(input_shape))
+    rank = {layer: k for k, layer in enumerate(dict.fromkeys(i.module_name for i in infos))}
+    # per layer the weight first, then its call sites (the order error messages show)
+    ordered = sorted(infos, key=lambda i: (rank[i.module_name], i.kind != "weight"))
+    return {i.name: (i.kind, i.elements) for i in ordered}
 
 
 def check_plan(known: dict[str, tuple[str, int]], plan: dict[str, Format],
@@ -203,17 +198,36 @@ def _materialize_aliases(graph: onnx.GraphProto) -> None:
     graph.node.extend(keep)
 
 
-def _consumer(graph: onnx.GraphProto, weight: str) -> int:
-    """Index of the Conv/Gemm/MatMul node that uses ``weight`` (directly or via Transpose/Identity)."""
+def _consumers(graph: onnx.GraphProto, weight: str) -> list[int]:
+    """Indices of the Conv/Gemm/MatMul nodes that use ``weight`` (directly or via
+    Transpose/Identity), in graph order: the layer's call sites in the order forward() made them
+    (the TorchScript exporter records operators as they run)."""
     names = {weight}
     for _ in range(4):  # follow short chains of layout ops
-        for index, node in enumerate(graph.node):
-            if node.op_type in _CONSUMERS and len(node.input) > 1 and node.input[1] in names:
-                return index
         names |= {o for node in graph.node if node.op_type in ("Transpose", "Identity")
                   and node.input[0] in names for o in node.output}
-    raise SieveError(f"cannot find the Conv/Gemm/MatMul that uses {weight} in the exported graph; "
-                     "the layer must be an nn.Conv2d or nn.Linear called in forward()")
+    found = [index for index, node in enumerate(graph.node)
+             if node.op_type in _CONSUMERS and len(node.input) > 1 and node.input[1] in names]
+    if not found:
+        raise SieveError(f"cannot find the Conv/Gemm/MatMul that uses {weight} in the exported graph; "
+                         "the layer must be an nn.Conv2d or nn.Linear called in forward()")
+    return found
+
+
+def _call_site_nodes(graph: onnx.GraphProto, known: dict[str, tuple[str, int]], acts: list[str]) -> dict[str, int]:
+    """``{planned activation: index of the node it feeds}``: the k-th consumer of a layer's
+    weight for ``<layer>.input#k``.  A layer whose graph nodes and forward() calls differ in
+    number cannot be matched call by call, and is refused."""
+    out = {}
+    for name in acts:
+        layer, _, call = parse_tensor_name(name)
+        nodes = _consumers(graph, f"{layer}.weight")
+        calls = sum(1 for n in known if parse_tensor_name(n)[:2] == (layer, "input"))
+        if len(nodes) != calls:
+            raise SieveError(f"{layer} is called {calls} time(s) in forward() but the exported graph has {len(nodes)}"
+                             f" Conv/Gemm/MatMul node(s) using {layer}.weight; cannot tell which call {name} is")
+        out[name] = nodes[call - 1]
+    return out
 
 
 def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tuple[int, ...],
@@ -262,7 +276,7 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
 
     # activations: rounding nodes right before each planned layer, in graph order (roundings
     # share constant-building nodes, which must come before every use)
-    consumers = {name: _consumer(graph, f"{name[: -len('.input')]}.weight") for name in acts}
+    consumers = _call_site_nodes(graph, known, acts)
     acts = sorted(acts, key=consumers.__getitem__)
     bounds: dict[str, float] = {}
     if acts:  # the bound proof only serves the choice of rounding
@@ -275,7 +289,7 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
     outputs = {o.name for o in graph.output}
     dropped: set[int] = set()
     for name in acts:
-        layer = name[: -len(".input")]
+        layer = parse_tensor_name(name)[0]
         index = consumers[name]
         node = graph.node[index]
         fmt = plan[name]

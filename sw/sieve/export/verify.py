@@ -98,7 +98,7 @@ def explain(model: torch.nn.Module, plan: dict[str, Format], path: str, images: 
     """For each image, the first planned activation whose rounded values differ between the file
     and the emulator: how many elements differ, whether the graph rounds its own input exactly as
     the emulator would, and how many ulps apart the fp32 inputs of the differing elements were."""
-    from ..qeval import apply_plan
+    from ..qeval import apply_plan, hook_call_sites
 
     applied = file_plan(path, plan)
     proto, pairs = _rounding_io(path)
@@ -106,10 +106,11 @@ def explain(model: torch.nn.Module, plan: dict[str, Format], path: str, images: 
     names = [o.name for o in sess.get_outputs()]
     emulated = apply_plan(model, applied)
     captured: dict[str, torch.Tensor] = {}
-    modules = dict(emulated.named_modules())
-    hooks = [modules[n[: -len(".input")]].register_forward_pre_hook(
-        lambda mod, args, _n=n: captured.__setitem__(_n, args[0].detach().clone()), prepend=True)
-        for n, _, _ in pairs]
+
+    def capture(site, mod, args):  # every call site's input before its rounding
+        captured[site] = args[0].detach().clone()
+
+    hooks = hook_call_sites(emulated, capture, prepend=True)
     out = []
     try:
         for index in range(len(images)):

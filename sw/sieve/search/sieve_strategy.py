@@ -45,7 +45,7 @@ def search_sieve(ctx: SearchContext, log=None) -> tuple[dict[str, dict[str, Form
                 break
             for man_bits in range(6, -1, -1):
                 fmt = Format(exp_bits, man_bits, bias)
-                out = ctx.evaluate({info.name: fmt}, ctx.full, "measure", checkpoint=info.module_name, early=False)
+                out = ctx.evaluate({info.name: fmt}, ctx.full, "measure", checkpoint=info.name, early=False)
                 norm = ctx.normalized(out.est_correct)  # None: fp32 gets nothing right, nothing to drop below
                 tried.append((fmt, out))
                 trace.append({"tensor": info.name, "format": str(fmt), "coverage": cov,
