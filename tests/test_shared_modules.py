@@ -230,3 +230,22 @@ def test_search_plans_every_call_site(tmp_path) -> None:
         if variant == "exact":
             with torch.no_grad():
                 assert torch.equal(pred, model(data.val.images).argmax(1))
+
+
+def test_onnx_import_maps_every_call_site(tmp_path) -> None:
+    """An ONNX file whose Conv/Gemm nodes share a weight imports as one layer called twice; its
+    name map lists each call site's input tensor in the file."""
+    import warnings
+
+    from sieve.onnx_import import import_onnx
+
+    model, path = shared_model(), tmp_path / "plain.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, *SHAPE),), str(path), dynamo=False, opset_version=13,
+                          input_names=["input"], output_names=["logits"])
+    imported = import_onnx(path)
+    assert set(imported.tensor_map) == {i.name for i in quantizable_tensors(imported.module, SHAPE)}
+    assert imported.tensor_map["c.input"]["tensor"] != imported.tensor_map["c.input#2"]["tensor"]
+    with torch.no_grad():  # the imported layer rounds per call site like the original
+        assert torch.equal(apply_plan(imported.module, PLAN)(images(8)), apply_plan(model, PLAN)(images(8)))

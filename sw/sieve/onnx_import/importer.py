@@ -4,8 +4,9 @@ Layer names come from the file so that a plan maps back to it: a weight initiali
 ``features.0.weight`` (what ``torch.onnx.export`` writes) gives the module ``features.0``; else
 the node's name (``/layer1/layer1.0/conv1/Conv`` → ``layer1.0.conv1``); else a Caffe2-style
 weight name without its suffix (``conv1_w`` → ``conv1``); else ``conv<index>``.  The map from
-every plan tensor name (``<module>.weight`` / ``<module>.input``) to the ONNX initializer and
-tensor it stands for is kept in ``module.meta["onnx"]``.
+every plan tensor name (``<module>.weight`` / ``<module>.input``, ``<module>.input#k`` for the
+k-th node of a layer whose weight several nodes share) to the ONNX initializer and tensor it
+stands for is kept in ``module.meta["onnx"]``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import SieveError
+from ..qeval import activation_name, parse_tensor_name
 from .builder import FxBuilder, ImportFailure, Value
 from .ops import OPS, NodeContext, read_attrs
 from .reader import DEFAULT_DOMAINS, OnnxGraph, _as_array, read_onnx
@@ -88,7 +90,12 @@ class Importer:
               transposed: bool | None = None) -> str:
         """The qualified name of the layer for ``key`` (created once; reused when a weight is shared)."""
         if key in self._shared:
-            return self._shared[key]
+            name = self._shared[key]
+            if transposed is not None:  # a shared layer's next call: its own input (sieve.qeval)
+                call = 1 + sum(1 for k in self.tensor_map if parse_tensor_name(k)[:2] == (name, "input"))
+                self.tensor_map[activation_name(name, call)] = {"node": ctx.node.name, "op": ctx.node.op_type,
+                                                                "tensor": ctx.node.input[0]}
+            return name
         name = self.b.unique_name(layer_hint(ctx.node, ctx.index, weight_name))
         self.modules[name] = make()
         self._shared[key] = name
