@@ -177,6 +177,37 @@ def _plot_pareto(path: Path, doc: dict, frontier_points: list[tuple[float, float
         fig.savefig(tmp, format="png", dpi=100)
 
 
+def _tightening(doc: dict) -> list[str]:
+    """Does each looser variant undercut the stricter one? If not, the cheaper candidates the
+    search tried and their validation results (why none passed)."""
+    lines = []
+    for v in VARIANTS:
+        rec = doc["variants"][v].get("tightening")
+        if not rec:
+            continue
+        bits = doc["variants"][v]["mean_bits"]
+        if rec["strictly_cheaper"]:
+            lines.append(f"- *{v}*: {bits:.2f} mean bits, below *{rec['stricter']}*'s {rec['stricter_mean_bits']:.2f} "
+                         f"({rec['cheaper_candidates_tried']} still cheaper candidates tried and refused).")
+            continue
+        lines.append(f"- *{v}*: {bits:.2f} mean bits, **not below** *{rec['stricter']}*'s "
+                     f"{rec['stricter_mean_bits']:.2f}: none of the {rec['cheaper_candidates_tried']} cheaper "
+                     "candidates tried passed its target with the margin on validation"
+                     + (" (listed below, cheapest last; net = estimated change of the correct count on the whole "
+                        "split, flips = gains + losses, '-' = rejected early)." if rec["cheaper_candidates"] else
+                        " (the strategy records no candidates)."))
+        if rec["cheaper_candidates"]:
+            lines += ["", "  | tensor(s) | format(s) | mean bits | images run / set | passed | net | flips |",
+                      "  |---|---|---:|---:|---|---:|---:|"]
+            for e in rec["cheaper_candidates"]:
+                tensor = e["tensor"] if len(e["tensor"]) <= 60 else f"{e['tensor'].count(',') + 1} tensors"
+                fmt = e["format"] if len(e["format"]) <= 60 else "(shared level)"
+                lines.append(f"  | {tensor} | `{fmt}` | {e['mean_bits']:.3f} | {e.get('evaluated', '')} / {e.get('set', '')} | "
+                             f"{'yes' if e.get('passed') else 'no'} | {e.get('net', '-')} | {e.get('flips', '-')} |")
+            lines.append("")
+    return ["## Tightening (is each looser variant cheaper?)", "", *lines, ""] if lines else []
+
+
 def write_report(out: Path, doc: dict, hists: dict[str, ExponentHistogram], points: list[tuple[float, float]],
                  done: Callable[[], object] = lambda: None) -> Path:
     """Write report.md plus histograms.png and pareto.png into ``out``; return the report path.
@@ -201,7 +232,7 @@ def write_report(out: Path, doc: dict, hists: dict[str, ExponentHistogram], poin
              f"z = {doc.get('margin_z', 0)} standard errors sqrt(gains + losses), so that the target is likely "
              "to hold on new images too (the default strategy requires it). *Val flips* = gains + losses. "
              "Test accuracy is held out: reported, never searched.", "", *warned,
-             "## Variants", "", *_summary(doc), "", *_verdict_text(doc),
+             "## Variants", "", *_summary(doc), "", *_verdict_text(doc), *_tightening(doc),
              "## Per-tensor formats", "",
              "Formats in the text form `[s|u]e<E>m<M>b<bias>` (bits in parentheses); "
              "`fp32` = left unquantized.", "", *_table(doc, hists), "",

@@ -42,7 +42,7 @@ __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "run_search", "model_digest", "Sear
 
 STRATEGIES: dict[str, Callable] = {"greedy": search_greedy, "sieve": search_sieve, "uniform": search_uniform}
 DEFAULT_STRATEGY = "greedy"
-ALGORITHM_VERSION = "7"  # bump when a strategy changes, so stale cached outcomes are not replayed
+ALGORITHM_VERSION = "8"  # bump when a strategy changes, so stale cached outcomes are not replayed
 
 
 class SearchWarning(UserWarning):
@@ -155,6 +155,26 @@ def _split_warnings(ctx: SearchContext, test_images: int, margin_z: float) -> li
     return found
 
 
+LOOSER = {"accurate": "exact", "approximate": "accurate"}  # each variant and the stricter one it should undercut
+TIGHTENING_LIMIT = 40  # candidates listed per variant (the cheapest first)
+
+
+def tightening_record(variant: str, plans: dict, trace: list[dict], infos) -> dict:
+    """Whether ``variant``'s plan is strictly cheaper than the stricter variant's and, from the
+    strategy's trace, the candidates it tried with fewer mean bits than its final plan, with
+    their validation results (``net``: estimated change of the correct count on the whole
+    split, ``flips``: gains + losses; absent when rejected early): why no cheaper plan passed."""
+    stricter = LOOSER[variant]
+    bits = plan_bits(plans[variant], infos)["mean_bits"]
+    stricter_bits = plan_bits(plans[stricter], infos)["mean_bits"]
+    tried = [{k: e[k] for k in ("tensor", "format", "mean_bits", "set", "evaluated", "passed", "net", "flips") if k in e}
+             for e in trace if e.get("variant") == variant and e.get("format") != "verify"
+             and e.get("mean_bits", bits) < bits - 1e-9]
+    tried.sort(key=lambda e: (-e["mean_bits"], e["tensor"]))
+    return {"stricter": stricter, "stricter_mean_bits": stricter_bits, "strictly_cheaper": bits < stricter_bits - 1e-9,
+            "cheaper_candidates_tried": len(tried), "cheaper_candidates": tried[:TIGHTENING_LIMIT]}
+
+
 def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: str = DEFAULT_STRATEGY,
                out_dir: str | Path | None = None, batch_size: int = 500, progress: bool = True,
                log: Callable[[str], None] | None = None, report: bool = True, resume: bool = True,
@@ -229,6 +249,7 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
             "normalized_test_accuracy": _ratio(test_correct[v], base_test_correct),
             "test_verdict": verdict,
             "holds_on_test": verdict["holds"],
+            **({"tightening": tightening_record(v, plans, trace, ctx.infos)} if v in LOOSER else {}),
             "val_agreement": measured[v].agree / ctx.n,
             "meets_target": ctx.meets(v, measured[v], margin=False),
             "val_flips": int(round(measured[v].flips)),
