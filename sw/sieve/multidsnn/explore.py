@@ -197,8 +197,9 @@ def explore(bench: Benchmark, settings: Settings | None = None, progress: bool =
     }
     art = Artefacts(err_tr, thresholds, feature_count=nfeat)
     if chosen is None:
-        result["no_choice"] = (f"no design point reaches {100 * s.target:.1f} % of the monolith's validation accuracy "
-                               f"with the margin z = {s.margin_z}; the most accurate is reported instead")
+        margin = f" with the margin z = {s.margin_z:g}" if s.margin_z else ""
+        result["no_choice"] = (f"no design point reaches {100 * s.target:.1f} % of the monolith's validation accuracy"
+                               f"{margin}; the most accurate is reported instead")
         chosen = max(points, key=lambda p: (p["val_accuracy"], -p["val_energy_total_pj"])) if points else None
     if chosen is not None:
         result["chosen"] = _held_out(bench, s, chosen, nets, routers, pre_cost, energy, mono_cost,
