@@ -75,7 +75,7 @@ def compose(dense: torch.nn.Module, pruned: torch.nn.Module, dataset, search_dir
     for label, model in (("dense", dense), ("pruned", pruned)):
         where = Path(search_dirs[label])
         if not (where / "plan.json").is_file():
-            run_search(model, dataset, model_name=f"{net}-{label}", out_dir=where, progress=progress)
+            run_search(model, dataset, model_name=net, out_dir=where, progress=progress)
         plans[label] = str(where / "plan.json")
         for variant in VARIANTS:
             plan = load_plan(where / "plan.json", variant)
