@@ -275,3 +275,47 @@ def test_presets_unchanged_by_mx_elements():
     # the MX elements share ml_dtypes' layouts but saturate: the scalar presets keep their own rule
     assert MX_ELEMENTS["fp8_e4m3"] == PRESETS["float8_e4m3fn"].with_(overflow="saturate")
     assert MX_ELEMENTS["fp4_e2m1"] == PRESETS["float4_e2m1fn"]
+
+
+# ---------------------------------------------------------------------------- plans on a model
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 40, 3)
+        self.conv2 = torch.nn.Conv2d(40, 8, 3)
+        self.fc = torch.nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        return self.fc(torch.relu(self.conv2(x)).flatten(1))
+
+
+PLAN_TEXT = {"conv1.input": "mxfp8_e4m3", "conv1.weight": "ch4:e3m2", "conv2.input": "mxfp4_e2m1",
+             "conv2.weight": "mx16:se3m2b3", "fc.input": "mx32:fp6_e3m2", "fc.weight": "mxfp6_e2m3"}
+
+
+def test_apply_plan_and_prefix_evaluator_match_emulator():
+    from sieve.qeval import PrefixEvaluator, apply_plan
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    x = torch.randn(6, 3, 8, 8)
+    plan = {k: parse_format(v) for k, v in PLAN_TEXT.items()}
+    em = lambda t, key: torch.from_numpy(quantize(t.detach().numpy(), plan[key]))
+    h = torch.relu(torch.nn.functional.conv2d(em(x, "conv1.input"), em(model.conv1.weight, "conv1.weight"), model.conv1.bias))
+    h = torch.relu(torch.nn.functional.conv2d(em(h, "conv2.input"), em(model.conv2.weight, "conv2.weight"), model.conv2.bias))
+    want = torch.nn.functional.linear(em(h.flatten(1), "fc.input"), em(model.fc.weight, "fc.weight"), model.fc.bias)
+    with torch.no_grad():
+        got = apply_plan(model, plan)(x)
+    assert torch.equal(got, want)
+    ev = PrefixEvaluator(model, x, batch_size=4)
+    assert torch.equal(ev.run(plan, checkpoint="conv2.input"), want)
+    assert torch.equal(ev.run(plan), want)  # from the stored cut
+
+
+def test_plan_refuses_channel_format_on_activation():
+    from sieve.errors import SieveError
+    from sieve.qeval import apply_plan
+
+    with pytest.raises(SieveError, match="for weights"):
+        apply_plan(Net(), {"conv2.input": parse_format("ch4:e3m2")})

@@ -445,3 +445,14 @@ def quantize_torch(t, fmt: AnyFormat):
     q = q.masked_fill(nan.unsqueeze(-1), float("nan"))
     out = q.reshape(a, r, nb * k)[..., :c].transpose(1, 2).reshape(shape)
     return out.contiguous()
+
+
+def check_plan_entry(key: str, kind: str, fmt) -> None:
+    """Refuse a plan entry whose format cannot apply to its tensor (``kind``: weight | input)."""
+    from .errors import SieveError
+
+    if not isinstance(fmt, (Format, BlockFormat, ChannelFormat)):
+        raise SieveError(f"plan entry {key!r} is {fmt!r}, not a sieve.Format (or a block/channel format)")
+    if isinstance(fmt, ChannelFormat) and kind != "weight":
+        raise SieveError(f"plan entry {key!r} is the per-output-channel format {fmt}, which is for weights;"
+                         f" give the activation a scalar or block format (e.g. mx32:{_element_text(fmt.element)})")

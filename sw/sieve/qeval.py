@@ -95,6 +95,10 @@ def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
     Format contract (see ``sieve.cfloat``).
     """
     if not isinstance(fmt, Format):
+        from .blockfmt import is_layout_format, quantize_torch
+
+        if is_layout_format(fmt):  # block-scaled / per-channel layouts (issue 16)
+            return quantize_torch(t, fmt)
         raise TypeError(f"fmt must be a sieve.Format, got {type(fmt).__name__}")
     if t.dtype != torch.float32:
         if t.dtype in (torch.float16, torch.bfloat16, torch.float64):
@@ -288,7 +292,9 @@ def check_plan(model: nn.Module, plan: Mapping[str, Format], input_shape: tuple[
                 f" (modules: {known}{', ...' if len(modules) > 6 else ''})"
             )
         if not isinstance(fmt, Format):
-            raise SieveError(f"plan entry {key!r} is {fmt!r}, not a sieve.Format")
+            from .blockfmt import check_plan_entry
+
+            check_plan_entry(key, parsed[1], fmt)
     later = [key for key in plan if parse_tensor_name(key)[2] > 1]
     if later and input_shape is not None:
         sites = {info.name for info in quantizable_tensors(model, input_shape)}
