@@ -66,7 +66,7 @@ class ExponentHistogram:
         finite = field_ != 0xFF
         zero = (bits & 0x7FFFFFFF) == 0
         keep = finite & ~zero
-        bins = torch.bincount(field_[keep], minlength=256).numpy()
+        bins = torch.bincount(field_[keep], minlength=256).cpu().numpy()
         self.counts += bins[:255]  # index = fp32 exponent field = e + 127 (field 0: subnormals, e = -127)
         self.zeros += int(zero.sum())
         self.negatives += int(((bits < 0) & ~zero).sum())

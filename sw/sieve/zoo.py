@@ -15,6 +15,7 @@ the others load pretrained weights (``../shared`` or files the user passes).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,16 +179,36 @@ def _arrays_only(prep: Preprocess, source) -> Preprocess:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, split: Split, batch_size: int = 500) -> tuple[float, torch.Tensor]:
-    """Top-1 accuracy of ``model`` on ``split`` and the logits (N×K), under no_grad."""
+def forward_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 500,
+                   device="cpu") -> torch.Tensor:
+    """``model``'s float32 logits of ``images`` on the host, computed in batches on ``device``
+    (a copy of the model goes there; ``model`` itself stays where it is)."""
+    from .device import check_batch_size, resolve_device, to_device
+
+    device, batch_size = resolve_device(device), check_batch_size(batch_size)
+    run = model if all(p.device == device for p in model.parameters()) else copy.deepcopy(model).to(device)
+    if device.type == "cuda":
+        images = images.pin_memory()
+    chunks = [run(to_device(images[i:i + batch_size], device)).cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(chunks).float()
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split: Split, batch_size: int = 500,
+             device="cpu") -> tuple[float, torch.Tensor]:
+    """Top-1 accuracy of ``model`` on ``split`` and the logits (N×K, on the host), under no_grad.
+
+    ``device`` (``cpu|cuda|cuda:N|auto``): where the forward passes run (a copy of the model
+    goes there; ``model`` itself is left where it is)."""
     if len(split) == 0:
         raise SieveError("cannot evaluate on an empty split; pass a larger val/test count")
     was_training = model.training
     model.eval()
-    chunks = [model(split.images[i:i + batch_size]) for i in range(0, len(split), batch_size)]
-    if was_training:
-        model.train()
-    logits = torch.cat(chunks).float()
+    try:
+        logits = forward_logits(model, split.images, batch_size, device)
+    finally:
+        if was_training:
+            model.train()
     accuracy = float((logits.argmax(dim=1) == split.labels).double().mean())
     return accuracy, logits
 

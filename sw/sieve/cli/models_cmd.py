@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from .data_args import add_data_arguments, data_options
+from .device_args import add_device_arguments, device_options
 
 
 def register(sub) -> None:
@@ -19,6 +20,7 @@ def register(sub) -> None:
     add_data_arguments(p)
     p.add_argument("--weights", help="weights file (default: the model's default weights)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_device_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -56,8 +58,9 @@ def run(args) -> int:
 
         loaded, dataset = load_source(args.eval, data=args.data, weights=args.weights, **data_options(args))
         model = loaded.model
-        val_acc, _ = zoo.evaluate(model, dataset.val)
-        test_acc, _ = zoo.evaluate(model, dataset.test)
+        engine = device_options(args)
+        val_acc, _ = zoo.evaluate(model, dataset.val, **engine)
+        test_acc, _ = zoo.evaluate(model, dataset.test, **engine)
         result = {"model": args.eval, "dataset": dataset.name, "source": dataset.source,
                   "val_images": len(dataset.val), "test_images": len(dataset.test),
                   "val_accuracy": val_acc, "test_accuracy": test_acc, "input_shape": list(dataset.input_shape),

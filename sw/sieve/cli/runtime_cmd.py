@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import SieveError
 from .data_args import add_data_arguments, data_options
+from .device_args import add_device_arguments, device_options
 
 
 def _common(p, default_pool: str) -> None:
@@ -23,6 +24,7 @@ def _common(p, default_pool: str) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads for timing (default 1)")
     p.add_argument("--cache", default="build/cache/logits", help="logits cache directory")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device_arguments(p)  # for the pool's logits (timings stay on the CPU)
 
 
 def register(sub) -> None:
@@ -57,7 +59,7 @@ def _pool(args):
     if args.threads < 1:
         raise SieveError("--threads must be at least 1")
     return load_pool(parse_pool(args.pool), args.data, args.val, args.test, args.cache,
-                     args.threads, not args.quiet, data_options=data_options(args))
+                     args.threads, not args.quiet, data_options=data_options(args), **device_options(args))
 
 
 def run_cascade(args) -> int:

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from .data_args import add_data_arguments, data_options
+from .device_args import add_device_arguments, device_options
 
 
 def register(sub) -> None:
@@ -30,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("--fresh", action="store_true", help="ignore outcomes cached by an earlier (interrupted) run")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads for the search (default: all cores of this machine)")
+    add_device_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-layer log")
     p.set_defaults(func=run)
 
@@ -60,6 +62,7 @@ def run(args) -> int:
             raise SieveError(f"--{flag} must be a positive number of images, got {value}")
     if args.threads is not None and args.threads < 1:
         raise SieveError(f"--threads must be a whole number >= 1, got {args.threads}")
+    engine = device_options(args)
     name = source_name(args.model)   # a zoo name, an ONNX file's stem, file.Factory
     out = check_out_dir(args.out if args.out else Path("build") / "search" / name)
     loaded, dataset = load_source(args.model, data=args.data, weights=args.weights, val=args.val, test=args.test,
@@ -75,7 +78,7 @@ def run(args) -> int:
         warnings.showwarning = _warn_line
         doc = search.run_search(model, dataset, model_name=name, strategy=strategy, out_dir=out,
                                 progress=not args.quiet, log=None if args.quiet else print,
-                                threads=args.threads or all_cores(), **extra)
+                                threads=args.threads or all_cores(), **engine, **extra)
     base = doc["baseline"]
     print(f"{name} on {doc['dataset']} ({strategy}): fp32 val {base['val_accuracy']:.2%}, test {base['test_accuracy']:.2%};"
           f" search {doc['search_seconds']:.1f} s, {doc['evaluations']} evaluations,"

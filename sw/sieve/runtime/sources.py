@@ -135,16 +135,20 @@ def load_member(member: Member, data: str | None, val: int | None, test: int | N
 
 
 @torch.inference_mode()
-def _logits(model: torch.nn.Module, images: torch.Tensor, batch: int) -> np.ndarray:
-    out = [model(images[i:i + batch]) for i in range(0, len(images), batch)]
-    return torch.cat(out).float().numpy()
+def _logits(model: torch.nn.Module, images: torch.Tensor, batch: int, device="cpu") -> np.ndarray:
+    from ..zoo import forward_logits
+
+    return forward_logits(model, images, batch, device).numpy()
 
 
 def load_pool(members: list[Member], data: str | None = None, val: int | None = None,
               test: int | None = None, cache: str | Path = "build/cache/logits",
-              threads: int = 1, progress: bool = True, data_options: dict | None = None) -> PoolData:
+              threads: int = 1, progress: bool = True, data_options: dict | None = None,
+              device="cpu", batch_size: int = 500) -> PoolData:
     """Load every member, check they share one task, and get their logits (cached).
-    ``data_options`` (``--dataset``, ``--preprocess`` …) go to every member's :func:`sieve.zoo.load`."""
+    ``data_options`` (``--dataset``, ``--preprocess`` …) go to every member's :func:`sieve.zoo.load`;
+    ``device``/``batch_size``: where and in what batches the logits are computed (the cached
+    logits do not depend on them: rounding is bit-exact on every device)."""
     from tqdm import tqdm
 
     from .. import zoo
@@ -188,8 +192,8 @@ def load_pool(members: list[Member], data: str | None = None, val: int | None = 
                 raise SieveError(f"cannot read logits cache {path} ({' '.join(str(exc).split())}); "
                                  "delete it and rerun to recompute") from None
         else:
-            val_logits = _logits(model, ds.val.images, 500)
-            test_logits = _logits(model, ds.test.images, 500)
+            val_logits = _logits(model, ds.val.images, batch_size, device)
+            test_logits = _logits(model, ds.test.images, batch_size, device)
             with atomic_path(path) as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, val=val_logits, test=test_logits)

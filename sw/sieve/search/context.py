@@ -45,6 +45,7 @@ gives None, reported as "n/a").
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ import numpy as np
 import torch
 
 from ..cfloat import Format
+from ..device import resolve_device
 from ..histograms import ExponentHistogram, HistogramCollector, weight_histograms
 from ..pruning.storage import with_sparse_layouts
 from ..qeval import PrefixEvaluator, TensorInfo
@@ -115,7 +117,7 @@ class SampleSet:
         self.indices = torch.tensor(order, dtype=torch.long)
         self.is_sample = torch.tensor([i in sampled for i in order], dtype=torch.bool)
         self.key = digest(*order, "|", *sorted(sampled))[:16]
-        self.evaluator = PrefixEvaluator(ctx.model, ctx.images[self.indices], batch_size=batch_size)
+        self.evaluator = ctx.make_evaluator(self.indices, batch_size)
         self.labels = ctx.labels[self.indices]
         self.ref_pred = ctx.fp32_pred[self.indices]
         ref_ok = self.ref_pred == self.labels
@@ -144,8 +146,14 @@ class SearchContext:
     def __init__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                  identity: str, cache_path=None, batch_size: int = 500, early_tolerance: float = 0.002,
                  subset_surplus: float = 0.0, margin_z: float = MARGIN_Z, subset_z: float = SUBSET_Z,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, device=None, evaluator_factory=None):
         self.model = model.eval()
+        # where the forward passes run; the model goes there once (every evaluator shares it)
+        self.device = resolve_device(device if device is not None else "cpu")
+        self.device_model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).to(self.device)
+        # the one seam between the search and the model runs: (split indices, batch size) ->
+        # an evaluator with PrefixEvaluator's run() (sieve.search.ray_eval shards it over Ray)
+        self._evaluator_factory = evaluator_factory
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
@@ -159,7 +167,7 @@ class SearchContext:
         self.bar = None
         n = int(labels.numel())
         t0 = time.perf_counter()
-        full_eval = PrefixEvaluator(model, images, batch_size=batch_size, max_states=0)
+        full_eval = PrefixEvaluator(self.device_model, images, batch_size=batch_size, max_states=0, device=self.device)
         collector = HistogramCollector()
         with self.progress.bar("fp32 val (histograms)", n, "img") as bar:
             logits = full_eval.run({}, observer=collector, on_batch=lambda b, out: bar.update(len(out)) or True)
@@ -197,6 +205,12 @@ class SearchContext:
         self._sets: dict[str, SampleSet] = {}
         self.points: list[tuple[float, float]] = []
         self.full = self.sample_set(range(self.n))
+
+    def make_evaluator(self, indices: torch.Tensor, batch_size: int):
+        """The evaluator of the validation images ``indices`` (in that order)."""
+        if self._evaluator_factory is not None:
+            return self._evaluator_factory(indices, batch_size)
+        return PrefixEvaluator(self.device_model, self.images[indices], batch_size=batch_size, device=self.device)
 
     # -- progress of the strategy's loop (one bar; its total is what the strategy plans)
     def plan_steps(self, count: int, unit: str = "step") -> None:

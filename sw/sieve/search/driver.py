@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..device import check_batch_size, resolve_device
 from ..errors import SieveError
 from ..io_utils import write_json
 from .. import stats
@@ -114,10 +115,10 @@ def _check_split(split, what: str) -> None:
         raise SieveError(f"the {what} split holds NaN or Inf pixels; the data file is corrupt")
 
 
-def _correct(model, plan, images, labels, batch_size, bar) -> np.ndarray:
+def _correct(model, plan, images, labels, batch_size, bar, device=None) -> np.ndarray:
     """Per image, whether ``model`` under ``plan`` predicts it right (for the paired test
     verdict, :mod:`sieve.stats`); ``bar`` advances per batch of images."""
-    ev = PrefixEvaluator(model, images, batch_size=batch_size, max_states=0)
+    ev = PrefixEvaluator(model, images, batch_size=batch_size, max_states=0, device=device)
     pred = ev.run(plan, on_batch=lambda b, out: bar.update(len(out)) or True).argmax(1)
     return (pred == labels).numpy()
 
@@ -178,12 +179,14 @@ def tightening_record(variant: str, plans: dict, trace: list[dict], infos) -> di
 def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: str = DEFAULT_STRATEGY,
                out_dir: str | Path | None = None, batch_size: int = 500, progress: bool = True,
                log: Callable[[str], None] | None = None, report: bool = True, resume: bool = True,
-               threads: int | None = None, margin_z: float = MARGIN_Z) -> dict:
+               threads: int | None = None, margin_z: float = MARGIN_Z, device="auto") -> dict:
     """Search a plan for ``model`` on ``dataset.val``; return the plan.json document.
 
     ``margin_z``: the generalization margin of the accurate/approximate targets (see
     :mod:`sieve.search.context`; 0 = the plain validation target).  ``threads``: torch threads
-    during the search (default: the caller's current setting); restored afterwards.  ``log``
+    during the search (default: the caller's current setting); restored afterwards.  ``device``:
+    ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when torch sees one), ``batch_size`` images
+    per forward pass; neither changes the plan (rounding is bit-exact on every device).  ``log``
     receives one line at a time, written with the progress bars cleared.
     Writes ``out_dir/plan.json``, ``report.md`` and plots when ``out_dir`` is given, and keeps
     evaluation outcomes under ``out_dir/cache/`` so that an interrupted run resumes exactly.
@@ -191,6 +194,8 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
     if strategy not in STRATEGIES:
         raise SieveError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
     threads = _check_threads(threads)
+    device = resolve_device(device)
+    batch_size = check_batch_size(batch_size)
     out = check_out_dir(out_dir) if out_dir is not None else None
     _check_split(dataset.val, "val")
     _check_split(dataset.test, "test")
@@ -199,10 +204,11 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
             raise SieveError(f"weights of {name} hold NaN or Inf; the checkpoint is corrupt")
     with _caller_state_kept(model, threads):
         return _search(model, dataset, model_name, strategy, out, batch_size, Progress(progress, log),
-                       report, resume, margin_z)
+                       report, resume, margin_z, device)
 
 
-def _search(model, dataset, model_name, strategy, out, batch_size, show: Progress, report, resume, margin_z) -> dict:
+def _search(model, dataset, model_name, strategy, out, batch_size, show: Progress, report, resume, margin_z,
+            device) -> dict:
     val, test = dataset.val, dataset.test
     identity = digest(ALGORITHM_VERSION, model_name, strategy, margin_z, model_digest(model),
                       val.images.numpy().tobytes(), val.labels.numpy().tobytes())
@@ -213,7 +219,7 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
 
     t0 = time.perf_counter()
     ctx = SearchContext(model, val.images, val.labels, identity=identity, cache_path=cache_path,
-                        batch_size=batch_size, progress=show, margin_z=margin_z)
+                        batch_size=batch_size, progress=show, margin_z=margin_z, device=device)
     found_warnings = _split_warnings(ctx, n_test, margin_z)
     for message in found_warnings:
         warnings.warn(message, SearchWarning, stacklevel=3)  # points at the caller of run_search
@@ -230,11 +236,12 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
     seconds = time.perf_counter() - t0
 
     with show.bar("fp32 test", n_test, "img") as bar:
-        base_test_ok = _correct(model, {}, test.images, test.labels, batch_size, bar)
+        base_test_ok = _correct(ctx.device_model, {}, test.images, test.labels, batch_size, bar, device)
     base_test_correct = int(base_test_ok.sum())
     show.say(f"fp32 test accuracy {base_test_correct / n_test:.2%} ({base_test_correct:,} of {n_test:,} images)")
     with show.bar(f"test ({', '.join(VARIANTS)})", len(VARIANTS) * n_test, "img") as bar:
-        test_ok = {v: _correct(model, plans[v], test.images, test.labels, batch_size, bar) for v in VARIANTS}
+        test_ok = {v: _correct(ctx.device_model, plans[v], test.images, test.labels, batch_size, bar, device)
+                   for v in VARIANTS}
     test_correct = {v: int(ok.sum()) for v, ok in test_ok.items()}
     variants = {}
     for v in VARIANTS:

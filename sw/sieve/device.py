@@ -1,0 +1,58 @@
+"""Where evaluation runs: ``--device cpu|cuda|cuda:N|auto`` and ``--batch-size``.
+
+Why one place: the search, ``models --eval``, the runtime studies and the Python API all take
+the same spelling, and a request the machine cannot honour (``cuda`` without a GPU, a GPU index
+past the last one) must fail the same way everywhere: one :class:`~sieve.errors.SieveError`
+line before any work starts.  Rounding is device-agnostic (:func:`sieve.qeval.quantize_tensor`
+is integer arithmetic on the fp32 bit pattern), so the device changes speed, not results.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .errors import SieveError
+
+__all__ = ["DEVICE_CHOICES", "resolve_device", "check_batch_size", "to_device"]
+
+DEVICE_CHOICES = "cpu|cuda|cuda:N|auto"
+_SPEC = re.compile(r"auto|cpu|cuda(?::(?P<index>[0-9]+))?")
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """The torch device for ``spec``: ``auto`` (or None) is the first GPU when torch sees one,
+    else the CPU; ``cuda``/``cuda:N`` need that GPU."""
+    if isinstance(spec, torch.device):
+        spec = str(spec)
+    spec = "auto" if spec is None else str(spec).strip().lower()
+    m = _SPEC.fullmatch(spec)
+    if m is None:
+        raise SieveError(f"device {spec!r} is not one of {DEVICE_CHOICES}")
+    if spec == "auto":
+        return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise SieveError(f"device {spec!r} requested but torch sees no CUDA GPU on this machine;"
+                         " pass --device cpu (or auto)")
+    index = int(m["index"] or 0)
+    if index >= torch.cuda.device_count():
+        raise SieveError(f"device {spec!r} requested but this machine has {torch.cuda.device_count()} CUDA GPU(s);"
+                         f" pass cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    return torch.device("cuda", index)
+
+
+def check_batch_size(batch_size) -> int:
+    """``batch_size`` as a positive int, or a SieveError naming the bad value."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SieveError(f"batch size must be a whole number >= 1, got {batch_size!r}")
+    return batch_size
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device`` (itself on the CPU); host→GPU copies are asynchronous (pinned source)."""
+    if device.type == "cpu":
+        return x
+    return x.to(device, non_blocking=x.is_pinned())
