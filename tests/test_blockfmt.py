@@ -319,3 +319,40 @@ def test_plan_refuses_channel_format_on_activation():
 
     with pytest.raises(SieveError, match="for weights"):
         apply_plan(Net(), {"conv2.input": parse_format("ch4:e3m2")})
+
+
+def test_plan_bits_count_scales_and_biases():
+    from sieve.qeval import quantizable_tensors
+    from sieve.search.formats import plan_bits
+
+    infos = quantizable_tensors(Net(), (3, 8, 8))
+    shapes = {i.name: i.shape for i in infos}
+    assert shapes["conv2.input"] == (40, 6, 6) and shapes["conv2.weight"] == (8, 40, 3, 3)
+    assert shapes["fc.input"] == (128,)
+    plan = {k: parse_format(v) for k, v in PLAN_TEXT.items()}
+    bits = plan_bits(plan, infos)
+    # conv1.input: 3x8x8 e4m3 + one scale per pixel (3 < 32 channels: a partial block) = 192*8 + 64*8
+    # conv1.weight: 40x3x3x3 e3m2 (6 bits) + 40 4-bit biases + an 8-bit base
+    # conv2.input: 40x6x6 fp4 + 2 blocks (32 + 8 channels) per pixel; conv2.weight: 8x40x3x3 6-bit + 8*3*9 scales
+    # (k = 16: blocks of 16, 16 and 8 input channels)
+    # fc.input: 128 fp6 + 4 scales; fc.weight: 10x128 fp6 + 10*4 scales
+    weights = (1080 * 6 + 40 * 4 + 8) + (2880 * 6 + 8 * 3 * 9 * 8) + (1280 * 6 + 40 * 8)
+    acts = (192 * 8 + 64 * 8) + (1440 * 4 + 2 * 36 * 8) + (128 * 6 + 4 * 8)
+    assert bits["total_bits"] == weights + acts
+    assert bits["mean_bits_weights"] == weights / (1080 + 2880 + 1280)
+
+
+def test_family_ladder_candidates():
+    from sieve.histograms import ExponentHistogram
+    from sieve.search.formats import family_ladder
+
+    hist = ExponentHistogram("w", "weight")
+    hist.add(torch.randn(16, 32, 3, 3) * 0.05)
+    kinds = {type(c.fmt).__name__ for c in family_ladder(hist, True, "all", 8)}
+    assert kinds == {"Format", "ChannelFormat", "BlockFormat"}
+    block = [c.fmt for c in family_ladder(hist, True, "block", 8, block=16)]
+    assert all(isinstance(f, BlockFormat) and f.block == 16 for f in block)
+    assert [f.width for f in block] == list(range(3, 9))
+    act = ExponentHistogram("a", "activation")
+    act.add(torch.rand(1000))
+    assert not any(isinstance(c.fmt, ChannelFormat) for c in family_ladder(act, True, "all", 8))

@@ -456,3 +456,13 @@ def check_plan_entry(key: str, kind: str, fmt) -> None:
     if isinstance(fmt, ChannelFormat) and kind != "weight":
         raise SieveError(f"plan entry {key!r} is the per-output-channel format {fmt}, which is for weights;"
                          f" give the activation a scalar or block format (e.g. mx32:{_element_text(fmt.element)})")
+
+
+def layout_bits(fmt: AnyFormat, info) -> int:
+    """Stored bits of one planned tensor (a :class:`sieve.qeval.TensorInfo`; activations per
+    image): :func:`stored_bits` on its shape, the batch axis restored for an activation."""
+    if not info.shape:
+        raise ValueError(f"{info.name}: the tensor's shape is needed to count a {fmt} layout's scales;"
+                         " take the infos from sieve.qeval.quantizable_tensors")
+    shape = tuple(info.shape) if info.kind == "weight" else (1, *info.shape)
+    return stored_bits(fmt, shape)

@@ -96,6 +96,6 @@ def with_sparse_layouts(model: torch.nn.Module, infos: list) -> list:
         module = modules.get(info.module_name) if info.kind == "weight" else None
         layout = sparse_layout(module.weight) if module is not None else None
         out.append(info if layout is None else SparseTensorInfo(info.name, info.kind, info.elements,
-                                                                info.module_name, layout))
+                                                                info.module_name, info.shape, sparse=layout))
     return out
 

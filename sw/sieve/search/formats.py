@@ -14,13 +14,14 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from ..blockfmt import BlockFormat, ChannelFormat, is_layout_format, layout_bits
 from ..cfloat import Format, FormatError
 from ..histograms import EXP_OFFSET, ExponentHistogram
 from ..pruning.storage import stored_bits
 from ..qeval import TensorInfo
 
 __all__ = ["cover_format", "coverage_bias", "format_range", "Candidate", "ladder", "relative_error",
-           "plan_bits", "plan_key", "MAX_BIAS"]
+           "plan_bits", "plan_key", "MAX_BIAS", "FAMILIES", "family_ladder"]
 
 MAX_BIAS = 127  # keeps Min >= 2^-126 (a normal fp32), where every engine works on plain bit patterns
 
@@ -115,6 +116,37 @@ def ladder(hist: ExponentHistogram, signed: bool, max_width: int = 16) -> list[C
     return out
 
 
+FAMILIES = ("scalar", "channel", "block", "all")
+
+
+def family_ladder(hist: ExponentHistogram, signed: bool, family: str = "scalar", max_width: int = 16,
+                  block: int = 32) -> list[Candidate]:
+    """The candidates of a ``--family`` (issue 16), by element width: ``scalar`` is :func:`ladder`;
+    ``channel`` (weights) its formats with one bias per output channel (``ch4:``); ``block`` the
+    signed elements with subnormals whose exponent width fits the histogram best once a block
+    scale (E8M0, ``block`` elements) puts each block's largest binade at the top (``mx<k>:``);
+    ``all`` every one of them.  ``rel_error`` is the per-tensor estimate with the range the
+    layout adapts put at the observed top: a ranking aid, the model runs decide."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    scalar = ladder(hist, signed, max_width)
+    out = list(scalar) if family in ("scalar", "all") else []
+    if family in ("channel", "all") and hist.kind == "weight":
+        out += [Candidate(ChannelFormat(c.fmt.with_(signed=True)), c.rel_error) for c in ladder(hist, True, max_width)]
+    if family in ("block", "all"):
+        hi = hist.exponent_range()[1]
+        for width in range(3, min(max_width, 9) + 1):
+            best: Candidate | None = None
+            for exp_bits in range(1, min(6, width - 1) + 1):
+                element = Format(exp_bits, width - 1 - exp_bits, subnormals=True)
+                shifted = element.with_(bias=_legal_bias(exp_bits, element.max_exponent + element.bias - hi))
+                cand = Candidate(BlockFormat(element, block), relative_error(hist, shifted))
+                if best is None or cand.rel_error < best.rel_error - 1e-15:
+                    best = cand
+            out.append(best)
+    return sorted(out, key=lambda c: (c.width, c.rel_error))
+
+
 def plan_bits(plan: Mapping[str, Format], infos: Iterable[TensorInfo]) -> dict:
     """Memory of a plan: weights weighted by parameter count, activations by elements per image.
 
@@ -124,7 +156,10 @@ def plan_bits(plan: Mapping[str, Format], infos: Iterable[TensorInfo]) -> dict:
     sums = {"weight": [0, 0], "activation": [0, 0]}
     for info in infos:
         fmt = plan.get(info.name)
-        sums[info.kind][0] += stored_bits(getattr(info, "sparse", None), info.elements, fmt.width if fmt is not None else 32)
+        if is_layout_format(fmt):  # block scales / per-channel biases counted (dense storage)
+            sums[info.kind][0] += layout_bits(fmt, info)
+        else:
+            sums[info.kind][0] += stored_bits(getattr(info, "sparse", None), info.elements, fmt.width if fmt is not None else 32)
         sums[info.kind][1] += info.elements
     bits_w, n_w = sums["weight"]
     bits_a, n_a = sums["activation"]
