@@ -109,7 +109,9 @@ def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
             raise TypeError(f"expected a floating-point tensor, got {t.dtype}")
     bits = t.contiguous().view(torch.int32)
     if fmt.specials == "none" and not fmt.subnormals and fmt.min_normal >= _FP32_MIN_NORMAL:
-        fast = _quantize_plain(t.contiguous(), bits, fmt)
+        # on the CPU one max() decides whether the shorter finite-only path applies; on a GPU
+        # that would be a host round-trip per layer, so the path handling Inf/NaN in place runs
+        fast = _quantize_plain(t.contiguous(), bits, fmt, in_place_specials=t.device.type != "cpu")
         if fast is not None:
             return fast
     mag = bits & 0x7FFFFFFF
@@ -186,15 +188,23 @@ def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
     return out.view(torch.float32)
 
 
-def _quantize_plain(t: torch.Tensor, bits: torch.Tensor, fmt: Format) -> torch.Tensor | None:
-    """Fast path for finite inputs and the search's formats (no special codes, no subnormals).
+def _quantize_plain(t: torch.Tensor, bits: torch.Tensor, fmt: Format,
+                    in_place_specials: bool = False) -> torch.Tensor | None:
+    """Fast path for the search's formats (no special codes, no subnormals, so saturation).
 
-    About ten whole-tensor passes (the search runs this on every planned activation); returns
-    None when the tensor holds Inf or NaN, for which the general path runs instead.
+    About ten whole-tensor passes (the search runs this on every planned activation).  Without
+    ``in_place_specials`` it returns None when the tensor holds Inf or NaN (the general path
+    runs instead); with it, no value leaves the device: ±Inf saturates to ±Max (as the general
+    path does) and a NaN becomes zero of the opposite sign (unsigned: +0), ml_dtypes' rule for
+    formats without a NaN code, at the price of three more passes.
     """
     # unsigned: negative floats are negative int32 patterns, so one clamp maps them (and -0) to +0
     mag = bits.clamp(min=0) if not fmt.signed else bits & 0x7FFFFFFF
-    if mag.numel() and int(mag.max()) >= 0x7F800000:
+    nan = None
+    if in_place_specials:
+        nan = mag > 0x7F800000
+        mag = mag.clamp(max=0x7F800000)  # NaN payloads would overflow the rounding add below
+    elif mag.numel() and int(mag.max()) >= 0x7F800000:
         return None
     shift = 23 - fmt.man_bits
     if shift > 0:
@@ -213,7 +223,14 @@ def _quantize_plain(t: torch.Tensor, bits: torch.Tensor, fmt: Format) -> torch.T
         out.clamp_(max=_bits(fmt.max_value))
         out.masked_fill_(mag < _bits(fmt.min_normal), 0)
     result = out.view(torch.float32)
-    return torch.copysign(result, t, out=result) if fmt.signed else result
+    if fmt.signed:
+        result = torch.copysign(result, t, out=result)
+    if nan is not None:
+        # signed: the sign bit flipped over a zero magnitude; unsigned: +0
+        nan_bits = (bits & torch.iinfo(torch.int32).min) ^ torch.iinfo(torch.int32).min if fmt.signed else 0
+        out = torch.where(nan, nan_bits, out) if fmt.signed else out.masked_fill_(nan, 0)
+        result = out.view(torch.float32)
+    return result
 
 
 def quantizable_tensors(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[TensorInfo]:
@@ -265,7 +282,7 @@ def _input_sizes(model, modules, input_shape) -> dict[str, tuple[int, ...]]:
             sizes.clear()
             try:
                 with torch.no_grad():
-                    model(torch.zeros((1, *shape)))
+                    model(torch.zeros((1, *shape), device=next(model.parameters()).device))
                 break
             except RuntimeError:
                 if shape == shapes[-1]:
@@ -309,8 +326,12 @@ def _refuse_unreached(missing) -> None:
                          " (a module called k times has inputs <module>.input, <module>.input#2 .. #k)")
 
 
-def apply_plan(model: nn.Module, plan: Mapping[str, Format], input_shape: tuple[int, ...] | None = None) -> nn.Module:
+def apply_plan(model: nn.Module, plan: Mapping[str, Format], input_shape: tuple[int, ...] | None = None,
+               device=None) -> nn.Module:
     """A deep copy of ``model`` with the plan applied (the original is left untouched).
+
+    ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``; default: where ``model`` is): where the
+    copy lives; its weights are rounded on the host first, then moved.
 
     Planned weights are replaced by quantized copies; forward pre-hooks round every planned
     input activation, each call site of a shared module with its own format.  Tensors absent
@@ -324,7 +345,11 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Format], input_shape: tuple[
         wfmt = plan.get(f"{name}.weight") if isinstance(m, QUANTIZABLE) else None
         if wfmt is not None:
             with torch.no_grad():
-                m.weight.copy_(quantize_tensor(m.weight.detach(), wfmt))
+                m.weight.copy_(quantize_tensor(m.weight.detach().cpu(), wfmt).to(m.weight.device))
+    if device is not None:
+        from .device import resolve_device
+
+        q.to(resolve_device(device))
     if any(parse_tensor_name(key)[1] == "input" for key in plan):
         formats = dict(plan)  # the hooks keep their own copy
         unreached = {key for key in plan if parse_tensor_name(key)[2] > 1}
@@ -357,16 +382,30 @@ class PrefixEvaluator:
     site (``<module>.input#k``), as in :func:`apply_plan`.  The fp32 predictions are computed
     once and kept.  Models fx cannot trace fall back to full recomputation (still correct, just
     slower).
+
+    ``device``: where the forward passes run (a ``torch.device`` or ``cpu|cuda|cuda:N|auto``).
+    The images stay on the host and go over batch by batch; the cut states stay on the device;
+    weights are rounded once on the host and moved; the logits come back to the host.
     """
 
-    def __init__(self, model: nn.Module, images: torch.Tensor, batch_size: int = 500, max_states: int = 4):
+    def __init__(self, model: nn.Module, images: torch.Tensor, batch_size: int = 500, max_states: int = 4,
+                 device=None):
+        from .device import resolve_device
+
+        self.device = resolve_device(device if device is not None else "cpu")
         self.model = model.eval()
+        if self.device.type != "cpu":
+            if any(p.device != self.device for p in model.parameters()):
+                self.model = copy.deepcopy(self.model).to(self.device)
+            if not images.is_pinned():
+                images = images.pin_memory()
         self.images = images
         self.n = int(images.shape[0])
         self.batch_size = int(batch_size)
         self.max_states = int(max_states)
         self.infos = quantizable_tensors(model, tuple(images.shape[1:]))
         self._names = {info.name: info for info in self.infos}
+        model = self.model
         self.modules = dict(model.named_modules())
         self.states: dict[tuple, list[dict]] = {}
         self._wcache: dict[tuple[str, str], torch.Tensor] = {}
@@ -419,7 +458,7 @@ class PrefixEvaluator:
         if key not in self._wcache:
             if len(self._wcache) > 512:
                 self._wcache.clear()
-            self._wcache[key] = quantize_tensor(w, fmt)
+            self._wcache[key] = quantize_tensor(w.cpu(), fmt).to(w.device)  # rounded once, on the host
         return self._wcache[key]
 
     def _call_quantizable(self, name: str, site: str, x: torch.Tensor, plan, observer) -> torch.Tensor:
@@ -491,6 +530,8 @@ class PrefixEvaluator:
         every conv/linear call site's input (before rounding).  ``on_batch(batch_index, logits)
         -> bool``: return False to stop early.
         """
+        from .device import to_device
+
         plan = dict(plan)
         unknown = [k for k in plan if k not in self._names]
         if unknown:
@@ -508,7 +549,7 @@ class PrefixEvaluator:
             try:
                 with torch.no_grad():
                     for b, start in enumerate(range(0, self.n, self.batch_size)):
-                        outs.append(q(self.images[start:start + self.batch_size]))
+                        outs.append(q(to_device(self.images[start:start + self.batch_size], self.device)).cpu())
                         self.batches_run += 1
                         if on_batch is not None and not on_batch(b, outs[-1]):
                             break
@@ -525,9 +566,10 @@ class PrefixEvaluator:
         new_states: list[dict] = []
         with torch.no_grad():
             for b, bstart in enumerate(range(0, self.n, self.batch_size)):
-                x = self.images[bstart:bstart + self.batch_size] if envs is None else None
+                x = to_device(self.images[bstart:bstart + self.batch_size], self.device) if envs is None else None
                 env = envs[b] if envs is not None else {}
                 logits, saved = self._run_graph(x, env, start, plan, observer, save_at)
+                logits = logits.cpu()
                 outs.append(logits)
                 self.batches_run += 1
                 if saved is not None:
