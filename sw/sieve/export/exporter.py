@@ -40,7 +40,8 @@ from .rounding import (ACTIVATION_OPSET, BLOCKED_CHANNEL_MULTIPLE, add_blocked_r
 from .weight_decode import WEIGHT_OPSET, add_weight_decodes
 
 __all__ = ["MODES", "TensorEntry", "ExportResult", "quantizable_names", "check_plan", "export_onnx",
-           "build_model", "read_records", "METADATA_KEY"]
+           "build_model", "read_records", "METADATA_KEY",
+           "set_metadata", "check_edited"]
 
 MODES = ("full", "weights-only", "fp32")
 METADATA_KEY = "sieve.tensors"
@@ -349,16 +350,31 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
     proto.producer_name = "sieve"
     proto.producer_version = __version__
     proto.doc_string = ""
+    del proto.metadata_props[:]
+    set_metadata(proto, model_name, variant, mode, entries)
+    check_edited(proto)
+    return proto, entries
+
+
+def set_metadata(proto: onnx.ModelProto, model_name: str, variant: str, mode: str,
+                 entries: list[TensorEntry]) -> None:
+    """Record the model, variant, mode and the stored tensors (``read_records``) in
+    ``metadata_props``, replacing earlier SIEVE keys and keeping every other entry."""
     meta = {"sieve.model": model_name, "sieve.variant": variant, "sieve.mode": mode,
             METADATA_KEY: ";".join(_compact(e) for e in entries)}
+    kept = [p for p in proto.metadata_props if p.key not in meta]
     del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
     for key, value in meta.items():
         proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
+
+
+def check_edited(proto: onnx.ModelProto) -> None:
+    """``onnx.checker``'s full check of an edited model; a failure is SIEVE's bug, one line."""
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:  # a bug here, not the user's
         raise SieveError(f"the edited ONNX graph failed validation: {str(exc).splitlines()[0]}") from exc
-    return proto, entries
 
 
 def export_onnx(model: torch.nn.Module, plan: dict[str, Format], out: str | Path,

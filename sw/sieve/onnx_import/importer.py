@@ -94,13 +94,13 @@ class Importer:
             if transposed is not None:  # a shared layer's next call: its own input (sieve.qeval)
                 call = 1 + sum(1 for k in self.tensor_map if parse_tensor_name(k)[:2] == (name, "input"))
                 self.tensor_map[activation_name(name, call)] = {"node": ctx.node.name, "op": ctx.node.op_type,
-                                                                "tensor": ctx.node.input[0]}
+                                                                "index": ctx.index, "tensor": ctx.node.input[0]}
             return name
         name = self.b.unique_name(layer_hint(ctx.node, ctx.index, weight_name))
         self.modules[name] = make()
         self._shared[key] = name
         if transposed is not None:   # a quantizable layer: remember where its tensors live in the file
-            where = {"node": ctx.node.name, "op": ctx.node.op_type}
+            where = {"node": ctx.node.name, "op": ctx.node.op_type, "index": ctx.index}  # index: in the file's node list
             self.tensor_map[f"{name}.weight"] = {**where, "initializer": weight_name, "transposed": transposed}
             self.tensor_map[f"{name}.input"] = {**where, "tensor": ctx.node.input[0]}
         return name

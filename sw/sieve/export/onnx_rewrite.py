@@ -1,0 +1,297 @@
+"""The user's ONNX file + plan -> the same graph with packed weights and in-graph rounding.
+
+Why edit the file instead of exporting the imported model again through torch: the user's graph
+(its names, node order and operator choice, e.g. BatchNormalization kept as such) is what they
+ship and what their tools expect, so the compressed file should differ from it only where the
+plan asks.  The importer records where every plan tensor lives in the file
+(``ImportedModel.tensor_map``: the initializer of ``<layer>.weight``, the node index and input
+tensor of ``<layer>.input[#k]``), and this module edits a copy of the file there:
+
+* each planned weight initializer becomes its packed codes (``ceil(n*w/8)`` uint8 bytes) plus the
+  shared decode chains of :mod:`.weight_decode`, which produce ``<layer>.weight``; an
+  ``Identity`` gives the decoded tensor the initializer's name, so the consuming nodes stay as
+  they were.  An initializer that other nodes read too (a weight shared by several layers, or
+  read by an unplanned node) is kept for them, and the planned layer's nodes read the decoded
+  copy instead;
+* each planned activation gets the rounding of :mod:`.rounding` on the one edge into its node,
+  inserted right before that node (another node reading the same tensor still sees fp32, as in
+  ``sieve.qeval.apply_plan``);
+* the decode chains come first (they read only initializers), every original node keeps its
+  place; an older opset is raised to what the new nodes need (18 for the decode, 26 where a
+  rounding needs ``BitCast``) with ``onnx.version_converter`` before any edit.
+
+The metadata is the exporter's (:func:`.exporter.set_metadata`), so ``sieve inspect``,
+``verify.compare`` and the runtime read a rewritten file like any SIEVE export.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..cfloat import Format
+from ..errors import SieveError
+from ..io_utils import atomic_path
+from ..qeval import parse_tensor_name
+from .exporter import MODES, ExportResult, TensorEntry, check_edited, set_metadata
+from .onnx_graph import GraphBuilder
+from .rounding import ACTIVATION_OPSET, add_rounding, rounding_method
+from .weight_decode import WEIGHT_OPSET, add_weight_decodes
+
+__all__ = ["rewrite_model", "rewrite_onnx"]
+
+_DEFAULT = ("", "ai.onnx")
+
+
+def _opset(proto: onnx.ModelProto) -> int:
+    return max(o.version for o in proto.opset_import if o.domain in _DEFAULT)
+
+
+def _names(graph: onnx.GraphProto) -> set[str]:
+    return ({v for n in graph.node for v in (*n.input, *n.output)} | {t.name for t in graph.initializer}
+            | {v.name for v in (*graph.input, *graph.output, *graph.value_info)})
+
+
+def _builder(used: set[str]) -> GraphBuilder:
+    """A GraphBuilder whose generated names (``<prefix><number>``) cannot meet the file's."""
+    for prefix in ("sv", "sieve", "sieve_", "__sieve"):
+        if not any(re.fullmatch(rf"{re.escape(prefix)}\d+", n) for n in used):
+            return GraphBuilder(prefix=prefix)
+    raise SieveError("the ONNX file already uses every name SIEVE would generate (sv<n>, sieve<n> ...); rename them")
+
+
+def _upgrade(proto: onnx.ModelProto, opset: int, path: str) -> tuple[onnx.ModelProto, dict[int, int]]:
+    """``proto`` converted to ``opset`` and where each original node went (node names serve as
+    tags while converting: the converter may insert nodes)."""
+    from onnx import version_converter
+
+    original = [n.name for n in proto.graph.node]
+    tagged = onnx.ModelProto()
+    tagged.CopyFrom(proto)
+    for i, node in enumerate(tagged.graph.node):
+        node.name = f"__sieve_node_{i}"
+    try:
+        converted = version_converter.convert_version(tagged, opset)
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types, all the same problem
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SieveError(f"{path}: cannot raise opset {_opset(proto)} to {opset}, which the compressed graph needs "
+                         f"({first}); re-export the model at opset {opset} or later") from None
+    index = {}
+    for j, node in enumerate(converted.graph.node):
+        m = re.fullmatch(r"__sieve_node_(\d+)", node.name)
+        if m:
+            node.name = original[int(m.group(1))]
+            index[int(m.group(1))] = j
+    if len(index) != len(original):
+        raise SieveError(f"{path}: converting to opset {opset} replaced some of the file's nodes; "
+                         f"re-export the model at opset {opset} or later")
+    converted.ir_version = max(converted.ir_version, helper.find_min_ir_version_for(
+        list(converted.opset_import), ignore_unknown=True))
+    converted.graph.ClearField("value_info")   # shapes inferred for the old opset, not needed
+    return converted, index
+
+
+def _readers(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    """Tensor name -> indices of the nodes that read it (subgraphs of If/Loop included)."""
+    from ..onnx_import.importer import node_reads
+
+    out: dict[str, list[int]] = {}
+    for i, node in enumerate(graph.node):
+        for name in node_reads(node):
+            out.setdefault(name, []).append(i)
+    return out
+
+
+def _final_readers(graph: onnx.GraphProto, readers: dict[str, list[int]], name: str) -> tuple[set[int], set[str]]:
+    """The non-Identity nodes reading ``name`` directly or through Identity chains, and the
+    tensor names along the way."""
+    nodes, names, todo = set(), {name}, [name]
+    while todo:
+        for i in readers.get(todo.pop(), []):
+            node = graph.node[i]
+            if node.op_type == "Identity" and node.domain in _DEFAULT:
+                names.add(node.output[0])
+                todo.append(node.output[0])
+            else:
+                nodes.add(i)
+    return nodes, names
+
+
+def _layer_nodes(tensor_map: dict[str, dict], layer: str) -> list[tuple[str, dict]]:
+    return [(k, v) for k, v in tensor_map.items() if parse_tensor_name(k)[:2] == (layer, "input")]
+
+
+def _node_at(graph: onnx.GraphProto, where: dict, name: str, index_map: dict[int, int] | None) -> int:
+    """Index of the node a tensor_map entry names, checked against the file."""
+    index = where.get("index")
+    if index is not None and index_map is not None:
+        index = index_map.get(index)
+    if (index is None or not 0 <= index < len(graph.node) or graph.node[index].op_type != where["op"]
+            or ("tensor" in where and graph.node[index].input[0] != where["tensor"])):
+        raise SieveError(f"{name}: its {where['op']} node is not in the file's main graph (inside an If branch?);"
+                         " SIEVE cannot compress it in place, leave it out of the plan")
+    return index
+
+
+def _materialize_constants(graph: onnx.GraphProto, names: set[str]) -> None:
+    """Turn ``Constant`` nodes producing any of ``names`` into initializers (same name)."""
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] in names and node.attribute[0].name == "value":
+            t = onnx.TensorProto()
+            t.CopyFrom(node.attribute[0].t)
+            t.name = node.output[0]
+            graph.initializer.append(t)
+        else:
+            keep.append(node)
+    if len(keep) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(keep)
+
+
+def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dict[str, Format],
+                  known: dict[str, tuple[str, int]], mode: str = "full", model_name: str = "model",
+                  variant: str = "", path: str = "the model") -> tuple[onnx.ModelProto, list[TensorEntry]]:
+    """A compressed copy of ``proto`` (the file the importer read; ``tensor_map`` its map of
+    plan names, ``known`` the model's ``quantizable_names``) and what it stores."""
+    if mode not in MODES:
+        raise SieveError(f"unknown export mode {mode!r}; use one of {', '.join(MODES)}")
+    weights = [n for n in plan if known[n][0] == "weight"] if mode != "fp32" else []
+    acts = [n for n in plan if known[n][0] == "activation"] if mode == "full" else []
+    missing = [n for n in (*weights, *acts) if n not in tensor_map]
+    if missing:
+        raise SieveError(f"{path}: the importer did not record where {missing[0]} lives in the file; "
+                         "this plan is not for this ONNX file")
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    entries: list[TensorEntry] = []
+    if not weights and not acts:   # the fp32 "export": the user's file with SIEVE metadata
+        set_metadata(out, model_name, "", mode, entries)
+        check_edited(out)
+        return out, entries
+    graph = out.graph
+    _materialize_constants(graph, {tensor_map[n]["initializer"] for n in weights})
+    used = _names(graph)
+    b = _builder(used)
+    inits = {t.name: t for t in graph.initializer}
+
+    # the new subgraphs first (they depend on nothing but the plan and the initializers' values)
+    items = []
+    for name in weights:
+        init = tensor_map[name]["initializer"]
+        if init not in inits:
+            raise SieveError(f"{name}: {path} computes it ({init!r}) instead of storing it as an initializer; "
+                             "leave it out of the plan or store the weight as an initializer")
+        value = numpy_helper.to_array(inits[init])
+        if value.dtype != np.float32:
+            raise SieveError(f"{name}: initializer {init!r} is {value.dtype}; SIEVE compresses float32 weights only")
+        items.append((name, value, plan[name]))
+    records = add_weight_decodes(b, items)
+    decode_nodes = list(b.nodes)
+    b.nodes.clear()
+    acts = sorted(acts, key=lambda n: tensor_map[n]["index"])  # shared constants before every use
+    roundings: dict[str, list[onnx.NodeProto]] = {}
+    for name in acts:
+        rounded = f"{name}.rounded"
+        if rounded in used:
+            raise SieveError(f"{path} already has a tensor named {rounded!r}; rename it")
+        try:
+            add_rounding(b, tensor_map[name]["tensor"], rounded, plan[name], original_name=name)
+        except ValueError as exc:
+            raise SieveError(f"{name}: {exc}") from exc
+        roundings[name] = list(b.nodes)
+        b.nodes.clear()
+    needed = WEIGHT_OPSET
+    if any(n.op_type == "BitCast" for ns in roundings.values() for n in ns):
+        needed = ACTIVATION_OPSET
+    index_map = None
+    if _opset(out) < needed:
+        out, index_map = _upgrade(out, needed, path)
+        graph = out.graph
+        inits = {t.name: t for t in graph.initializer}
+
+    # weights: the initializer is replaced when only its layer reads it, else the layer's nodes
+    # read the decoded copy and the initializer stays for the other readers
+    readers = _readers(graph)
+    outputs = {o.name for o in graph.output}
+    aliases, dropped = [], set()
+    for name, rec in zip(weights, records):
+        layer = parse_tensor_name(name)[0]
+        init = tensor_map[name]["initializer"]
+        nodes = {_node_at(graph, where, key, index_map) for key, where in _layer_nodes(tensor_map, layer)}
+        finals, chain = _final_readers(graph, readers, init)
+        exclusive = finals <= nodes and not chain & outputs
+        if exclusive and init == name:
+            dropped.add(init)
+        elif exclusive and name not in used:
+            dropped.add(init)
+            aliases.append(helper.make_node("Identity", [name], [init]))
+        elif name not in used or name == init:
+            if name == init:   # keep the fp32 tensor for the other readers under a fresh name
+                spare = b.fresh("w")
+                inits[init].name = spare
+                for node in graph.node:
+                    node.input[:] = [spare if v == init else v for v in node.input]
+                for v in graph.input:
+                    if v.name == init:
+                        v.name = spare
+            for i in nodes:
+                graph.node[i].input[1] = name
+        else:
+            raise SieveError(f"{path} already has a tensor named {name!r} that is not {layer}'s weight; rename it")
+        entries.append(TensorEntry(name, "weight", rec.format, rec.elements, rec.bytes_stored, 4 * rec.elements,
+                                   rec.method, name, rec.packed))
+
+    # activations: the rounding on the edge into the planned node, right before it
+    before: dict[int, list[onnx.NodeProto]] = {}
+    for name in acts:
+        index = _node_at(graph, tensor_map[name], name, index_map)
+        graph.node[index].input[0] = f"{name}.rounded"
+        before.setdefault(index, []).extend(roundings[name])
+        entries.append(TensorEntry(name, "activation", str(plan[name]), known[name][1], 0, 4 * known[name][1],
+                                   rounding_method(plan[name]), f"{name}.rounded",
+                                   source=tensor_map[name]["tensor"]))
+
+    nodes = decode_nodes + aliases
+    for index, node in enumerate(graph.node):
+        nodes.extend(before.get(index, []))
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    # replaced initializers, and planned ones no node reads any more (all their layers read copies)
+    still = {v for n in graph.node for v in n.input} | outputs
+    planned = {tensor_map[n]["initializer"] for n in weights}
+    gone = dropped | {t.name for t in graph.initializer if t.name in planned and t.name not in still}
+    kept = [t for t in graph.initializer if t.name not in gone]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + b.initializers)
+    ins = [v for v in graph.input if v.name not in gone]
+    del graph.input[:]
+    graph.input.extend(ins)
+    for o in out.opset_import:
+        if o.domain in _DEFAULT:
+            o.version = max(o.version, needed)
+    out.ir_version = max(out.ir_version, helper.find_min_ir_version_for(list(out.opset_import), ignore_unknown=True))
+    set_metadata(out, model_name, variant, mode, entries)
+    check_edited(out)
+    return out, entries
+
+
+def rewrite_onnx(path: str | Path, tensor_map: dict[str, dict], plan: dict[str, Format],
+                 known: dict[str, tuple[str, int]], out: str | Path, mode: str = "full",
+                 model_name: str = "model", variant: str = "") -> ExportResult:
+    """Write the compressed copy of the ONNX file ``path`` (see :func:`rewrite_model`)."""
+    from ..onnx_import.reader import read_onnx
+
+    proto = read_onnx(path).model
+    rewritten, entries = rewrite_model(proto, tensor_map, plan, known, mode, model_name, variant, str(path))
+    out = Path(out)
+    if out.suffix != ".onnx":
+        raise SieveError(f"output file {out} should end in .onnx")
+    with atomic_path(out) as tmp:
+        onnx.save_model(rewritten, str(tmp))
+    return ExportResult(str(out), mode, _opset(rewritten), out.stat().st_size, entries)
