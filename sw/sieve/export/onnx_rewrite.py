@@ -64,35 +64,24 @@ def _builder(used: set[str]) -> GraphBuilder:
     raise SieveError("the ONNX file already uses every name SIEVE would generate (sv<n>, sieve<n> ...); rename them")
 
 
-def _upgrade(proto: onnx.ModelProto, opset: int, path: str) -> tuple[onnx.ModelProto, dict[int, int]]:
-    """``proto`` converted to ``opset`` and where each original node went (node names serve as
-    tags while converting: the converter may insert nodes)."""
+_TAG = "__sieve_node_{}"
+
+
+def _upgrade(proto: onnx.ModelProto, opset: int, path: str) -> onnx.ModelProto:
+    """``proto`` (its nodes tagged by name, see :func:`rewrite_model`) converted to ``opset``."""
     from onnx import version_converter
 
-    original = [n.name for n in proto.graph.node]
-    tagged = onnx.ModelProto()
-    tagged.CopyFrom(proto)
-    for i, node in enumerate(tagged.graph.node):
-        node.name = f"__sieve_node_{i}"
     try:
-        converted = version_converter.convert_version(tagged, opset)
+        converted = version_converter.convert_version(proto, opset)
     except Exception as exc:  # noqa: BLE001 - the converter raises many types, all the same problem
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SieveError(f"{path}: cannot raise opset {_opset(proto)} to {opset}, which the compressed graph needs "
                          f"({first}); re-export the model at opset {opset} or later") from None
-    index = {}
-    for j, node in enumerate(converted.graph.node):
-        m = re.fullmatch(r"__sieve_node_(\d+)", node.name)
-        if m:
-            node.name = original[int(m.group(1))]
-            index[int(m.group(1))] = j
-    if len(index) != len(original):
-        raise SieveError(f"{path}: converting to opset {opset} replaced some of the file's nodes; "
-                         f"re-export the model at opset {opset} or later")
-    converted.ir_version = max(converted.ir_version, helper.find_min_ir_version_for(
-        list(converted.opset_import), ignore_unknown=True))
-    converted.graph.ClearField("value_info")   # shapes inferred for the old opset, not needed
-    return converted, index
+    if {n.name for n in converted.graph.node} >= {n.name for n in proto.graph.node}:
+        converted.graph.ClearField("value_info")   # shapes inferred for the old opset, not needed
+        return converted
+    raise SieveError(f"{path}: converting opset {_opset(proto)} to {opset} replaced some of the file's nodes; "
+                     f"re-export the model at opset {opset} or later")
 
 
 def _readers(graph: onnx.GraphProto) -> dict[str, list[int]]:
@@ -125,12 +114,11 @@ def _layer_nodes(tensor_map: dict[str, dict], layer: str) -> list[tuple[str, dic
     return [(k, v) for k, v in tensor_map.items() if parse_tensor_name(k)[:2] == (layer, "input")]
 
 
-def _node_at(graph: onnx.GraphProto, where: dict, name: str, index_map: dict[int, int] | None) -> int:
-    """Index of the node a tensor_map entry names, checked against the file."""
-    index = where.get("index")
-    if index is not None and index_map is not None:
-        index = index_map.get(index)
-    if (index is None or not 0 <= index < len(graph.node) or graph.node[index].op_type != where["op"]
+def _node_at(graph: onnx.GraphProto, where: dict, name: str) -> int:
+    """Position of the node a tensor_map entry names (by the node's tag), checked against the file."""
+    tag = _TAG.format(where.get("index"))
+    index = next((i for i, n in enumerate(graph.node) if n.name == tag), None)
+    if (index is None or graph.node[index].op_type != where["op"]
             or ("tensor" in where and graph.node[index].input[0] != where["tensor"])):
         raise SieveError(f"{name}: its {where['op']} node is not in the file's main graph (inside an If branch?);"
                          " SIEVE cannot compress it in place, leave it out of the plan")
@@ -174,6 +162,11 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
         check_edited(out)
         return out, entries
     graph = out.graph
+    # node names become tags for the edits (the importer's node indices; nodes may move when
+    # Constants become initializers or the opset converter inserts some), restored at the end
+    names = [n.name for n in graph.node]
+    for i, node in enumerate(graph.node):
+        node.name = _TAG.format(i)
     _materialize_constants(graph, {tensor_map[n]["initializer"] for n in weights})
     used = _names(graph)
     b = _builder(used)
@@ -208,9 +201,8 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
     needed = WEIGHT_OPSET
     if any(n.op_type == "BitCast" for ns in roundings.values() for n in ns):
         needed = ACTIVATION_OPSET
-    index_map = None
     if _opset(out) < needed:
-        out, index_map = _upgrade(out, needed, path)
+        out = _upgrade(out, needed, path)
         graph = out.graph
         inits = {t.name: t for t in graph.initializer}
 
@@ -222,7 +214,7 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
     for name, rec in zip(weights, records):
         layer = parse_tensor_name(name)[0]
         init = tensor_map[name]["initializer"]
-        nodes = {_node_at(graph, where, key, index_map) for key, where in _layer_nodes(tensor_map, layer)}
+        nodes = {_node_at(graph, where, key) for key, where in _layer_nodes(tensor_map, layer)}
         finals, chain = _final_readers(graph, readers, init)
         exclusive = finals <= nodes and not chain & outputs
         if exclusive and init == name:
@@ -249,7 +241,7 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
     # activations: the rounding on the edge into the planned node, right before it
     before: dict[int, list[onnx.NodeProto]] = {}
     for name in acts:
-        index = _node_at(graph, tensor_map[name], name, index_map)
+        index = _node_at(graph, tensor_map[name], name)
         graph.node[index].input[0] = f"{name}.rounded"
         before.setdefault(index, []).extend(roundings[name])
         entries.append(TensorEntry(name, "activation", str(plan[name]), known[name][1], 0, 4 * known[name][1],
@@ -260,6 +252,10 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
     for index, node in enumerate(graph.node):
         nodes.extend(before.get(index, []))
         nodes.append(node)
+    tags = {_TAG.format(i): name for i, name in enumerate(names)}
+    for node in nodes:
+        if node.name in tags:
+            node.name = tags[node.name]
     del graph.node[:]
     graph.node.extend(nodes)
     # replaced initializers, and planned ones no node reads any more (all their layers read copies)
