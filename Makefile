@@ -9,7 +9,7 @@ DATA    ?=
 WEIGHTS ?=
 JOBS    ?= 2
 
-.PHONY: setup test test-all search rtl sim synth verify-exhaustive export cascade multidsnn prune bench clean help
+.PHONY: setup test test-all search rtl sim synth verify-exhaustive export cascade multidsnn prune mmnet bench clean help
 
 help:
 	@echo "make setup      fresh machine -> everything (venv, torch CPU, Debian packages)"
@@ -20,6 +20,7 @@ help:
 	@echo "make cascade    speculative big/little inference on the default pool"
 	@echo "make multidsnn  selector + data-specialised nets vs each monolith (MODEL=all by default)"
 	@echo "make prune      SNIP / local random / double-shot pruning vs dense, + lenet5 pruned and searched -> build/prune"
+	@echo "make mmnet      M&MNet: Minion pairs (trained here, ~10 min) + Master on device/cloud -> build/runtime/mmnet-*"
 	@echo "make bench      benchmarks -> build/bench/*.json"
 
 setup: $(STAMP)
@@ -29,7 +30,7 @@ $(STAMP): pyproject.toml requirements-lock.txt scripts/setup-system.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check "pip>=23" "setuptools>=64" wheel
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-lock.txt
-	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test,multidsnn]'
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test,multidsnn,ray]'
 	$(PY) -m synth.warm
 	touch $@
 
@@ -67,6 +68,10 @@ cascade: setup
 
 multidsnn: setup
 	$(SIEVE) multidsnn --model $(or $(MODEL),all) --target $(or $(TARGET),1.0)
+
+# trains the default Minion grid once (16 Minions, 1 epoch each, cached); NETWORK=lte|wifi|3g
+mmnet: setup
+	$(SIEVE) mmnet --pool "$${POOL:-lenet5,convnet,minivgg}" --network $(or $(NETWORK),lte) --target $(or $(TARGET),1.0)
 
 # LeNets on all 55,000 training images, the two CNNs on the first 20,000; 1 epoch per training,
 # 3 seeds: about 35 min on 2 idle cores (every training is cached, a second run only evaluates)

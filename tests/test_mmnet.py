@@ -94,16 +94,32 @@ def test_exhaustive_selection_is_the_cheapest_pair_and_the_heuristic_is_never_ch
     probs, y = _made_up(n=1500, seed=1)
     need = mmnet.needed(probs, "master", y, 1.0)
     cands = ["m_a", "m_b", "m_c", "m_d"]
-    exh = mmnet.select_exhaustive("master", cands, probs, y, need, LAT)
-    heur = mmnet.select_heuristic("master", cands, probs, y, need, LAT, width=2)
+    exh = mmnet.select_exhaustive("master", cands, probs, y, need, LAT, z=0.0)
+    heur = mmnet.select_heuristic("master", cands, probs, y, need, LAT, width=2, z=0.0)
     assert exh.best is not None and heur.best is not None
-    brute = [mmnet.best_two_stage(a, b, "master", probs, y, need, LAT) for a in cands for b in cands
+    brute = [mmnet.best_two_stage(a, b, "master", probs, y, need, LAT, z=0.0) for a in cands for b in cands
              if a != b and LAT[a] + LAT[b] < LAT["master"]]
     assert exh.tried == len(brute) == 12
     assert exh.best.cost_s == pytest.approx(min(f.cost_s for f in brute if f.met))
     assert heur.tried <= 4 and heur.best.cost_s >= exh.best.cost_s - 1e-15
-    single = mmnet.single_minion("master", cands, probs, y, need, LAT)
+    single = mmnet.single_minion("master", cands, probs, y, need, LAT, z=0.0)
     assert single is not None and single.met and single.cost < LAT["master"]
+
+
+def test_the_margin_rejects_rules_that_trade_gains_for_losses():
+    probs, y = _made_up(n=1500, seed=3)
+    need = mmnet.needed(probs, "master", y, 1.0)
+    master_ok = probs["master"].argmax(1) == y
+    assert mmnet.keeps_margin(master_ok, master_ok, need, 1.0)           # the Master itself: 0 ≥ 0
+    swapped = master_ok.copy()
+    wrong, right = np.flatnonzero(~master_ok)[:30], np.flatnonzero(master_ok)[:30]
+    swapped[wrong], swapped[right] = True, False                         # 30 gains, 30 losses
+    assert int(swapped.sum()) == need and not mmnet.keeps_margin(swapped, master_ok, need, 1.0)
+    assert mmnet.keeps_margin(swapped, master_ok, need, 0.0)
+    for per_class in (False, True):
+        fit = mmnet.fit_two_stage("m_a", "m_c", "master", probs, y, need, LAT, per_class, z=1.0)
+        ok = simulate(fit.policy, probs)[0] == y
+        assert fit.usable == (fit.met and mmnet.keeps_margin(ok, master_ok, need, 1.0))
 
 
 def test_no_pair_when_the_minions_cost_as_much_as_the_master():
@@ -146,6 +162,7 @@ def test_placement_turns_to_the_cloud_for_slow_masters_first_on_wifi():
     (["mmnet", "--target", "0"], "--target"),
     (["mmnet", "--grid", "huge"], "--grid"),
     (["mmnet", "--minion-epochs", "0"], "--minion-epochs"),
+    (["mmnet", "--margin-z", "-1"], "--margin-z"),
     (["mmnet", "--pool", "lenet5"], "at least two"),
     (["mmnet", "--pool", "lenet5,convnet", "--masters", "minivgg"], "--masters"),
 ])

@@ -53,8 +53,10 @@ def _ms(x: float) -> str:
 def _write(result: dict, out: Path) -> Path:
     lines = [f"# M&MNet on {result['dataset']}", "",
              f"Minion 1 → detector → Minion 2 → detector → Master; thresholds fitted on "
-             f"{result['calibration_images']} calibration images for {100 * result['target']:g} % of the "
-             f"Master's correct answers; every figure below on {result['test_images']} held-out images. "
+             f"{result['fit_images']} of the {result['calibration_images']} calibration images for "
+             f"{100 * result['target']:g} % of the Master's correct answers with a {result['margin_z']:g}σ margin, "
+             f"the chosen policy checked on the other {result['check_images']} (margin {result['check_z']:g}σ); every figure below on "
+             f"{result['test_images']} held-out images. "
              f"Latency per model measured here at batch 1 (CPU time, one thread); device power "
              f"{result['device']['device_power_w']} W and cloud speed-up ×{result['device']['cloud_speedup']:g} "
              f"(assumed, `sieve/runtime/selector.py`); input {result['input_bytes']} bytes.", ""]
