@@ -305,3 +305,28 @@ def test_weight_in_a_constant_node_and_a_failed_opset_conversion(tmp_path, monke
     with pytest.raises(SieveError, match=r"cannot raise opset 13 to 18, .*No adapter for Conv\); re-export") as info:
         rewrite_onnx(path, loaded.tensor_map, plan, known, bad)
     assert "\n" not in str(info.value) and not bad.exists()
+
+
+@pytest.mark.parametrize("arch", ["alexnet", "googlenet", "resnet50", "squeezenet", "densenet", "shufflenet"])
+def test_classic_cnn_styles_at_opset_9_every_tensor_planned(arch, tmp_path):
+    """The importer's CNN styles (LRN, grouped conv, Concat, channel shuffle, kept BatchNorm ...)
+    exported at opset 9 and raised to 26 by the converter: graph kept, 100 % agreement."""
+    from tests.test_onnx_import import CNNS, _export, random_bn_statistics
+
+    torch.manual_seed(0)
+    cls, shape, kw = CNNS[arch]
+    model = cls().eval()
+    if kw.get("preserve_bn"):
+        random_bn_statistics(model)
+    path = _export(model, tmp_path / f"{arch}.onnx", shape, 9, **kw)
+    loaded = resolve(str(path))
+    known = quantizable_names(loaded.model, shape)
+    weights, acts = ("e4m3", "e3m2", "e5m9b20", "e2m1"), ("e4m3", "ue4m3b5", "ue3m4b3+rtz")
+    plan = {n: P(weights[i % 4] if kind == "weight" else acts[i % 3]) for i, (n, (kind, _)) in enumerate(known.items())}
+    out = tmp_path / "q.onnx"
+    result = rewrite_onnx(path, loaded.tensor_map, plan, known, out)
+    assert result.opset == 26
+    rewritten = onnx.load(str(out))
+    _assert_graph_kept(onnx.load(str(path)), rewritten)
+    _assert_packed(onnx.load(str(path)), rewritten, plan, loaded.tensor_map)
+    _assert_agrees(loaded.model, plan, out, _images(32, shape))
