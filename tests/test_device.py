@@ -122,3 +122,14 @@ def test_cuda_search_gives_the_cpu_plan() -> None:
     cpu = run_search(model, data, device="cpu", **kwargs)
     gpu = run_search(model, data, device="cuda", **kwargs)
     assert {v: d["tensors"] for v, d in gpu["variants"].items()} == {v: d["tensors"] for v, d in cpu["variants"].items()}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ray", "bogus"], "--ray 'bogus' is not one of auto|local|HOST:PORT"),
+    (["--ray-workers", "2"], "--ray-workers needs --ray"),
+    (["--ray", "local", "--ray-workers", "0"], "--ray-workers needs --ray and a whole number >= 1"),
+])
+def test_cli_bad_ray_options_are_one_line(argv, message, capsys) -> None:
+    """Checked before any model or data is loaded (and without importing Ray)."""
+    assert main(["search", "--model", "lenet5", *argv, "--quiet"]) == 2
+    assert message in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -32,6 +33,12 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch CPU threads for the search (default: all cores of this machine)")
     add_device_arguments(p)
+    p.add_argument("--ray", default=None, metavar="auto|local|HOST:PORT",
+                   help="shard the validation and test images across Ray actors (same plan): local starts a"
+                        " cluster on this machine, auto joins the running one, HOST:PORT the head node's address"
+                        " (needs pip install -e '.[ray]')")
+    p.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="Ray actors (default: one per CPU of the cluster, or per GPU with a cuda device)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-layer log")
     p.set_defaults(func=run)
 
@@ -63,6 +70,13 @@ def run(args) -> int:
     if args.threads is not None and args.threads < 1:
         raise SieveError(f"--threads must be a whole number >= 1, got {args.threads}")
     engine = device_options(args)
+    if args.ray_workers is not None and (args.ray is None or args.ray_workers < 1):
+        raise SieveError("--ray-workers needs --ray and a whole number >= 1"
+                         f" (got {args.ray_workers}{'' if args.ray else ' without --ray'})")
+    if args.ray is not None:
+        if not re.fullmatch(r"auto|local|[\w.-]+:[0-9]+", args.ray):
+            raise SieveError(f"--ray {args.ray!r} is not one of auto|local|HOST:PORT")
+        engine.update(ray=args.ray, ray_workers=args.ray_workers)
     name = source_name(args.model)   # a zoo name, an ONNX file's stem, file.Factory
     out = check_out_dir(args.out if args.out else Path("build") / "search" / name)
     loaded, dataset = load_source(args.model, data=args.data, weights=args.weights, val=args.val, test=args.test,

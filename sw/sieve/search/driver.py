@@ -115,10 +115,12 @@ def _check_split(split, what: str) -> None:
         raise SieveError(f"the {what} split holds NaN or Inf pixels; the data file is corrupt")
 
 
-def _correct(model, plan, images, labels, batch_size, bar, device=None) -> np.ndarray:
+def _correct(model, plan, images, labels, batch_size, bar, device=None, pool=None) -> np.ndarray:
     """Per image, whether ``model`` under ``plan`` predicts it right (for the paired test
-    verdict, :mod:`sieve.stats`); ``bar`` advances per batch of images."""
-    ev = PrefixEvaluator(model, images, batch_size=batch_size, max_states=0, device=device)
+    verdict, :mod:`sieve.stats`); ``bar`` advances per batch of images.  With a Ray ``pool``
+    the images are sharded across its actors."""
+    ev = (PrefixEvaluator(model, images, batch_size=batch_size, max_states=0, device=device) if pool is None
+          else pool.evaluator(images, batch_size, max_states=0))
     pred = ev.run(plan, on_batch=lambda b, out: bar.update(len(out)) or True).argmax(1)
     return (pred == labels).numpy()
 
@@ -179,14 +181,17 @@ def tightening_record(variant: str, plans: dict, trace: list[dict], infos) -> di
 def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: str = DEFAULT_STRATEGY,
                out_dir: str | Path | None = None, batch_size: int = 500, progress: bool = True,
                log: Callable[[str], None] | None = None, report: bool = True, resume: bool = True,
-               threads: int | None = None, margin_z: float = MARGIN_Z, device="auto") -> dict:
+               threads: int | None = None, margin_z: float = MARGIN_Z, device="auto", ray: str | None = None,
+               ray_workers: int | None = None) -> dict:
     """Search a plan for ``model`` on ``dataset.val``; return the plan.json document.
 
     ``margin_z``: the generalization margin of the accurate/approximate targets (see
     :mod:`sieve.search.context`; 0 = the plain validation target).  ``threads``: torch threads
     during the search (default: the caller's current setting); restored afterwards.  ``device``:
     ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when torch sees one), ``batch_size`` images
-    per forward pass; neither changes the plan (rounding is bit-exact on every device).  ``log``
+    per forward pass; neither changes the plan (rounding is bit-exact on every device).  ``ray``
+    (``auto``, ``local`` or ``HOST:PORT``): shard the validation and test images across
+    ``ray_workers`` Ray actors (default: one per CPU, or GPU, of the cluster); same plan.  ``log``
     receives one line at a time, written with the progress bars cleared.
     Writes ``out_dir/plan.json``, ``report.md`` and plots when ``out_dir`` is given, and keeps
     evaluation outcomes under ``out_dir/cache/`` so that an interrupted run resumes exactly.
@@ -203,12 +208,25 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
         if not torch.isfinite(p).all():
             raise SieveError(f"weights of {name} hold NaN or Inf; the checkpoint is corrupt")
     with _caller_state_kept(model, threads):
-        return _search(model, dataset, model_name, strategy, out, batch_size, Progress(progress, log),
-                       report, resume, margin_z, device)
+        pool = None
+        if ray is not None:
+            from .ray_eval import RayPool  # imports Ray: only when asked for
+
+            pool = RayPool(ray, model, workers=ray_workers, device=str(device))
+        try:
+            doc = _search(model, dataset, model_name, strategy, out, batch_size, Progress(progress, log),
+                          report, resume, margin_z, device, pool)
+            if pool is not None:
+                doc["cost"]["ray"] = {"workers": pool.workers, "evaluations": pool.evaluations,
+                                      "restarts": pool.restarts, "overhead_ms_per_evaluation": pool.overhead_ms()}
+            return doc
+        finally:
+            if pool is not None:
+                pool.close()
 
 
 def _search(model, dataset, model_name, strategy, out, batch_size, show: Progress, report, resume, margin_z,
-            device) -> dict:
+            device, pool=None) -> dict:
     val, test = dataset.val, dataset.test
     identity = digest(ALGORITHM_VERSION, model_name, strategy, margin_z, model_digest(model),
                       val.images.numpy().tobytes(), val.labels.numpy().tobytes())
@@ -219,7 +237,8 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
 
     t0 = time.perf_counter()
     ctx = SearchContext(model, val.images, val.labels, identity=identity, cache_path=cache_path,
-                        batch_size=batch_size, progress=show, margin_z=margin_z, device=device)
+                        batch_size=batch_size, progress=show, margin_z=margin_z, device=device,
+                        evaluator_factory=None if pool is None else lambda idx, bs: pool.evaluator(val.images[idx], bs))
     found_warnings = _split_warnings(ctx, n_test, margin_z)
     for message in found_warnings:
         warnings.warn(message, SearchWarning, stacklevel=3)  # points at the caller of run_search
@@ -236,11 +255,11 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
     seconds = time.perf_counter() - t0
 
     with show.bar("fp32 test", n_test, "img") as bar:
-        base_test_ok = _correct(ctx.device_model, {}, test.images, test.labels, batch_size, bar, device)
+        base_test_ok = _correct(ctx.device_model, {}, test.images, test.labels, batch_size, bar, device, pool)
     base_test_correct = int(base_test_ok.sum())
     show.say(f"fp32 test accuracy {base_test_correct / n_test:.2%} ({base_test_correct:,} of {n_test:,} images)")
     with show.bar(f"test ({', '.join(VARIANTS)})", len(VARIANTS) * n_test, "img") as bar:
-        test_ok = {v: _correct(ctx.device_model, plans[v], test.images, test.labels, batch_size, bar, device)
+        test_ok = {v: _correct(ctx.device_model, plans[v], test.images, test.labels, batch_size, bar, device, pool)
                    for v in VARIANTS}
     test_correct = {v: int(ok.sum()) for v, ok in test_ok.items()}
     variants = {}
