@@ -77,6 +77,10 @@ def test_search_then_compressed_export_of_an_imported_file(tmp_path):
     assert {r.name for r in records} == set(plan)
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [i.name for i in sess.get_inputs()] == ["x"]
+    # the user's graph itself (export.onnx_rewrite): every node of the file, in its order
+    original = [(n.op_type, list(n.output)) for n in onnx.load(str(path)).graph.node]
+    mine = {o for _, outs in original for o in outs}
+    assert [(n.op_type, list(n.output)) for n in onnx.load(str(out)).graph.node if n.output[0] in mine] == original
 
 
 def test_export_refuses_weights_for_an_onnx_file(tmp_path, capsys):
