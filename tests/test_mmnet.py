@@ -171,3 +171,37 @@ def test_cli_bad_input_is_one_line_exit_2(argv, words, capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and words in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- study and report
+
+def test_study_on_a_made_up_pool_writes_json_markdown_and_plots(tmp_path):
+    from sieve.runtime.mmnet_report import write_mmnet
+    from sieve.runtime.mmnet_study import run_mmnet
+
+    probs, y = _made_up(n=4000, seed=4)
+    logits = {m: np.log(p) for m, p in probs.items()}
+    half = slice(0, 2000), slice(2000, 4000)
+    val = {m: v[half[0]] for m, v in logits.items()}
+    test = {m: v[half[1]] for m, v in logits.items()}
+    cands = {"master": ["m_a", "m_b", "m_c", "m_d"]}
+    res = run_mmnet(val, test, y[half[0]], y[half[1]], {}, torch.zeros(2, 1, 28, 28), ["master"], cands,
+                    1.0, networks=("LTE", "WiFi"), progress=False, per_image=LAT, dataset="made-up")
+    assert [r["network"] for r in res["rows"]] == ["LTE", "WiFi"]
+    assert res["fit_images"] + res["check_images"] == 2000
+    for r in res["rows"]:
+        assert r["placement"]["where"] == "device"            # 1 ms here beats any round trip
+        mm = r["mmnet"]
+        parts = sum(v for k, v in mm["latency_s"].items() if k != "total")
+        assert mm["latency_s"]["total"] == pytest.approx(parts)
+        assert r["mobile_only"]["latency_s"]["total"] == pytest.approx(LAT["master"])
+        assert r["cloud_only"]["latency_s"]["transfer"] > 0
+        if r["deployed"]:
+            assert mm["latency_s"]["total"] < LAT["master"] and mm["reach"][0] == 1.0
+        assert {"gains", "losses", "p_worse", "holds"} <= set(mm["verdict"])
+    assert res["lookup"]["LTE"][0]["master"] == "master"
+    path = write_mmnet({**res, "minions": []}, tmp_path / "out")
+    text = path.read_text()
+    assert "Lookup table" in text and "second Minion" in text
+    for name in ("mmnet.json", "latency.png", "energy.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
