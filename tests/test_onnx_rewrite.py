@@ -330,3 +330,43 @@ def test_classic_cnn_styles_at_opset_9_every_tensor_planned(arch, tmp_path):
     _assert_graph_kept(onnx.load(str(path)), rewritten)
     _assert_packed(onnx.load(str(path)), rewritten, plan, loaded.tensor_map)
     _assert_agrees(loaded.model, plan, out, _images(32, shape))
+
+
+def _two_layers_one_weight(path) -> None:
+    """``a.weight`` (a torch-style name, so layer ``a`` decodes under the initializer's own name)
+    read by two Conv nodes with different padding: two layers."""
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array((rng.standard_normal((3, 3, 3, 3)) * 0.3).astype(np.float32), "a.weight")
+    nodes = [helper.make_node("Conv", ["x", "a.weight"], ["y1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "a.weight"], ["y2"], pads=[2, 2, 2, 2], dilations=[2, 2]),
+             helper.make_node("Add", ["y1", "y2"], ["s"]),
+             helper.make_node("GlobalAveragePool", ["s"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["y"])]
+    graph = helper.make_graph(nodes, "tied", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], initializer=[w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_initializer_named_like_the_layer_and_read_by_another_layer(tmp_path):
+    path = tmp_path / "tied.onnx"
+    _two_layers_one_weight(path)
+    loaded = resolve(str(path))
+    known = quantizable_names(loaded.model, (3, 6, 6))
+    layers = sorted(n for n in known if n.endswith(".weight"))
+    assert len(layers) == 2 and "a.weight" in layers
+    other = next(n for n in layers if n != "a.weight")
+    x = _images(32, (3, 6, 6))
+    # only a planned: a reads the decoded a.weight, the other layer keeps the fp32 copy
+    proto, _ = rewrite_model(onnx.load(str(path)), loaded.tensor_map, {"a.weight": P("e2m1")}, known)
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert convs[0].input[1] == "a.weight" and convs[1].input[1] != "a.weight"
+    assert numpy_helper.to_array(next(t for t in proto.graph.initializer if t.name == convs[1].input[1])).dtype \
+        == np.float32
+    onnx.save(proto, str(tmp_path / "one.onnx"))
+    _assert_agrees(loaded.model, {"a.weight": P("e2m1")}, tmp_path / "one.onnx", x)
+    # both planned: no fp32 copy left
+    plan = {"a.weight": P("e2m1"), other: P("e4m3")}
+    proto, _ = rewrite_model(onnx.load(str(path)), loaded.tensor_map, plan, known)
+    assert not any(t.data_type == TensorProto.FLOAT and list(t.dims) == [3, 3, 3, 3] for t in proto.graph.initializer)
+    onnx.save(proto, str(tmp_path / "both.onnx"))
+    _assert_agrees(loaded.model, plan, tmp_path / "both.onnx", x)

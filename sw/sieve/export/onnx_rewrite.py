@@ -211,6 +211,7 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
     readers = _readers(graph)
     outputs = {o.name for o in graph.output}
     aliases, dropped = [], set()
+    planned = {tensor_map[n]["initializer"] for n in weights}   # dropped below when nobody reads them
     for name, rec in zip(weights, records):
         layer = parse_tensor_name(name)[0]
         init = tensor_map[name]["initializer"]
@@ -225,6 +226,7 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
         elif name not in used or name == init:
             if name == init:   # keep the fp32 tensor for the other readers under a fresh name
                 spare = b.fresh("w")
+                planned.add(spare)
                 inits[init].name = spare
                 for node in graph.node:
                     node.input[:] = [spare if v == init else v for v in node.input]
@@ -260,7 +262,6 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
     graph.node.extend(nodes)
     # replaced initializers, and planned ones no node reads any more (all their layers read copies)
     still = {v for n in graph.node for v in n.input} | outputs
-    planned = {tensor_map[n]["initializer"] for n in weights}
     gone = dropped | {t.name for t in graph.initializer if t.name in planned and t.name not in still}
     kept = [t for t in graph.initializer if t.name not in gone]
     del graph.initializer[:]
