@@ -389,8 +389,10 @@ class PrefixEvaluator:
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, batch_size: int = 500, max_states: int = 4,
-                 device=None):
+                 device=None, store=None):
         from .device import resolve_device
+
+        self.store = store  # a sieve.prefix_store.PrefixStore bounds the states' RAM (None: unbounded)
 
         self.device = resolve_device(device if device is not None else "cpu")
         self.model = model.eval()
@@ -563,7 +565,8 @@ class PrefixEvaluator:
             save_at = self.first_use[checkpoint] if checkpoint in self.first_use else self.cut[checkpoint]
         if save_at is not None and save_at <= start:
             save_at = None  # already have it (or a deeper one)
-        new_states: list[dict] = []
+        bounded = self.store is not None and save_at is not None and self.max_states > 0
+        new_states = self.store.begin() if bounded else []
         with torch.no_grad():
             for b, bstart in enumerate(range(0, self.n, self.batch_size)):
                 x = to_device(self.images[bstart:bstart + self.batch_size], self.device) if envs is None else None
@@ -575,14 +578,24 @@ class PrefixEvaluator:
                 if saved is not None:
                     new_states.append(saved)
                 if on_batch is not None and not on_batch(b, logits):
+                    self._drop(new_states)
                     new_states = []  # incomplete: do not store
                     break
         if (save_at is not None and self.max_states > 0 and len(new_states) == len(outs)
                 and len(outs) * self.batch_size >= self.n):
+            key = (save_at, self._prefix_key(plan, save_at))
+            self._drop(self.states.pop(key, None))
             if len(self.states) >= self.max_states:
-                self.states.pop(next(iter(self.states)))
-            self.states[(save_at, self._prefix_key(plan, save_at))] = new_states
+                self._drop(self.states.pop(next(iter(self.states))))
+            self.states[key] = new_states
+        else:
+            self._drop(new_states)
         return torch.cat(outs)
+
+    def _drop(self, state) -> None:
+        """A state leaves the cache: its bytes (and spill file) go back to the store."""
+        if self.store is not None and state is not None:
+            self.store.release(state)
 
     def fp32_logits(self, observer=None) -> torch.Tensor:
         """The fp32 model's logits (computed once; ``observer`` sees the fp32 inputs of that pass)."""

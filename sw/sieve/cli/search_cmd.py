@@ -37,6 +37,9 @@ def register(sub) -> None:
                    help="shard the validation and test images across Ray actors (same plan): local starts a"
                         " cluster on this machine, auto joins the running one, HOST:PORT the head node's address"
                         " (needs pip install -e '.[ray]')")
+    p.add_argument("--cache-mem", default=None, metavar="SIZE",
+                   help="RAM bound of the prefix cache, e.g. 2G or 512M (default: a quarter of the available RAM);"
+                        " states beyond it spill to OUT/cache/prefix, exact, same plan")
     p.add_argument("--ray-workers", type=int, default=None, metavar="N",
                    help="Ray actors (default: one per CPU of the cluster, or per GPU with a cuda device)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-layer log")
@@ -73,6 +76,10 @@ def run(args) -> int:
     if args.ray_workers is not None and (args.ray is None or args.ray_workers < 1):
         raise SieveError("--ray-workers needs --ray and a whole number >= 1"
                          f" (got {args.ray_workers}{'' if args.ray else ' without --ray'})")
+    if args.cache_mem is not None:
+        from ..prefix_store import parse_size
+
+        engine["cache_mem"] = parse_size(args.cache_mem)
     if args.ray is not None:
         if not re.fullmatch(r"auto|local|[\w.-]+:[0-9]+", args.ray):
             raise SieveError(f"--ray {args.ray!r} is not one of auto|local|HOST:PORT")

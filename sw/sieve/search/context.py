@@ -146,7 +146,7 @@ class SearchContext:
     def __init__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                  identity: str, cache_path=None, batch_size: int = 500, early_tolerance: float = 0.002,
                  subset_surplus: float = 0.0, margin_z: float = MARGIN_Z, subset_z: float = SUBSET_Z,
-                 progress: Progress | None = None, device=None, evaluator_factory=None):
+                 progress: Progress | None = None, device=None, evaluator_factory=None, store=None):
         self.model = model.eval()
         # where the forward passes run; the model goes there once (every evaluator shares it)
         self.device = resolve_device(device if device is not None else "cpu")
@@ -154,6 +154,7 @@ class SearchContext:
         # the one seam between the search and the model runs: (split indices, batch size) ->
         # an evaluator with PrefixEvaluator's run() (sieve.search.ray_eval shards it over Ray)
         self._evaluator_factory = evaluator_factory
+        self.store = store  # bounds the prefix caches' RAM (sieve.prefix_store); None: unbounded
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
@@ -210,7 +211,8 @@ class SearchContext:
         """The evaluator of the validation images ``indices`` (in that order)."""
         if self._evaluator_factory is not None:
             return self._evaluator_factory(indices, batch_size)
-        return PrefixEvaluator(self.device_model, self.images[indices], batch_size=batch_size, device=self.device)
+        return PrefixEvaluator(self.device_model, self.images[indices], batch_size=batch_size, device=self.device,
+                               store=self.store)
 
     # -- progress of the strategy's loop (one bar; its total is what the strategy plans)
     def plan_steps(self, count: int, unit: str = "step") -> None:

@@ -26,6 +26,7 @@ import torch
 
 from ..device import check_batch_size, resolve_device
 from ..errors import SieveError
+from ..prefix_store import PrefixStore, default_cache_mem, parse_size
 from ..io_utils import write_json
 from .. import stats
 from ..plan_io import SCHEMA_VERSION, data_record, write_plan
@@ -182,7 +183,7 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
                out_dir: str | Path | None = None, batch_size: int = 500, progress: bool = True,
                log: Callable[[str], None] | None = None, report: bool = True, resume: bool = True,
                threads: int | None = None, margin_z: float = MARGIN_Z, device="auto", ray: str | None = None,
-               ray_workers: int | None = None) -> dict:
+               ray_workers: int | None = None, cache_mem: int | str | None = None) -> dict:
     """Search a plan for ``model`` on ``dataset.val``; return the plan.json document.
 
     ``margin_z``: the generalization margin of the accurate/approximate targets (see
@@ -191,7 +192,10 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
     ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when torch sees one), ``batch_size`` images
     per forward pass; neither changes the plan (rounding is bit-exact on every device).  ``ray``
     (``auto``, ``local`` or ``HOST:PORT``): shard the validation and test images across
-    ``ray_workers`` Ray actors (default: one per CPU, or GPU, of the cluster); same plan.  ``log``
+    ``ray_workers`` Ray actors (default: one per CPU, or GPU, of the cluster); same plan.
+    ``cache_mem`` (bytes, or ``2G``/``512M``; default a quarter of the available RAM): the bound
+    on the prefix cache's RAM (split across the Ray actors); states beyond it are spilled to
+    ``out_dir/cache/prefix`` (exact) and read back batch by batch (:mod:`sieve.prefix_store`).  ``log``
     receives one line at a time, written with the progress bars cleared.
     Writes ``out_dir/plan.json``, ``report.md`` and plots when ``out_dir`` is given, and keeps
     evaluation outcomes under ``out_dir/cache/`` so that an interrupted run resumes exactly.
@@ -199,6 +203,7 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
     if strategy not in STRATEGIES:
         raise SieveError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
     threads = _check_threads(threads)
+    cache_mem = default_cache_mem() if cache_mem is None else parse_size(cache_mem)
     device = resolve_device(device)
     batch_size = check_batch_size(batch_size)
     out = check_out_dir(out_dir) if out_dir is not None else None
@@ -212,21 +217,24 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
         if ray is not None:
             from .ray_eval import RayPool  # imports Ray: only when asked for
 
-            pool = RayPool(ray, model, workers=ray_workers, device=str(device))
+            pool = RayPool(ray, model, workers=ray_workers, device=str(device), cache_mem=cache_mem)
+        store = PrefixStore(cache_mem, None if out is None else out / "cache" / "prefix")
         try:
             doc = _search(model, dataset, model_name, strategy, out, batch_size, Progress(progress, log),
-                          report, resume, margin_z, device, pool)
+                          report, resume, margin_z, device, pool, store)
+            doc["cost"]["prefix_cache"] = store.to_json()
             if pool is not None:
                 doc["cost"]["ray"] = {"workers": pool.workers, "evaluations": pool.evaluations,
                                       "restarts": pool.restarts, "overhead_ms_per_evaluation": pool.overhead_ms()}
             return doc
         finally:
+            store.close()
             if pool is not None:
                 pool.close()
 
 
 def _search(model, dataset, model_name, strategy, out, batch_size, show: Progress, report, resume, margin_z,
-            device, pool=None) -> dict:
+            device, pool=None, store=None) -> dict:
     val, test = dataset.val, dataset.test
     identity = digest(ALGORITHM_VERSION, model_name, strategy, margin_z, model_digest(model),
                       val.images.numpy().tobytes(), val.labels.numpy().tobytes())
@@ -237,7 +245,7 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
 
     t0 = time.perf_counter()
     ctx = SearchContext(model, val.images, val.labels, identity=identity, cache_path=cache_path,
-                        batch_size=batch_size, progress=show, margin_z=margin_z, device=device,
+                        batch_size=batch_size, progress=show, margin_z=margin_z, device=device, store=store,
                         evaluator_factory=None if pool is None else lambda idx, bs: pool.evaluator(val.images[idx], bs))
     found_warnings = _split_warnings(ctx, n_test, margin_z)
     for message in found_warnings:

@@ -43,11 +43,14 @@ MAX_RESTARTS = 3  # per shard and evaluation: a shard that kills its actor every
 class _ShardWorker:
     """One actor: the model, the shards given to it (by key) and their prefix caches."""
 
-    def __init__(self, model: torch.nn.Module, device: str, threads: int):
+    def __init__(self, model: torch.nn.Module, device: str, threads: int, cache_mem: int | None):
         torch.set_num_threads(threads)
         from ..device import resolve_device
+        from ..prefix_store import PrefixStore
 
         self.device = resolve_device(device)
+        # the actor's own bound; spills go to a temporary directory of the actor's machine
+        self.store = None if cache_mem is None else PrefixStore(cache_mem)
         self.model = model.eval()
         self.evaluators: dict[str, object] = {}
 
@@ -55,8 +58,12 @@ class _ShardWorker:
         from ..qeval import PrefixEvaluator
 
         self.evaluators[key] = PrefixEvaluator(self.model, images, batch_size=batch_size,
-                                               max_states=max_states, device=self.device)
+                                               max_states=max_states, device=self.device, store=self.store)
         return len(images)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
 
     def run(self, key: str, plan: dict, checkpoint: str | None) -> tuple[torch.Tensor, float]:
         t0 = time.perf_counter()
@@ -69,7 +76,7 @@ class RayPool:
     """The actors of one search, and what each must be given back when it is re-created."""
 
     def __init__(self, address: str, model: torch.nn.Module, *, workers: int | None = None,
-                 device: str = "cpu", threads: int = 1):
+                 device: str = "cpu", threads: int = 1, cache_mem: int | None = None):
         self.started_here = False
         if not ray.is_initialized():
             self._connect(address)
@@ -83,6 +90,7 @@ class RayPool:
         self.model_ref = ray.put(model.eval())
         self.actor_class = ray.remote(num_cpus=0 if gpu else threads, num_gpus=1 if gpu else 0)(_ShardWorker)
         self.device, self.threads = device, threads
+        self.cache_mem = None if cache_mem is None else int(cache_mem) // workers
         self.actors = [self._new_actor() for _ in range(workers)]
         self.loaded: list[dict[str, tuple]] = [{} for _ in range(workers)]  # per actor: key -> load args
         self.restarts = 0
@@ -115,7 +123,7 @@ class RayPool:
         self.started_here = True
 
     def _new_actor(self):
-        return self.actor_class.remote(self.model_ref, self.device, self.threads)
+        return self.actor_class.remote(self.model_ref, self.device, self.threads, self.cache_mem)
 
     def restart(self, k: int) -> None:
         """Replace actor ``k`` (dead or not) with a new one holding the same shards."""
@@ -144,6 +152,10 @@ class RayPool:
         return 1000.0 * self.overhead_seconds / max(1, self.evaluations)
 
     def close(self) -> None:
+        try:  # their spill files go with them
+            ray.get([actor.close.remote() for actor in self.actors], timeout=30)
+        except Exception:  # noqa: BLE001 - a dead actor has nothing left to clean
+            pass
         for actor in self.actors:
             try:
                 ray.kill(actor)
