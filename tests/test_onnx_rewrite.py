@@ -370,3 +370,53 @@ def test_initializer_named_like_the_layer_and_read_by_another_layer(tmp_path):
     assert not any(t.data_type == TensorProto.FLOAT and list(t.dims) == [3, 3, 3, 3] for t in proto.graph.initializer)
     onnx.save(proto, str(tmp_path / "both.onnx"))
     _assert_agrees(loaded.model, plan, tmp_path / "both.onnx", x)
+
+
+class WideCNN(nn.Module):
+    """16/32 channels (whole NCHWc blocks) behind BatchNorm + ReLU: the blocked rounding's case."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.c2, self.b2 = nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32)
+        self.c3 = nn.Conv2d(32, 32, 3, padding=1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.b1(self.c1(x)))
+        x = torch.relu(self.b2(self.c2(x)))
+        return self.fc((torch.relu(self.c3(x)) + x).mean((2, 3)))
+
+
+def test_blocked_rounding_where_the_bound_proves_the_input_finite(tmp_path):
+    """Behind a kept BatchNormalization (bounded by its statistics) the Conv inputs take the
+    NCHWc-friendly rounding; the image input (may hold NaN) does not; still 100 % agreement."""
+    from tests.test_onnx_import import _export, random_bn_statistics
+
+    torch.manual_seed(0)
+    model = random_bn_statistics(WideCNN().eval())
+    shape = (3, 12, 12)
+    path = _export(model, tmp_path / "wide.onnx", shape, 17, preserve_bn=True)
+    loaded = resolve(str(path))
+    known = quantizable_names(loaded.model, shape)
+    plan = {n: P("e4m3" if kind == "weight" else "ue4m3b5") for n, (kind, _) in known.items()}
+    out = tmp_path / "q.onnx"
+    result = rewrite_onnx(path, loaded.tensor_map, plan, known, out)
+    methods = {t.name: t.method for t in result.tensors if t.kind == "activation"}
+    assert methods == {"c1.input": "fast", "c2.input": "blocked", "c3.input": "blocked", "fc.input": "fast"}
+    assert {r.name: r.method for r in read_records(onnx.load(str(out))) if r.kind == "activation"} == methods
+    _assert_agrees(loaded.model, plan, out, _images(64, shape))
+
+
+def test_batchnorm_magnitude_bound():
+    from sieve.export.bounds import magnitude_bounds
+
+    arrays = {"s": [2.0, -1.0], "b": [0.5, 0.0], "m": [1.0, 0.0], "v": [3.0, 0.0]}
+    graph = helper.make_graph(
+        [helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1.0)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 1, 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 1, 1])],
+        initializer=[numpy_helper.from_array(np.array(v, np.float32), k) for k, v in arrays.items()])
+    assert magnitude_bounds(graph, {}, {})["y"] == np.inf                 # the image: unbounded
+    # |x| <= 7 after rounding: channel 0 (7 + 1) * 2 / 2 + 0.5 = 8.5, channel 1 7 * 1 / 1 = 7
+    assert magnitude_bounds(graph, {}, {0: P("ue3m2b5")})["y"] == pytest.approx(8.5)

@@ -41,6 +41,19 @@ def magnitude_bounds(graph: onnx.GraphProto, values: dict[str, np.ndarray],
     def get(name: str) -> float:
         return bound.get(name, float("inf")) if name else 0.0
 
+    arrays = {t.name: t for t in graph.initializer}
+
+    def batchnorm(node: onnx.NodeProto, first: float) -> float:
+        """|(x - mean) * scale / sqrt(var + eps) + bias| <= (|x| + |mean|) * |scale| / sqrt(var + eps) + |bias|
+        per channel (an inference BatchNormalization whose statistics are initializers)."""
+        if len(node.input) < 5 or not all(i in arrays for i in node.input[1:5]):
+            return float("inf")
+        scale, bias, mean, var = (np.abs(numpy_helper.to_array(arrays[i]).astype(np.float64)) for i in node.input[1:5])
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = (first + mean) * scale / np.sqrt(var + eps) + bias
+        return float(np.max(out)) if out.size and np.all(np.isfinite(out)) else float("inf")
+
     for index, node in enumerate(graph.node):
         ins = list(node.input)
         first = get(ins[0]) if ins else 0.0
@@ -57,6 +70,8 @@ def magnitude_bounds(graph: onnx.GraphProto, values: dict[str, np.ndarray],
             out = first + sum(get(i) for i in ins[1:])
         elif op == "Mul":
             out = first * get(ins[1])
+        elif op == "BatchNormalization":
+            out = batchnorm(node, first)
         elif op == "Concat":
             out = max([first] + [get(i) for i in ins[1:]])
         elif op in ("Conv", "Gemm", "MatMul") and ins[1] in values:

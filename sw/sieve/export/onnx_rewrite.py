@@ -34,12 +34,15 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..cfloat import Format
+from ..emulator import quantize
 from ..errors import SieveError
 from ..io_utils import atomic_path
 from ..qeval import parse_tensor_name
 from .exporter import MODES, ExportResult, TensorEntry, check_edited, set_metadata
 from .onnx_graph import GraphBuilder
-from .rounding import ACTIVATION_OPSET, add_rounding, rounding_method
+from .bounds import FINITE_LIMIT, magnitude_bounds
+from .rounding import (ACTIVATION_OPSET, BLOCKED_CHANNEL_MULTIPLE, add_blocked_rounding, add_rounding,
+                       blocked_eligible, rounding_method)
 from .weight_decode import WEIGHT_OPSET, add_weight_decodes
 
 __all__ = ["rewrite_model", "rewrite_onnx"]
@@ -141,6 +144,37 @@ def _materialize_constants(graph: onnx.GraphProto, names: set[str]) -> None:
         graph.node.extend(keep)
 
 
+def _finite_inputs(graph: onnx.GraphProto, tensor_map: dict[str, dict], plan: dict[str, Format], acts: list[str],
+                   planned_weights: dict[str, np.ndarray]) -> dict[str, int]:
+    """``{activation: channels}`` for the planned Conv inputs that can take the blocked rounding
+    (:func:`.rounding.add_blocked_rounding`, NCHWc-friendly): an ungrouped Conv, a format it
+    covers, a whole number of channel blocks, and a magnitude bound (:mod:`.bounds`, computed
+    with the rounded weights and the planned roundings) that proves the input finite."""
+    inits = {t.name: t for t in graph.initializer}
+    chosen: dict[str, tuple[int, int]] = {}
+    for name in acts:
+        where = tensor_map[name]
+        node = graph.node[_node_at(graph, where, name)]
+        layer = parse_tensor_name(name)[0]
+        weight = tensor_map.get(f"{layer}.weight", {}).get("initializer")
+        grouped = any(a.name == "group" and a.i != 1 for a in node.attribute)
+        if node.op_type != "Conv" or grouped or weight not in inits or not blocked_eligible(plan[name]):
+            continue
+        channels = int(inits[weight].dims[1])
+        if channels % BLOCKED_CHANNEL_MULTIPLE == 0:
+            chosen[name] = (_node_at(graph, where, name), channels)
+    if not chosen:
+        return {}
+    values: dict[str, np.ndarray] = {}   # |rounded weight|, the largest where layers share an initializer
+    for n, v in planned_weights.items():
+        q, init = np.abs(quantize(v, plan[n])), tensor_map[n]["initializer"]
+        values[init] = np.maximum(values[init], q) if init in values else q
+    rounded = {_node_at(graph, tensor_map[n], n): plan[n] for n in acts}
+    bounds = magnitude_bounds(graph, values, rounded)
+    return {n: channels for n, (_, channels) in chosen.items()
+            if bounds.get(tensor_map[n]["tensor"], np.inf) < FINITE_LIMIT}
+
+
 def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dict[str, Format],
                   known: dict[str, tuple[str, int]], mode: str = "full", model_name: str = "model",
                   variant: str = "", path: str = "the model") -> tuple[onnx.ModelProto, list[TensorEntry]]:
@@ -187,13 +221,21 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
     decode_nodes = list(b.nodes)
     b.nodes.clear()
     acts = sorted(acts, key=lambda n: tensor_map[n]["index"])  # shared constants before every use
+    finite = _finite_inputs(graph, tensor_map, plan, acts, {n: v for n, v, _ in items})
     roundings: dict[str, list[onnx.NodeProto]] = {}
+    methods: dict[str, str] = {}
     for name in acts:
         rounded = f"{name}.rounded"
         if rounded in used:
             raise SieveError(f"{path} already has a tensor named {rounded!r}; rename it")
+        fmt, source = plan[name], tensor_map[name]["tensor"]
+        methods[name] = rounding_method(fmt)
         try:
-            add_rounding(b, tensor_map[name]["tensor"], rounded, plan[name], original_name=name)
+            if name in finite:
+                add_blocked_rounding(b, source, rounded, fmt, finite[name])
+                methods[name] = "blocked"
+            else:
+                add_rounding(b, source, rounded, fmt, original_name=name)
         except ValueError as exc:
             raise SieveError(f"{name}: {exc}") from exc
         roundings[name] = list(b.nodes)
@@ -247,7 +289,7 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
         graph.node[index].input[0] = f"{name}.rounded"
         before.setdefault(index, []).extend(roundings[name])
         entries.append(TensorEntry(name, "activation", str(plan[name]), known[name][1], 0, 4 * known[name][1],
-                                   rounding_method(plan[name]), f"{name}.rounded",
+                                   methods[name], f"{name}.rounded",
                                    source=tensor_map[name]["tensor"]))
 
     nodes = decode_nodes + aliases
