@@ -356,3 +356,22 @@ def test_family_ladder_candidates():
     act = ExponentHistogram("a", "activation")
     act.add(torch.rand(1000))
     assert not any(isinstance(c.fmt, ChannelFormat) for c in family_ladder(act, True, "all", 8))
+
+
+def test_ocp_baselines_on_a_small_model():
+    from sieve.mx_baselines import OCP_BASELINES, ocp_baselines
+
+    torch.manual_seed(1)
+    model = Net().eval()
+    images = torch.randn(64, 3, 8, 8)
+    with torch.no_grad():
+        labels = model(images).argmax(1)  # fp32 is right on every image
+    res = ocp_baselines(model, images, labels, target=0.9, names=OCP_BASELINES)
+    assert list(res) == list(OCP_BASELINES)
+    # uniform mxfp8: 8 bits per element plus the scales (conv1's 3 input channels: one scale per pixel)
+    assert 8.0 < res["mxfp8_e4m3"]["mean_bits"] < res["mxfp6_e3m2"]["mean_bits"] + 2.01
+    assert res["mxfp4_e2m1"]["mean_bits"] < res["mxfp6_e2m3"]["mean_bits"] < res["mxfp8_e5m2"]["mean_bits"]
+    v = res["mxfp8_e4m3"]["test"]
+    assert v["images"] == 64 and v["reference_correct"] == 64 and v["gains"] == 0
+    assert v["correct"] == 64 - v["losses"] and v["holds"] == (v["p_worse"] >= 0.05)
+    assert res["mxfp8_e4m3"]["format"] == "mx32:fp8_e4m3"
