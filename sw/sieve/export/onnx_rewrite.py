@@ -15,7 +15,8 @@ tensor of ``<layer>.input[#k]``), and this module edits a copy of the file there
   copy instead;
 * each planned activation gets the rounding of :mod:`.rounding` on the one edge into its node,
   inserted right before that node (another node reading the same tensor still sees fp32, as in
-  ``sieve.qeval.apply_plan``);
+  ``sieve.qeval.apply_plan``); a Conv input that :mod:`.bounds` proves finite takes the blocked,
+  NCHWc-friendly variant, as in the torch export;
 * the decode chains come first (they read only initializers), every original node keeps its
   place; an older opset is raised to what the new nodes need (18 for the decode, 26 where a
   rounding needs ``BitCast``) with ``onnx.version_converter`` before any edit.
