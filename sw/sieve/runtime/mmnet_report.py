@@ -120,7 +120,8 @@ def second_minion_note(r: dict) -> str:
     mm, si = r["mmnet"], r["single_minion"]
     head = f"{r['network']} / {r['master']}: "
     if r["deployed"] is None:
-        return head + "no Minion pair beats the Master alone on calibration; the Master answers every input."
+        why = (r["exhaustive"] or r["heuristic"])["message"]
+        return head + f"{why} (calibration); the Master answers every input."
     if si is None:
         return head + "no single Minion beats the Master alone, the pair does."
     gain = 1 - mm["latency_s"]["total"] / si["latency_s"]["total"]
