@@ -375,3 +375,19 @@ def test_ocp_baselines_on_a_small_model():
     assert v["images"] == 64 and v["reference_correct"] == 64 and v["gains"] == 0
     assert v["correct"] == 64 - v["losses"] and v["holds"] == (v["p_worse"] >= 0.05)
     assert res["mxfp8_e4m3"]["format"] == "mx32:fp8_e4m3"
+
+
+def test_sieve_top_level_functions_take_layouts():
+    import sieve
+
+    x = np.random.default_rng(2).standard_normal((4, 40, 2, 2)).astype(np.float32)
+    assert bits(sieve.quantize(x, "mxfp6_e3m2")).tolist() == bits(quantize(x, OCP_MX["mxfp6_e3m2"])).tolist()
+    codes, scales = sieve.encode(x, "mx16:fp8_e5m2")
+    assert scales.shape == (4, 3, 2, 2)
+    assert bits(sieve.decode((codes, scales), "mx16:fp8_e5m2")).tolist() == \
+        bits(quantize(x, parse_format("mx16:fp8_e5m2"))).tolist()
+    codes, biases = sieve.encode(x, ChannelFormat(Format.parse("e3m3")))
+    assert biases.shape == (4,)
+    assert sieve.quantize(x, "e4m3").dtype == np.float32  # scalar text still works
+    with pytest.raises(TypeError):
+        sieve.encode(x, 3)
