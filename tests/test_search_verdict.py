@@ -135,3 +135,22 @@ def test_report_lists_the_candidates_when_no_cheaper_plan_passes() -> None:
     assert "**not below** *accurate*'s 8.00" in text
     assert "| a.weight | `se3m1` | 7.250 | 500 / 500 | no | -9 | 15.0 |" in text
     assert "| a.input | `se3m3` | 7.750 | 62 / 500 | no | - | - |" in text
+
+
+def test_bench_lists_baselines_with_their_test_verdicts(searched) -> None:
+    from tests.bench import bench_search as bench
+
+    _, _, doc, _ = searched
+    per = {s: bench._summary(doc) for s in bench.STRATEGIES}
+    per["comparison"] = bench._compare("resnet20", per)
+    text = bench._markdown({"models": {"tiny": per}, "skipped": {}})
+    t = doc["variants"]["accurate"]["test_verdict"]
+    assert "## Baselines side by side" in text
+    row = next(line for line in text.splitlines() if line.startswith("| tiny | default (accurate) |"))
+    assert f"+{t['gains']} / -{t['losses']} | {t['p_worse']:.3g} |" in row
+    assert "| tiny | best uniform scalar (accurate) |" in text and "| tiny | sieve strategy (accurate) |" in text
+    assert text.count("pending: block-scaled formats") == len(bench.MX_BASELINES)
+    c = per["comparison"]
+    assert c["target_mean_bits"] == 6.0 and c["target_approximate_gap_bits"] == 0.3
+    assert c["approximate_gap_bits"] == pytest.approx(doc["variants"]["accurate"]["mean_bits"]
+                                                      - doc["variants"]["approximate"]["mean_bits"])

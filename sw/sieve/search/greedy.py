@@ -29,7 +29,7 @@ How it beats the dissertation's search:
   accurate plan and only tries narrower widths (mostly cheap rejections).
 * **Tightening, and approximate means approximate.**  A tightening pass starts from a plan
   that passes and tries narrower widths: every unit, then each small tensor on its own (a
-  group moves only when all its tensors can), looking one width past a failure
+  group moves only when all its tensors can), looking past a failure as the first search does
   (:func:`_tightening_units`).  The accurate plan gets one such pass under its own target
   (resnet20, 5,000 val images: 7.54 -> 6.58 mean bits); the approximate variant tightens the
   accurate plan under its looser target (its allowance of 0.1 % of fp32's correct images, with
@@ -180,10 +180,7 @@ def _greedy_pass(ctx: SearchContext, sset, variant: str, units: list[_Unit], tra
                               **_validation_result(ctx, candidate, out)})
             return cache[i]
 
-        # (a tightening pass looks one width past a failure for every unit: it runs after a
-        # first search that already looked further for the big tensors, and costs search time)
-        big = unit.elements >= BIG_SHARE * total and seed is None
-        look = (LOOKAHEAD_BIG if big else LOOKAHEAD) if lookahead else 0
+        look = (LOOKAHEAD_BIG if unit.elements >= BIG_SHARE * total else LOOKAHEAD) if lookahead else 0
         if seed is not None:
             i = current  # tightening: only narrower widths are tried
         else:
