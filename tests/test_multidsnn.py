@@ -17,7 +17,7 @@ from sieve.errors import SieveError
 from sieve.multidsnn import cost, dsnn, selector
 from sieve.multidsnn.partition import confidence_error, partition, thresholds_for_fractions
 from sieve.multidsnn.pareto import cheapest_passing, pareto_front
-from sieve.multidsnn.verdict import margin_passes, mcnemar_worse_p, paired_verdict
+from sieve.stats import margin_passes, mcnemar_worse_p, paired_verdict
 
 
 # --------------------------------------------------------------------------- error and partition

@@ -45,7 +45,8 @@ from scipy.stats import binomtest
 
 from .errors import SieveError
 
-__all__ = ["ALPHA", "Paired", "allowance", "compare", "holds", "mcnemar_worse_p", "verdict"]
+__all__ = ["ALPHA", "Paired", "allowance", "compare", "holds", "margin_passes", "mcnemar_worse_p", "paired_verdict",
+           "verdict"]
 
 ALPHA = 0.05  # significance level of the held-out verdict
 
@@ -112,3 +113,25 @@ def verdict(paired: Paired, target: float = 1.0, alpha: float = ALPHA) -> dict:
     p = mcnemar_worse_p(paired.gains, paired.losses, allowed)
     return {**paired.to_json(), "target": target, "allowance": allowed, "p_worse": p,
             "alpha": alpha, "holds": p >= alpha}
+
+
+def paired_verdict(ref_correct, new_correct, target: float = 1.0, alpha: float = ALPHA) -> dict:
+    """The report-ready comparison the seed systems (multi-dsNN, pruning) print: images,
+    both accuracies, normalized accuracy (NaN when the reference gets nothing right), gains,
+    losses, the plain exact McNemar p that the candidate is worse, whether the point estimate
+    meets ``target`` and whether the candidate holds (not significantly worse) at ``alpha``."""
+    paired = compare(ref_correct, new_correct)
+    ref_acc, new_acc = paired.reference_correct / paired.images, paired.correct / paired.images
+    p = mcnemar_worse_p(paired.gains, paired.losses)
+    normalised = new_acc / ref_acc if ref_acc else float("nan")
+    return {"images": paired.images, "reference_accuracy": ref_acc, "accuracy": new_acc,
+            "normalised_accuracy": normalised, "gains": paired.gains, "losses": paired.losses,
+            "p_worse": p, "alpha": alpha, "meets_point_target": normalised >= target - 1e-12,
+            "holds": p >= alpha}
+
+
+def margin_passes(gains: int, losses: int, ref_correct: int, target: float, z: float) -> bool:
+    """The search's generalization-margin rule (:mod:`sieve.search.context`) for a choice made
+    on validation data: ``(gains - losses) + allowance >= z * sqrt(gains + losses)``, so a
+    candidate that only breaks even by luck is not chosen."""
+    return (gains - losses) + allowance(ref_correct, target) >= z * math.sqrt(gains + losses) - 1e-9

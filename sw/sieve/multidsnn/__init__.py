@@ -8,7 +8,7 @@ The pieces, one job each:
 * :mod:`.dsnn`       dsNN topologies and their deterministic, cached training;
 * :mod:`.benchmarks` the monoliths, their shared preprocessor and the data splits;
 * :mod:`.cost`       MACs, parameter bytes, energy per input, measured CPU latency;
-* :mod:`.verdict`    the paired held-out comparison with the monolith (exact McNemar);
+* the paired held-out comparison with the monolith (exact McNemar) is :mod:`sieve.stats`;
 * :mod:`.explore`    design-space exploration, Pareto frontier and the chosen point;
 * :mod:`.report`     JSON, Markdown and PNG.
 """

@@ -15,7 +15,7 @@ For every tail fraction of the threshold queue:
 
 The Pareto frontier is taken on validation (accuracy vs energy per input).  The chosen point
 is the cheapest whose validation accuracy meets ``target`` (optionally with the search's
-generalization margin ``margin_z``, :func:`~sieve.multidsnn.verdict.margin_passes`); only that
+generalization margin ``margin_z``, :func:`~sieve.stats.margin_passes`); only that
 point is then run on the held-out test split, with the paired statistical verdict, the
 selector's misclassification rate and measured latency.  The margin is off by default: retrained
 dsNNs disagree with the monolith on 3-4 % of the inputs, so z = 1 asks a net gain of about 13 of
@@ -36,7 +36,7 @@ from . import cost, dsnn, latency, selector
 from .benchmarks import CLASSES, Benchmark
 from .partition import confidence_error, partition, thresholds_for_fractions
 from .pareto import cheapest_passing, pareto_front
-from .verdict import margin_passes, paired_verdict
+from ..stats import margin_passes, paired_verdict
 
 MONOLITH_TAIL = "monolith"
 

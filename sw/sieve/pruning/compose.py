@@ -5,7 +5,7 @@ For one network and seed of a study, ``sieve search`` runs on the dense network 
 pruned version (same validation split); the pruned plan's memory counts only the kept weights
 plus the cheaper index per tensor (:mod:`.storage`).  Each searched plan is then judged on the
 held-out test split against the *dense fp32* network with the exact one-sided McNemar test
-(:func:`sieve.multidsnn.verdict.paired_verdict`), so "≥ 100 % of dense" is a held-out claim.
+(:func:`sieve.stats.paired_verdict`), so "≥ 100 % of dense" is a held-out claim.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..multidsnn.verdict import paired_verdict
+from ..stats import paired_verdict
 from ..qeval import apply_plan, quantizable_tensors
 from ..search.formats import plan_bits
 from .masks import prunable_layers

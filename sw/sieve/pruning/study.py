@@ -4,7 +4,7 @@ For each network and seed one :class:`~.pipeline.Pipeline` trains the dense net,
 random and double-shot with each metric.  Accuracy is normalised by the *same seed's* dense
 test accuracy (the figures of §7.5), then summarised as mean ± standard deviation over seeds.
 Whether a pruned net is as accurate as the dense one is judged per seed on the held-out test
-split with the exact one-sided McNemar test (:func:`sieve.multidsnn.verdict.paired_verdict`).
+split with the exact one-sided McNemar test (:func:`sieve.stats.paired_verdict`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import SieveError
-from ..multidsnn.verdict import paired_verdict
+from ..stats import paired_verdict
 from . import networks
 from .metrics import METRICS
 from .pipeline import Pipeline, Setup

@@ -30,7 +30,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..multidsnn.verdict import margin_passes
+from ..stats import margin_passes
 from . import detector, pairing
 from .cascade import Policy, simulate
 from .detector import Thresholds
@@ -186,7 +186,7 @@ def keeps_margin(correct: np.ndarray, master_ok: np.ndarray, need: int, z: float
     A rule that reaches the target only by trading many gains for as many losses is a coin
     toss on new data (per-class thresholds fitted on a few hundred inputs per class are the
     usual culprits), so a policy must also pass
-    :func:`sieve.multidsnn.verdict.margin_passes`: ``(gains - losses) + slack >=
+    :func:`sieve.stats.margin_passes`: ``(gains - losses) + slack >=
     z·sqrt(gains + losses)``, slack = Master's count − ``need``.
     """
     gains = int((correct & ~master_ok).sum())
