@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from .data import Dataset
 from .errors import SieveError
@@ -179,6 +179,23 @@ def _traceable(model: nn.Module, name: str) -> bool:
 
 
 # ---------------------------------------------------------------------------- resolving
+@torch.no_grad()
+def logits_per_image(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> fx.GraphModule:
+    """``gm`` giving N×K logits when its output is N×K×1×…×1 (Caffe conversions such as the
+    zoo's SqueezeNet and DenseNet end in a 1×1 conv or global pool without a Flatten): SIEVE
+    counts classes and takes ``argmax(1)`` on 2-D logits.  The ONNX file itself is not changed;
+    :func:`sieve.export.verify.compare` flattens onnxruntime's output the same way."""
+    out = gm(torch.zeros((1, *input_shape)))
+    if not isinstance(out, torch.Tensor) or out.dim() <= 2 or any(d != 1 for d in out.shape[2:]):
+        return gm
+    node = next(n for n in gm.graph.nodes if n.op == "output")
+    with gm.graph.inserting_before(node):
+        flat = gm.graph.call_function(torch.flatten, (node.args[0], 1))
+    node.args = (flat,)
+    gm.recompile()
+    return gm
+
+
 def resolve(text: str, weights: str | None = None, input_shape: tuple[int, ...] | None = None) -> LoadedModel:
     """The model named by ``text`` (any form of ``--model``), without its dataset.
 
@@ -204,8 +221,8 @@ def resolve(text: str, weights: str | None = None, input_shape: tuple[int, ...] 
         if len(imported.output_names) != 1:
             raise SieveError(f"{text} has {len(imported.output_names)} outputs "
                              f"({', '.join(imported.output_names)}); SIEVE needs one logits output")
-        return LoadedModel(imported.module, source_name(text), "onnx", text, imported.input_shape,
-                           imported.tensor_map)
+        return LoadedModel(logits_per_image(imported.module, imported.input_shape), source_name(text), "onnx",
+                           text, imported.input_shape, imported.tensor_map)
     loaded = _python_model(text, weights)
     loaded.input_shape = input_shape
     return loaded

@@ -75,6 +75,8 @@ def _upgrade(proto: onnx.ModelProto, opset: int, path: str) -> onnx.ModelProto:
     """``proto`` (its nodes tagged by name, see :func:`rewrite_model`) converted to ``opset``."""
     from onnx import version_converter
 
+    if proto.ir_version < 4:   # before IR 4 an initializer had to be a graph input too; the converter
+        proto.ir_version = 4   # then calls the new ones (packed codes, materialized weights) undefined
     try:
         converted = version_converter.convert_version(proto, opset)
     except Exception as exc:  # noqa: BLE001 - the converter raises many types, all the same problem
@@ -130,14 +132,23 @@ def _node_at(graph: onnx.GraphProto, where: dict, name: str) -> int:
 
 
 def _materialize_constants(graph: onnx.GraphProto, names: set[str]) -> None:
-    """Turn ``Constant`` nodes producing any of ``names`` into initializers (same name)."""
+    """Turn ``Constant`` nodes producing any of ``names`` into initializers (same name), and
+    ``ConstantOfShape`` nodes whose shape is an initializer (how the ONNX zoo's "light" Caffe
+    conversions generate their weights in the graph) into the filled initializer."""
     keep = []
+    inits = {t.name: t for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.output[0] in names and node.attribute[0].name == "value":
             t = onnx.TensorProto()
             t.CopyFrom(node.attribute[0].t)
             t.name = node.output[0]
             graph.initializer.append(t)
+        elif node.op_type == "ConstantOfShape" and node.output[0] in names and node.input[0] in inits:
+            fill = next((numpy_helper.to_array(a.t) for a in node.attribute if a.name == "value"),
+                        np.zeros(1, np.float32))
+            shape = tuple(int(d) for d in numpy_helper.to_array(inits[node.input[0]]).reshape(-1))
+            graph.initializer.append(numpy_helper.from_array(np.full(shape, fill.reshape(-1)[0], fill.dtype),
+                                                             node.output[0]))
         else:
             keep.append(node)
     if len(keep) != len(graph.node):

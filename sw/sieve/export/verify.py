@@ -65,6 +65,7 @@ def compare(model: torch.nn.Module, plan: dict[str, Format], path: str, images: 
     emulated = apply_plan(model, applied) if applied else model.eval()
     ref = _torch_logits(emulated, images, batch)
     got = _onnx_logits(session(path), images, batch)
+    got = got.reshape(len(got), -1) if got.ndim > 2 and got.size == ref.size else got  # N×K×1×1 files
     scale = np.maximum(np.abs(ref).max(axis=1), np.finfo(np.float32).tiny)
     rel = np.abs(got - ref).max(axis=1) / scale
     over = np.nonzero(rel > tolerance)[0]
