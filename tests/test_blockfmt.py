@@ -12,6 +12,7 @@ import torch
 from sieve import Format, FormatError, PRESETS
 from sieve.blockfmt import (MX_ELEMENTS, OCP_MX, BlockFormat, ChannelFormat, decode, encode, parse_format,
                             quantize, quantize_torch, scale_values, stored_bits)
+from sieve.qeval import quantize_tensor
 
 ML_TYPES = {"fp8_e4m3": ml_dtypes.float8_e4m3fn, "fp8_e5m2": ml_dtypes.float8_e5m2,
             "fp6_e3m2": ml_dtypes.float6_e3m2fn, "fp6_e2m3": ml_dtypes.float6_e2m3fn,
@@ -261,14 +262,15 @@ def test_torch_bit_identical(text):
     w = rng.standard_normal((6, 70)).astype(np.float32) * np.float32(1e-3)
     for x in (act, w, act[0, :, 0, 0]):
         ref = quantize(x, fmt)
-        got = quantize_torch(torch.from_numpy(x), fmt).numpy()
+        got = quantize_torch(torch.from_numpy(x), fmt, quantize_tensor).numpy()
         assert bits(got).tolist() == bits(ref).tolist()
 
 
 def test_torch_channel_format_matches_emulator():
     fmt = parse_format("ch4:e2m3")
     w = np.random.default_rng(1).standard_normal((5, 3, 3, 3)).astype(np.float32)
-    assert bits(quantize_torch(torch.from_numpy(w), fmt).numpy()).tolist() == bits(quantize(w, fmt)).tolist()
+    got = quantize_torch(torch.from_numpy(w), fmt, quantize_tensor).numpy()
+    assert bits(got).tolist() == bits(quantize(w, fmt)).tolist()
 
 
 def test_presets_unchanged_by_mx_elements():

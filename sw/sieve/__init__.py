@@ -6,7 +6,8 @@ demand so that ``import sieve`` stays light.
 """
 
 from .cfloat import PRESETS, EngineConstants, Format, FormatError, engine_constants
-from .emulator import decode, decode_table, encode, pack, quantize, unpack
+from .codec import decode, encode, quantize
+from .emulator import decode_table, pack, unpack
 
 __version__ = "0.1.0"
 

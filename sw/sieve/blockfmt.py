@@ -404,17 +404,18 @@ def stored_bits(fmt: AnyFormat | None, shape: tuple[int, ...]) -> int:
 
 
 # ---------------------------------------------------------------------------- torch
-def quantize_torch(t, fmt: AnyFormat):
+def quantize_torch(t, fmt: AnyFormat, round_element):
     """``quantize`` for a torch tensor, bit-identical to the NumPy emulator.
 
-    Block formats run in torch integer/float32 arithmetic on the tensor's device (the element
-    rounding is :func:`sieve.qeval.quantize_tensor`); channel formats (weights, quantized once)
-    go through the emulator on the host and come back to the tensor's device.
+    Block formats run in torch integer/float32 arithmetic on the tensor's device, the element
+    rounding being ``round_element(tensor, Format)`` (:func:`sieve.qeval.quantize_tensor`, which
+    calls this function for layouts: passing it in keeps this module free of torch evaluation);
+    channel formats (weights, quantized once) go through the emulator on the host and come back
+    to the tensor's device.
     """
     import torch
 
-    from .qeval import quantize_tensor
-
+    quantize_tensor = round_element
     if isinstance(fmt, Format):
         return quantize_tensor(t, fmt)
     if isinstance(fmt, ChannelFormat):

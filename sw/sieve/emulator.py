@@ -50,17 +50,6 @@ def as_float32(x) -> np.ndarray:
     )
 
 
-def _layout(fmt):
-    """The block/channel layout format (:mod:`sieve.blockfmt`) ``fmt`` names, or None for a scalar one."""
-    if isinstance(fmt, Format):
-        return None
-    from . import blockfmt
-
-    if isinstance(fmt, str):
-        fmt = blockfmt.parse_format(fmt)
-    return fmt if blockfmt.is_layout_format(fmt) else None
-
-
 def _check_format(fmt) -> Format:
     if isinstance(fmt, str):
         return Format.parse(fmt)
@@ -208,12 +197,8 @@ def _encode_chunk(bits: np.ndarray, p: _EncodePlan, out: np.ndarray) -> None:
 def encode(x, fmt: Format | str) -> np.ndarray:
     """Encode floats into ``fmt`` codes: unsigned integers of the smallest dtype, same shape.
 
-    A block or channel layout (``mx32:fp8_e4m3``, ``ch4:e4m3``, :mod:`sieve.blockfmt`) gives
-    ``(codes, scale codes)`` or ``(codes, per-channel biases)``."""
-    if (layout := _layout(fmt)) is not None:
-        from .blockfmt import encode as encode_layout
-
-        return encode_layout(x, layout)
+    Scalar formats only; ``sieve.encode`` (:mod:`sieve.codec`) also takes block and channel
+    layouts (:mod:`sieve.blockfmt`)."""
     fmt = _check_format(fmt)
     arr = as_float32(x)
     flat = np.ascontiguousarray(arr).reshape(-1).view(np.uint32)
@@ -279,12 +264,7 @@ def decode_table(fmt: Format) -> np.ndarray:
 
 
 def decode(codes, fmt: Format | str) -> np.ndarray:
-    """Decode ``fmt`` codes (any integer array) to float32 values of the same shape (a layout
-    format takes what :func:`encode` returned for it)."""
-    if (layout := _layout(fmt)) is not None:
-        from .blockfmt import decode as decode_layout
-
-        return decode_layout(codes, layout)
+    """Decode ``fmt`` codes (any integer array) to float32 values of the same shape."""
     fmt = _check_format(fmt)
     arr = np.asarray(codes)
     if arr.dtype.kind not in "ui":
@@ -337,8 +317,6 @@ def _decode_pairs(arr: np.ndarray, fmt: Format) -> np.ndarray:
 
 def quantize(x, fmt: Format | str) -> np.ndarray:
     """Round floats to the nearest ``fmt`` value: ``decode(encode(x, fmt), fmt)``."""
-    if (layout := _layout(fmt)) is not None:
-        return decode(encode(x, layout), layout)
     fmt = _check_format(fmt)
     return decode(encode(x, fmt), fmt)
 

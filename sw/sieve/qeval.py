@@ -100,7 +100,7 @@ def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
         from .blockfmt import is_layout_format, quantize_torch
 
         if is_layout_format(fmt):  # block-scaled / per-channel layouts (issue 16)
-            return quantize_torch(t, fmt)
+            return quantize_torch(t, fmt, quantize_tensor)
         raise TypeError(f"fmt must be a sieve.Format, got {type(fmt).__name__}")
     if t.dtype != torch.float32:
         if t.dtype in (torch.float16, torch.bfloat16, torch.float64):
