@@ -14,7 +14,8 @@ from torch import nn
 from sieve.cli.main import main
 from sieve.data import Dataset, Split
 from sieve.models import training
-from sieve.pruning import masks, metrics, snip, storage
+from sieve import sparse_storage as storage
+from sieve.pruning import masks, metrics, snip
 from sieve.pruning.pipeline import Pipeline, Setup
 from sieve.qeval import quantizable_tensors
 from sieve.search.formats import plan_bits

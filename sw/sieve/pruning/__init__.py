@@ -7,7 +7,7 @@
 * :mod:`.pipeline` – one configuration (dense, SNIP, local random, double-shot), cached;
 * :mod:`.study` – the comparison over nets, seeds and metrics, with paired verdicts;
 * :mod:`.report` – JSON, Markdown and plots;
-* :mod:`.storage` – what a pruned tensor costs in memory (values + index), for the search.
+* what a pruned tensor costs in memory (values + index) is :mod:`sieve.sparse_storage`, which the search uses.
 """
 
 METHODS = ("snip", "random", "doubleshot")

@@ -3,7 +3,7 @@ whose weights and activations the search also compressed, against the search alo
 
 For one network and seed of a study, ``sieve search`` runs on the dense network and on its
 pruned version (same validation split); the pruned plan's memory counts only the kept weights
-plus the cheaper index per tensor (:mod:`.storage`).  Each searched plan is then judged on the
+plus the cheaper index per tensor (:mod:`sieve.sparse_storage`).  Each searched plan is then judged on the
 held-out test split against the *dense fp32* network with the exact one-sided McNemar test
 (:func:`sieve.stats.paired_verdict`), so "≥ 100 % of dense" is a held-out claim.
 """
@@ -19,7 +19,7 @@ from ..stats import paired_verdict
 from ..qeval import apply_plan, quantizable_tensors
 from ..search.formats import plan_bits
 from .masks import prunable_layers
-from .storage import cheapest, with_sparse_layouts
+from ..sparse_storage import cheapest, with_sparse_layouts
 
 VARIANTS = ("accurate", "approximate")
 

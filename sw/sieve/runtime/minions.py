@@ -25,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import SieveError
+from ..models.macs import module_macs
 
 ALPHAS = (1.0, 0.75, 0.5, 0.25)
 RHOS = (1.0, 0.86, 0.71, 0.57)
@@ -123,8 +124,6 @@ def grid(bases=DEFAULT_BASES, alphas=DEFAULT_ALPHAS, rhos=DEFAULT_RHOS) -> list[
 
 def model_macs(model: nn.Module, shape=(1, SOURCE_PX, SOURCE_PX)) -> int:
     """MACs of one input (convolutions and fully connected layers, after the resize)."""
-    from ..multidsnn.cost import module_macs
-
     return module_macs(model, shape)
 
 

@@ -57,7 +57,7 @@ import torch
 from ..cfloat import Format
 from ..device import resolve_device
 from ..histograms import ExponentHistogram, HistogramCollector, weight_histograms
-from ..pruning.storage import with_sparse_layouts
+from ..sparse_storage import with_sparse_layouts
 from ..qeval import PrefixEvaluator, TensorInfo
 from .evalcache import EvalCache, digest
 from .formats import plan_bits, plan_key

@@ -17,7 +17,7 @@ import numpy as np
 from ..blockfmt import BlockFormat, ChannelFormat, is_layout_format, layout_bits
 from ..cfloat import Format, FormatError
 from ..histograms import EXP_OFFSET, ExponentHistogram
-from ..pruning.storage import stored_bits
+from ..sparse_storage import stored_bits
 from ..qeval import TensorInfo
 
 __all__ = ["cover_format", "coverage_bias", "format_range", "Candidate", "ladder", "relative_error",
@@ -150,7 +150,7 @@ def family_ladder(hist: ExponentHistogram, signed: bool, family: str = "scalar",
 def plan_bits(plan: Mapping[str, Format], infos: Iterable[TensorInfo]) -> dict:
     """Memory of a plan: weights weighted by parameter count, activations by elements per image.
 
-    A pruned weight (an info carrying a ``sparse`` layout, :mod:`sieve.pruning.storage`) counts
+    A pruned weight (an info carrying a ``sparse`` layout, :mod:`sieve.sparse_storage`) counts
     only its kept values plus the cheaper of a bitmap and relative indices; the mean stays per
     *original* element."""
     sums = {"weight": [0, 0], "activation": [0, 0]}

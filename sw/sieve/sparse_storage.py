@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..qeval import TensorInfo
+from .qeval import TensorInfo
 
 MAX_INDEX_BITS = 8
 
