@@ -41,7 +41,7 @@ from .weight_decode import WEIGHT_OPSET, add_weight_decodes
 
 __all__ = ["MODES", "TensorEntry", "ExportResult", "quantizable_names", "check_plan", "export_onnx",
            "build_model", "read_records", "METADATA_KEY",
-           "set_metadata", "check_edited"]
+           "set_metadata", "check_edited", "onnx_output", "save_export"]
 
 MODES = ("full", "weights-only", "fp32")
 METADATA_KEY = "sieve.tensors"
@@ -383,10 +383,21 @@ def export_onnx(model: torch.nn.Module, plan: dict[str, Format], out: str | Path
                 progress: bool = False) -> ExportResult:
     """Write the ONNX file for ``model`` under ``plan`` (``mode``: full, weights-only or fp32)."""
     proto, entries = build_model(model, plan, input_shape, mode, model_name, variant, elements, progress)
+    return save_export(proto, out, mode, proto.opset_import[0].version, entries)
+
+
+def onnx_output(out: str | Path) -> Path:
+    """``out`` as a Path if it names a ``.onnx`` file, else one line saying so."""
     out = Path(out)
     if out.suffix != ".onnx":
         raise SieveError(f"output file {out} should end in .onnx")
+    return out
+
+
+def save_export(proto: onnx.ModelProto, out: str | Path, mode: str, opset: int,
+                entries: list) -> ExportResult:
+    """Write an exported graph to ``out`` atomically (nothing is left behind on failure)."""
+    out = onnx_output(out)
     with atomic_path(out) as tmp:
         onnx.save_model(proto, str(tmp))
-    opset = proto.opset_import[0].version
     return ExportResult(str(out), mode, opset, out.stat().st_size, entries)

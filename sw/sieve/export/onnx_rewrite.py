@@ -37,9 +37,8 @@ from onnx import helper, numpy_helper
 from ..cfloat import Format
 from ..emulator import quantize
 from ..errors import SieveError
-from ..io_utils import atomic_path
 from ..qeval import parse_tensor_name
-from .exporter import MODES, ExportResult, TensorEntry, check_edited, set_metadata
+from .exporter import MODES, ExportResult, TensorEntry, check_edited, save_export, set_metadata
 from .onnx_graph import GraphBuilder
 from .bounds import FINITE_LIMIT, magnitude_bounds
 from .rounding import (ACTIVATION_OPSET, BLOCKED_CHANNEL_MULTIPLE, add_blocked_rounding, add_rounding,
@@ -340,9 +339,4 @@ def rewrite_onnx(path: str | Path, tensor_map: dict[str, dict], plan: dict[str, 
 
     proto = read_onnx(path).model
     rewritten, entries = rewrite_model(proto, tensor_map, plan, known, mode, model_name, variant, str(path))
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise SieveError(f"output file {out} should end in .onnx")
-    with atomic_path(out) as tmp:
-        onnx.save_model(rewritten, str(tmp))
-    return ExportResult(str(out), mode, _opset(rewritten), out.stat().st_size, entries)
+    return save_export(rewritten, out, mode, _opset(rewritten), entries)

@@ -15,7 +15,7 @@ from ..cfloat import Format
 from ..errors import SieveError
 from ..io_utils import check_output_file
 from ..plan_io import load_plan_document, plan_input_shape
-from .exporter import check_plan, quantizable_names
+from .exporter import check_plan, onnx_output, quantizable_names
 from .plan_file import read_plan
 
 __all__ = ["check_onnx_output", "check_export_request", "export_input_shape"]
@@ -23,10 +23,7 @@ __all__ = ["check_onnx_output", "check_export_request", "export_input_shape"]
 
 def check_onnx_output(out: str | Path) -> Path:
     """``out`` as a Path if it names a ``.onnx`` file that can be written, else a SieveError."""
-    out = Path(out)
-    if out.suffix != ".onnx":
-        raise SieveError(f"output file {out} should end in .onnx")
-    return check_output_file(out)
+    return check_output_file(onnx_output(out))
 
 
 def check_export_request(model: str, out: str | Path, plan_path: str | Path | None, variant: str
