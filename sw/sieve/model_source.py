@@ -229,9 +229,14 @@ def resolve(text: str, weights: str | None = None, input_shape: tuple[int, ...] 
 
 
 def external_dataset(data: str | None, loaded: LoadedModel, val: int | None = None, test: int | None = None,
-                     dataset: str | None = None, preprocess=None, preprocess_overrides: dict | None = None) -> Dataset:
+                     dataset: str | None = None, preprocess=None, preprocess_overrides: dict | None = None,
+                     workers: int | None = None) -> Dataset:
     """The dataset ``--data`` names for a model that is not from the zoo: an ``.npz`` of
-    preprocessed arrays, or images (ImageNet-style folder/tar) with an explicit ``--preprocess``."""
+    preprocessed arrays, or images (ImageNet-style folder/tar) with an explicit ``--preprocess``
+    (decoded the first time by ``workers`` processes, as :func:`sieve.datasets.imagenet.load_imagenet`)."""
+    from .datasets.workers import check_workers
+
+    workers = check_workers(workers)
     if data is None:
         raise SieveError(f"{loaded.source} is not a zoo model, so it has no default data; pass --data "
                          "(an .npz with x = N x C x H x W preprocessed float32 images and y = labels, or images "
@@ -251,7 +256,8 @@ def external_dataset(data: str | None, loaded: LoadedModel, val: int | None = No
         from .datasets.imagenet import load_imagenet
         from .preprocess import preset, with_overrides
 
-        result = load_imagenet(data, with_overrides(preset(preprocess), **overrides), dataset).truncated(val, test)
+        result = load_imagenet(data, with_overrides(preset(preprocess), **overrides), dataset,
+                               workers).truncated(val, test)
     shape = tuple(result.val.images.shape[1:])
     if loaded.input_shape is not None and tuple(loaded.input_shape) != shape:
         raise SieveError(f"--data {data} holds {'x'.join(map(str, shape))} images but {loaded.source} takes "
@@ -267,7 +273,7 @@ def load(text: str, data: str | None = None, weights: str | None = None, val: in
          test: int | None = None, input_shape: tuple[int, ...] | None = None,
          **data_options) -> tuple[LoadedModel, Dataset]:
     """Any ``--model`` with its dataset: zoo models as :func:`sieve.zoo.load`, others with ``--data``.
-    ``data_options``: ``dataset``, ``preprocess``, ``preprocess_overrides`` (the CLI's data options)."""
+    ``data_options``: ``dataset``, ``preprocess``, ``preprocess_overrides``, ``workers`` (the CLI's data options)."""
     if source_kind(text) == "zoo":
         from . import zoo
 

@@ -136,16 +136,21 @@ def weights_input_shapes(name: str) -> list[dict]:
 def load(name: str, data: str | None = None, weights: str | None = None,
          val: int | None = None, test: int | None = None, dataset: str | None = None,
          preprocess: str | Preprocess | None = None,
-         preprocess_overrides: dict | None = None) -> tuple[torch.nn.Module, Dataset]:
+         preprocess_overrides: dict | None = None, workers: int | None = None) -> tuple[torch.nn.Module, Dataset]:
     """The model ``name`` (fp32, CPU, eval mode) and its dataset, splits cut to ``val``/``test``.
 
     ``dataset`` names the data set when its content does not (``--dataset``); ``preprocess`` (a
     preset name or a :class:`~sieve.preprocess.Preprocess`) and ``preprocess_overrides`` (fields of
     :func:`sieve.preprocess.with_overrides`) replace the model's default preprocessing.  ``data``
-    may also be an ``.npz`` of already preprocessed ``x`` and labels ``y``.
+    may also be an ``.npz`` of already preprocessed ``x`` and labels ``y``.  ``workers``
+    (``--workers``): processes for the first decode of image files (None: min(4, cores); 0: this
+    process; :func:`sieve.datasets.workers.check_workers`).
     """
     s = spec(name)
     check_name(dataset)
+    from .datasets.workers import check_workers
+
+    workers = check_workers(workers)
     data = None if data is None else str(data)
     weights = None if weights is None else str(weights)
     overrides = {k: v for k, v in (preprocess_overrides or {}).items() if v is not None}
@@ -163,9 +168,12 @@ def load(name: str, data: str | None = None, weights: str | None = None,
         model = _MODEL_LOADERS[s.family](s, weights).float().eval()
         check_fits(model, ds, name)
         return model, ds.truncated(val, test)
-    loaders = {"fashion": _load_fashion, "caffe_lenet": _load_lenet_caffe,
-               "cifar_resnet": _load_cifar_resnet, "imagenet": _load_imagenet}
-    model, ds = loaders[s.family](s, data, weights, dataset, choose)
+    if s.family in ("cifar_resnet", "imagenet"):   # image files: decoded by ``workers`` processes
+        loader = {"cifar_resnet": _load_cifar_resnet, "imagenet": _load_imagenet}[s.family]
+        model, ds = loader(s, data, weights, dataset, choose, workers)
+    else:   # idx files: nothing to decode
+        model, ds = {"fashion": _load_fashion, "caffe_lenet": _load_lenet_caffe}[s.family](s, data, weights,
+                                                                                          dataset, choose)
     model = model.float().eval()
     return model, ds.truncated(val, test)
 
@@ -376,7 +384,7 @@ def _cifar_resnet_model(s: ModelSpec, weights: str | None) -> torch.nn.Module:
 
 
 def _load_cifar_resnet(s: ModelSpec, data: str | None, weights: str | None, dataset_name: str | None = None,
-                       choose=preset):
+                       choose=preset, workers: int | None = None):
     from .datasets.cifar import load_cifar10
     from .datasets.identity import cifar_name
 
@@ -384,7 +392,7 @@ def _load_cifar_resnet(s: ModelSpec, data: str | None, weights: str | None, data
     data = data or _shared_default("data/cifar10-test-jpeg.tar", s.name,
                                    "CIFAR-10 test images via --data (a .tar of test/<class>/*.jpg, "
                                    "a folder of class subfolders, or cifar-10-batches-py)")
-    raw = load_cifar10(data)
+    raw = load_cifar10(data, workers)
     name = cifar_name(raw.classes, raw.source, dataset_name)
     prep = _arrays_only(choose("cifar10"), raw.source)
     val_idx, test_idx = split_test_only(raw.labels, class_ordered=raw.class_ordered)
@@ -402,7 +410,7 @@ def _imagenet_model(s: ModelSpec, weights: str | None) -> torch.nn.Module:
 
 
 def _load_imagenet(s: ModelSpec, data: str | None, weights: str | None, dataset_name: str | None = None,
-                   choose=preset):
+                   choose=preset, workers: int | None = None):
     from .datasets.imagenet import load_imagenet
     from .models import imagenet
 
@@ -415,7 +423,7 @@ def _load_imagenet(s: ModelSpec, data: str | None, weights: str | None, dataset_
                              f"beside it (e.g. ../shared/data/imagenet-sample/imagenet-sample-images.tar)")
         data = str(sample)
     model = imagenet.load_model(s.name, weights)
-    dataset = load_imagenet(data, choose(default_preprocess(s.name, weights).name), dataset_name)
+    dataset = load_imagenet(data, choose(default_preprocess(s.name, weights).name), dataset_name, workers)
     return model, dataset
 
 

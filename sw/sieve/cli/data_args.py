@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def add_data_arguments(p) -> None:
-    """Add ``--dataset``, ``--preprocess`` and the preprocessing overrides to parser ``p``."""
+    """Add ``--dataset``, ``--preprocess``, the preprocessing overrides and ``--workers`` to parser ``p``."""
     from ..datasets.identity import DATASETS
     from ..preprocess import PRESETS
 
@@ -23,10 +23,17 @@ def add_data_arguments(p) -> None:
     p.add_argument("--bgr", default=None, action="store_true", help="reverse channels RGB→BGR (Caffe weights)")
     p.add_argument("--scale", type=float, default=None, metavar="D",
                    help="divide pixels (0..255) by D first, e.g. 255 (overrides the preset)")
+    p.add_argument("--workers", default=None, metavar="N",
+                   help="processes that decode image files (JPEG folders/tars) the first time, before the "
+                        "crops are cached (default min(4, cores); 0 = in the main process); same results")
 
 
 def data_options(args) -> dict:
-    """Keyword arguments of :func:`sieve.zoo.load` from the parsed options."""
+    """Keyword arguments of :func:`sieve.zoo.load` from the parsed options (a bad ``--workers``
+    is one SieveError line here, before any loading)."""
+    from ..datasets.workers import check_workers
+
     overrides = {k: getattr(args, k, None) for k in ("resize", "crop", "mean", "std", "bgr", "scale")}
     return {"dataset": getattr(args, "dataset", None), "preprocess": getattr(args, "preprocess", None),
-            "preprocess_overrides": {k: v for k, v in overrides.items() if v is not None}}
+            "preprocess_overrides": {k: v for k, v in overrides.items() if v is not None},
+            "workers": check_workers(getattr(args, "workers", None))}

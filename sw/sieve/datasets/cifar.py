@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..errors import SieveError
 from ..safe_pickle import read_data_pickle
-from .images import CACHE_MIN_IMAGES, ImageRef, cached_arrays, is_image, iter_decoded, source_key, tar_image_members
+from .images import CACHE_MIN_IMAGES, ImageRef, cached_arrays, is_image, source_key, tar_image_members
+from .workers import check_workers, decode_into
 
 CIFAR_MEAN = (0.485, 0.456, 0.406)
 CIFAR_STD = (0.229, 0.224, 0.225)
@@ -48,13 +48,15 @@ def _class_refs(path: Path) -> tuple[list[ImageRef], list[int], list[str]]:
     return [ref for _, _, ref in items], [index[c] for c, _, _ in items], classes
 
 
-def _decode_all(refs: list[ImageRef], desc: str) -> np.ndarray:
-    out = np.empty((len(refs), 32, 32, 3), dtype=np.uint8)
-    for i, (ref, img) in enumerate(tqdm(iter_decoded(refs), total=len(refs), desc=desc, unit="img", leave=False)):
-        if img.size != (32, 32):
-            raise SieveError(f"image {ref.display} is {img.size[0]}x{img.size[1]}; CIFAR-10 images must be 32x32")
-        out[i] = np.asarray(img, dtype=np.uint8)
-    return out
+def _pixels(ref: ImageRef, img) -> np.ndarray:
+    """One decoded CIFAR image as 32x32x3 uint8 (module-level so decode workers can unpickle it)."""
+    if img.size != (32, 32):
+        raise SieveError(f"image {ref.display} is {img.size[0]}x{img.size[1]}; CIFAR-10 images must be 32x32")
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _decode_all(refs: list[ImageRef], desc: str, workers: int | None = None) -> np.ndarray:
+    return decode_into(np.empty((len(refs), 32, 32, 3), dtype=np.uint8), refs, _pixels, workers, desc)
 
 
 def _pickles(path: Path) -> Path | None:
@@ -83,8 +85,12 @@ def _load_pickle(batch: Path) -> CifarRaw:
     return CifarRaw(np.ascontiguousarray(data), labels, classes, str(batch), class_ordered=False)
 
 
-def load_cifar10(path: str | Path) -> CifarRaw:
-    """Raw CIFAR-10 test images from any of the accepted layouts (decoded once, cached)."""
+def load_cifar10(path: str | Path, workers: int | None = None) -> CifarRaw:
+    """Raw CIFAR-10 test images from any of the accepted layouts (decoded once, cached).
+
+    ``workers`` (``--workers``): processes for the first decode of JPEG/PNG files (None:
+    min(4, cores); 0: this process); the pixels are the same whatever the number."""
+    workers = check_workers(workers)
     path = Path(path)
     if not path.exists():
         raise SieveError(f"CIFAR-10 data {path} does not exist; pass a .tar of test/<class>/*.jpg, "
@@ -95,7 +101,7 @@ def load_cifar10(path: str | Path) -> CifarRaw:
     refs, labels, classes = _class_refs(path)
 
     def build() -> dict[str, np.ndarray]:
-        return {"images": _decode_all(refs, f"decode {path.name}"), "labels": np.asarray(labels, dtype=np.int64),
+        return {"images": _decode_all(refs, f"decode {path.name}", workers), "labels": np.asarray(labels, dtype=np.int64),
                 "classes": np.asarray(classes)}
 
     arrays = cached_arrays("cifar10", source_key(path, "cifar10-v1"), build, enabled=len(refs) >= CACHE_MIN_IMAGES)

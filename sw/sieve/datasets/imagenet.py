@@ -20,17 +20,18 @@ from __future__ import annotations
 import csv
 import io
 import tarfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..data import Dataset, split_test_only, to_split
 from ..errors import SieveError
 from ..preprocess import PRESETS, Preprocess
 from .identity import imagenet_name
-from .images import CACHE_MIN_IMAGES, ImageRef, cached_arrays, is_image, iter_decoded, source_key, tar_image_members
+from .images import CACHE_MIN_IMAGES, ImageRef, cached_arrays, is_image, source_key, tar_image_members
 from .imagenet_classes import NAMES, WNIDS
+from .workers import check_workers, decode_into
 
 _WNID_INDEX = {w: i for i, w in enumerate(WNIDS)}
 _LABEL_COLUMNS = ("class_index_sorted_wnid", "class_index", "label", "wnid")
@@ -121,10 +122,19 @@ def _folder(path: Path) -> tuple[list[tuple[int, ImageRef]], list[str], bool]:
     return items, classes, standard
 
 
-def load_imagenet(data: str | Path, prep: Preprocess, dataset: str | None = None) -> Dataset:
+def _crop(prep: Preprocess, ref: ImageRef, img) -> np.ndarray:
+    """One decoded image's uint8 crop (module-level so decode workers can unpickle it)."""
+    return prep.crop_image(img)
+
+
+def load_imagenet(data: str | Path, prep: Preprocess, dataset: str | None = None,
+                  workers: int | None = None) -> Dataset:
     """The ImageNet-style dataset at ``data`` preprocessed with ``prep`` (val even, test odd).
 
-    ``dataset`` (``--dataset``) names the set when its layout does not say it is ImageNet."""
+    ``dataset`` (``--dataset``) names the set when its layout does not say it is ImageNet.
+    ``workers`` (``--workers``): processes for the first, uncached decode (None: min(4, cores);
+    0: this process); the crops are the same whatever the number."""
+    workers = check_workers(workers)
     path = Path(data)
     if not path.exists():
         raise SieveError(f"ImageNet data {path} does not exist; pass a folder of class subfolders, "
@@ -146,10 +156,7 @@ def load_imagenet(data: str | Path, prep: Preprocess, dataset: str | None = None
 
     def build() -> dict[str, np.ndarray]:
         crops = np.empty((len(refs), prep.crop, prep.crop, 3), dtype=np.uint8)
-        for i, (_, img) in enumerate(tqdm(iter_decoded(refs), total=len(refs), desc=f"decode {path.name}",
-                                          unit="img", leave=False)):
-            crops[i] = prep.crop_image(img)
-        return {"crops": crops}
+        return {"crops": decode_into(crops, refs, partial(_crop, prep), workers, f"decode {path.name}")}
 
     # the cached crops depend on the geometry only; the arithmetic runs on every load
     key = source_key(path, f"imagenet-v2|{prep.resize}|{prep.square}|{prep.crop}")

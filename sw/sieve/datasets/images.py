@@ -75,23 +75,28 @@ def tar_image_members(tar_path: Path) -> list[str]:
         raise SieveError(f"cannot read tar {tar_path}: {exc}") from None
 
 
+def read_image(ref: ImageRef, tars: dict[Path, tarfile.TarFile]) -> Image.Image:
+    """Decode one image; a tar member is read through ``tars`` (opened once per tar and kept
+    there, so the caller decides how long the tars stay open)."""
+    if ref.member is None:
+        return decode_image(ref)
+    try:
+        tar = tars.get(ref.path)
+        if tar is None:
+            tar = tars[ref.path] = tarfile.open(ref.path)
+        handle = tar.extractfile(ref.member)
+        data = handle.read() if handle is not None else b""
+    except (tarfile.TarError, OSError, KeyError, EOFError) as exc:
+        raise SieveError(f"cannot read {ref.display}: {exc}") from None
+    return decode_image(ref, data)
+
+
 def iter_decoded(refs: list[ImageRef]) -> Iterator[tuple[ImageRef, Image.Image]]:
     """Decode images in order, opening each tar once."""
     tars: dict[Path, tarfile.TarFile] = {}
     try:
         for ref in refs:
-            if ref.member is None:
-                yield ref, decode_image(ref)
-                continue
-            tar = tars.get(ref.path)
-            if tar is None:
-                tar = tars[ref.path] = tarfile.open(ref.path)
-            try:
-                handle = tar.extractfile(ref.member)
-                data = handle.read() if handle is not None else b""
-            except (tarfile.TarError, OSError, KeyError, EOFError) as exc:
-                raise SieveError(f"cannot read {ref.display}: {exc}") from None
-            yield ref, decode_image(ref, data)
+            yield ref, read_image(ref, tars)
     finally:
         for tar in tars.values():
             tar.close()
