@@ -14,6 +14,11 @@ per-channel biases, one int8 each, looked up in a table of exact powers of two):
 exact, because a per-channel bias only moves the binades (every value stays a normal or exact
 float32 subnormal of the element grid).
 
+Both end in a ``Reshape`` to the weight's shape, as the scalar decode does, so the decoded tensor's
+shape (and element count) can be read back from the file.  :func:`add_planned_weight_decodes`
+routes every planned weight of an export to the scalar decode (:mod:`.weight_decode`) or to one
+of these, in the plan's order.
+
 All inputs are constants, so onnxruntime folds these subgraphs at session start.
 """
 
@@ -22,12 +27,59 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from ..blockfmt import BlockFormat, ChannelFormat, encode_blocks, encode_channels, pow2_f32, scale_values
+from ..blockfmt import (BlockFormat, ChannelFormat, encode_blocks, encode_channels, is_layout_format, pow2_f32,
+                        scale_values)
 from ..emulator import decode as _decode_elem
 from .onnx_graph import GraphBuilder
-from .weight_decode import add_codes_decode
+from .weight_decode import CodesItem, WeightRecord, add_codes_decode, add_codes_decodes, add_weight_decodes
 
-__all__ = ["add_block_weight_decode", "add_channel_weight_decode"]
+__all__ = ["add_block_weight_decode", "add_channel_weight_decode", "add_planned_weight_decodes"]
+
+
+def _block_scale(b: GraphBuilder, elements: str, out: str, shape: tuple[int, ...], scales: np.ndarray,
+                 fmt: BlockFormat, name: str) -> str:
+    """Apply the E8M0 ``scales`` (uint8 codes, stored as ``<name>.mx_scales``) to the decoded
+    ``elements`` of a weight of ``shape``; the result is ``out``.  Returns the side initializer."""
+    side = b.initializer(np.ascontiguousarray(scales, dtype=np.uint8), f"{name}.mx_scales")
+    table = b.const(scale_values(np.arange(256)), hint="e8m0")
+    per_block = b.op("Gather", [table, b.op("Cast", [side], to=TensorProto.INT64)])  # int64 indices
+    spread = b.op("Gather", [per_block, b.const(np.arange(shape[1]) // fmt.block, np.int64, "blk")], axis=1)
+    product = b.op("Mul", [elements, spread])
+    # (this operand order keeps a -0 product -0 in onnxruntime's Where; tested)
+    value = b.op("Where", [b.op("IsNaN", [spread]), b.f32_bits(0x7FC00000, "nan"), product])
+    b.op("Reshape", [value, b.const(list(shape), np.int64, "shape")], out=out,
+         doc=f"sieve: {name} in {fmt} ({int(np.prod(shape))} elements, {scales.size} E8M0 scales)")
+    return side
+
+
+def _channel_scale(b: GraphBuilder, elements: str, out: str, shape: tuple[int, ...], shift: np.ndarray,
+                   fmt: ChannelFormat, name: str) -> str:
+    """Multiply the decoded ``elements`` (at the element's default bias) by ``2^shift`` per output
+    channel (stored as uint8 offsets ``<name>.ch_bias``); the result is ``out``."""
+    lo = int(shift.min())
+    side = b.initializer((shift - lo).astype(np.uint8), f"{name}.ch_bias")
+    table = b.const(pow2_f32(np.arange(lo, int(shift.max()) + 1)), hint="pow2")
+    scales = b.op("Gather", [table, b.op("Cast", [side], to=TensorProto.INT64)])
+    scales = b.op("Reshape", [scales, b.const([-1] + [1] * (len(shape) - 1), np.int64, "shape")])
+    value = b.op("Mul", [elements, scales])
+    b.op("Reshape", [value, b.const(list(shape), np.int64, "shape")], out=out,
+         doc=f"sieve: {name} in {fmt} ({shape[0]} channel biases)")
+    return side
+
+
+def _encode_layout(name: str, w: np.ndarray, fmt) -> tuple[np.ndarray, np.ndarray]:
+    """``(element codes, side values)``: E8M0 codes of a block layout, or the per-channel shifts
+    ``default bias - bias`` of a channel layout (checked to apply exactly)."""
+    if w.ndim < 2:
+        raise ValueError(f"{name}: a {fmt} layout needs a weight of at least 2 dimensions, got shape {w.shape}")
+    if isinstance(fmt, BlockFormat):
+        return encode_blocks(w, fmt)
+    codes, biases = encode_channels(w, fmt)
+    try:
+        _check_exact(codes, biases, fmt)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from exc
+    return codes, fmt.element.bias - biases
 
 
 def add_block_weight_decode(b: GraphBuilder, out: str, weight: np.ndarray, fmt: BlockFormat,
@@ -35,21 +87,14 @@ def add_block_weight_decode(b: GraphBuilder, out: str, weight: np.ndarray, fmt: 
     """Store ``weight`` (axis 1 = input channels) in ``fmt`` and decode it as ``out``; returns
     what was stored (element bytes, scale bytes)."""
     w = np.ascontiguousarray(weight, dtype=np.float32)
-    if w.ndim < 2:
-        raise ValueError(f"{name or out}: a block-scaled weight needs at least 2 dimensions (axis 1 is blocked)")
     name = name or out
-    codes, scales = encode_blocks(w, fmt)
+    codes, scales = _encode_layout(name, w, fmt)
     elements = b.fresh("elements")
     packed, nbytes, method = add_codes_decode(b, elements, codes.reshape(-1), fmt.element, w.shape, name)
-    scale_codes = b.initializer(np.ascontiguousarray(scales, dtype=np.uint8), f"{name}.mx_scales")
-    table = b.const(scale_values(np.arange(256)), hint="e8m0")
-    per_block = b.op("Gather", [table, b.op("Cast", [scale_codes], to=TensorProto.INT64)])  # int64 indices
-    spread = b.op("Gather", [per_block, b.const(np.arange(w.shape[1]) // fmt.block, np.int64, "blk")], axis=1)
-    product = b.op("Mul", [elements, spread])
-    b.op("Where", [b.op("IsNaN", [spread]), b.f32_bits(0x7FC00000, "nan"), product], out=out,
-         doc=f"sieve: {name} in {fmt} ({codes.size} elements, {scales.size} E8M0 scales)")
+    side = _block_scale(b, elements, out, w.shape, scales, fmt, name)
     return {"name": name, "format": str(fmt), "elements": int(w.size), "element_bytes": int(nbytes),
-            "scales": int(scales.size), "scale_bytes": int(scales.size), "packed": packed, "method": method}
+            "scales": int(scales.size), "scale_bytes": int(scales.size), "packed": packed, "method": method,
+            "side": side, "side_bytes": int(scales.size)}
 
 
 def add_channel_weight_decode(b: GraphBuilder, out: str, weight: np.ndarray, fmt: ChannelFormat,
@@ -57,20 +102,44 @@ def add_channel_weight_decode(b: GraphBuilder, out: str, weight: np.ndarray, fmt
     """Store ``weight`` (axis 0 = output channels) in ``fmt`` and decode it as ``out``."""
     w = np.ascontiguousarray(weight, dtype=np.float32)
     name = name or out
-    codes, biases = encode_channels(w, fmt)
-    el = fmt.element
-    shift = el.bias - biases  # value = element value at the default bias * 2^shift
+    codes, shift = _encode_layout(name, w, fmt)
     elements = b.fresh("elements")
-    packed, nbytes, method = add_codes_decode(b, elements, codes.reshape(-1), el, w.shape, name)
-    _check_exact(codes, biases, fmt)
-    lo = int(shift.min())
-    offsets = b.initializer((shift - lo).astype(np.uint8), f"{name}.ch_bias")
-    table = b.const(pow2_f32(np.arange(lo, int(shift.max()) + 1)), hint="pow2")
-    scales = b.op("Gather", [table, b.op("Cast", [offsets], to=TensorProto.INT64)])
-    scales = b.op("Reshape", [scales, b.const([-1] + [1] * (w.ndim - 1), np.int64, "shape")])
-    b.op("Mul", [elements, scales], out=out, doc=f"sieve: {name} in {fmt} ({w.shape[0]} channel biases)")
+    packed, nbytes, method = add_codes_decode(b, elements, codes.reshape(-1), fmt.element, w.shape, name)
+    side = _channel_scale(b, elements, out, w.shape, shift, fmt, name)
     return {"name": name, "format": str(fmt), "elements": int(w.size), "element_bytes": int(nbytes),
-            "channels": int(w.shape[0]), "packed": packed, "method": method}
+            "channels": int(w.shape[0]), "packed": packed, "method": method,
+            "side": side, "side_bytes": int(w.shape[0])}
+
+
+def add_planned_weight_decodes(b: GraphBuilder, weights: list[tuple[str, np.ndarray, object]]
+                               ) -> list[WeightRecord]:
+    """Every ``(name, weight, format)`` of an export stored and decoded under its own name.
+
+    Scalar Formats go through the shared scalar decodes (:func:`.weight_decode.add_weight_decodes`).
+    Block and per-channel layouts store their element codes packed like a scalar weight's -- the
+    weights whose elements share a Format share one decode chain (:func:`.weight_decode.add_codes_decodes`),
+    so the graph does not grow by a chain per tensor -- plus the E8M0 scales or channel biases in
+    a side initializer, applied per weight.  Records in the order given; ``bytes_stored`` counts
+    the element codes, ``side_bytes`` the scales or biases.  Raises ValueError when a layout
+    cannot be decoded exactly."""
+    scalar = [t for t in weights if not is_layout_format(t[2])]
+    records = {rec.name: rec for rec in add_weight_decodes(b, scalar)} if scalar else {}
+    by_element: dict = {}
+    for name, w, fmt in weights:
+        if is_layout_format(fmt):
+            w = np.ascontiguousarray(w, dtype=np.float32)
+            codes, side = _encode_layout(name, w, fmt)
+            by_element.setdefault(fmt.element, []).append((name, w, fmt, codes, side))
+    for element, group in by_element.items():
+        items = [CodesItem(b.fresh("elements"), codes.reshape(-1), tuple(w.shape), name)
+                 for name, w, _, codes, _ in group]
+        for item, (name, w, fmt, _, side_values), (packed, nbytes, method) in zip(
+                items, group, add_codes_decodes(b, element, items)):
+            apply = _block_scale if isinstance(fmt, BlockFormat) else _channel_scale
+            side = apply(b, item.out, name, tuple(w.shape), side_values, fmt, name)
+            records[name] = WeightRecord(name, str(fmt), int(w.size), tuple(w.shape), packed, nbytes, method,
+                                         side, int(np.size(side_values)))
+    return [records[name] for name, _, _ in weights]
 
 
 def _check_exact(codes: np.ndarray, biases: np.ndarray, fmt: ChannelFormat) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..blockfmt import BlockFormat
 from ..cfloat import Format
 
 __all__ = ["FINITE_LIMIT", "magnitude_bounds"]
@@ -31,7 +32,8 @@ def magnitude_bounds(graph: onnx.GraphProto, values: dict[str, np.ndarray],
 
     ``values``: constant tensors known by value (initializers, decoded weights).  ``rounded``:
     node index -> Format of the planned rounding in front of that node's first input; its output
-    is bounded by the Format's Max (unless a NaN or Inf can pass through it).  The bound recorded
+    is bounded by the Format's Max (unless a NaN or Inf can pass through it), or for a block
+    format by twice the input's bound.  The bound recorded
     under the input's own name is the one before rounding.
     """
     bound: dict[str, float] = {k: float(np.max(np.abs(v))) if np.size(v) else 0.0 for k, v in values.items()}
@@ -59,8 +61,13 @@ def magnitude_bounds(graph: onnx.GraphProto, values: dict[str, np.ndarray],
         first = get(ins[0]) if ins else 0.0
         if index in rounded:
             fmt = rounded[index]
-            passes_specials = fmt.has_nan or fmt.has_inf
-            first = float(fmt.max_value) if first < FINITE_LIMIT or not passes_specials else float("inf")
+            if isinstance(fmt, BlockFormat):
+                # |q| <= Max_elem * 2^shared <= Max_elem * amax / 2^emax < 2 amax; a NaN or an
+                # infinity makes its block NaN, so an unbounded input stays unbounded
+                first = 2.0 * first if first < FINITE_LIMIT else float("inf")
+            else:
+                passes_specials = fmt.has_nan or fmt.has_inf
+                first = float(fmt.max_value) if first < FINITE_LIMIT or not passes_specials else float("inf")
         op = node.op_type
         if op in _SAME:
             out = first

@@ -7,7 +7,10 @@ BatchNorm into the convolution weights the plan refers to).  The graph is then e
 subgraph producing a tensor of the same name, and a rounding subgraph is inserted in front of the
 activation input of each planned Conv/Gemm/MatMul (the k-th node using a module's weight is the
 module's k-th call site, ``<layer>.input#k``; the blocked, NCHWc-friendly rounding where
-:mod:`.bounds` proves the input finite).  Finally the graph is compacted (:mod:`.compact`: folded
+:mod:`.bounds` proves the input finite).  Block-scaled (OCP MX) and per-channel layouts
+(:mod:`sieve.blockfmt`, issue 16) are stored as packed element codes plus a side initializer of
+E8M0 scales or channel biases (:mod:`.block_decode`); a block-scaled activation is rounded by
+:mod:`.block_rounding`.  Finally the graph is compacted (:mod:`.compact`: folded
 constants, BatchNorm as scale + shift, short names) because every byte counts against the
 weight-bits size bound.  Nothing is written unless the whole model validates (``onnx.checker``
 full check); the file appears atomically.
@@ -27,21 +30,24 @@ import torch
 from onnx import helper, numpy_helper
 
 from .. import __version__
+from ..blockfmt import BlockFormat, ChannelFormat, check_plan_entry
 from ..cfloat import Format
-from ..emulator import quantize
+from ..codec import quantize
 from ..errors import SieveError
 from ..io_utils import atomic_path
 from ..qeval import activation_name, parse_tensor_name, quantizable_tensors
+from .block_decode import add_planned_weight_decodes
+from .block_rounding import add_block_rounding, block_rounding_method
 from .compact import batchnorm_to_affine, fold_constants, strip_graph
 from .bounds import FINITE_LIMIT, magnitude_bounds
 from .onnx_graph import GraphBuilder
 from .rounding import (ACTIVATION_OPSET, BLOCKED_CHANNEL_MULTIPLE, add_blocked_rounding, add_rounding,
                        blocked_eligible, rounding_method)
-from .weight_decode import WEIGHT_OPSET, add_weight_decodes
+from .weight_decode import WEIGHT_OPSET
 
 __all__ = ["MODES", "TensorEntry", "ExportResult", "quantizable_names", "check_plan", "export_onnx",
            "build_model", "read_records", "METADATA_KEY",
-           "set_metadata", "check_edited", "onnx_output", "save_export"]
+           "set_metadata", "check_edited", "onnx_output", "save_export", "decoded_shape"]
 
 MODES = ("full", "weights-only", "fp32")
 METADATA_KEY = "sieve.tensors"
@@ -56,12 +62,14 @@ class TensorEntry:
     kind: str            # "weight" or "activation"
     format: str
     elements: int        # weight: numel; activation: numel per image
-    bytes_stored: int    # packed bytes for a weight; 0 for an activation (nothing stored)
+    bytes_stored: int    # stored bytes of a weight (packed codes + side); 0 for an activation
     bytes_fp32: int      # 4 * elements
-    method: str          # weight: "table"/"arithmetic"; activation: "veltkamp"/"integer"
+    method: str          # weight: "table"/"arithmetic"; activation: "veltkamp"/"integer"/"block"
     tensor: str          # the decoded (weight) or rounded (activation) tensor name in the graph
     packed: str = ""     # initializer with the packed codes (weights)
     source: str = ""     # the fp32 tensor an activation rounding reads
+    side: str = ""       # block/channel layout weights: initializer of the E8M0 scales / channel biases
+    side_bytes: int = 0  # its bytes (included in bytes_stored)
 
 
 @dataclass
@@ -78,7 +86,7 @@ class ExportResult:
 
 
 _CODES = {"fields": "", "table": "t", "arithmetic": "a", "fast": "f", "blocked": "b", "veltkamp": "v",
-          "integer": "i"}
+          "integer": "i", "block": "k"}
 _METHODS = {v: k for k, v in _CODES.items() if v}
 
 
@@ -87,23 +95,33 @@ def _compact(e: TensorEntry) -> str:
     Tensor names are ``<layer>.weight`` / ``<layer>.input[#call]`` (contracts.md), so a record
     starts with the layer and the kind: ``<layer> w format packed-initializer [method]`` for a
     weight (the decoded tensor keeps the weight's name and its shape gives the element count; no
-    method means the shared ``fields`` decode) and ``<layer> a format elements rounded-tensor
-    source-tensor method [call]`` for an activation (elements per image; the call number only for
-    a shared layer's later call sites); methods by their first letter."""
+    method means the shared ``fields`` decode), ``<layer> w layout packed method side`` for a
+    block-scaled or per-channel weight (``mx32:fp8_e4m3``, ``ch4:e4m3``: a layout's elements never
+    use the shared decode, so the method is always there; ``side`` is the initializer of its E8M0
+    scales or channel biases) and ``<layer> a format elements rounded-tensor source-tensor method
+    [call]`` for an activation (elements per image; the call number only for a shared layer's
+    later call sites); methods by their first letter."""
     layer, _, call = parse_tensor_name(e.name)
     if e.kind == "weight":
+        if e.side:
+            return " ".join([layer, "w", e.format, e.packed, _CODES[e.method], e.side])
         extra = [_CODES[e.method]] if _CODES[e.method] else []
         return " ".join([layer, "w", e.format, e.packed, *extra])
     return " ".join([layer, "a", e.format, str(e.elements), e.tensor, e.source, _CODES[e.method],
                      *([str(call)] if call > 1 else [])])
 
 
-def _decoded_elements(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], name: str) -> int:
-    """Element count of the decoded weight ``name``: the shape its final Reshape is given."""
+def decoded_shape(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], name: str) -> tuple[int, ...]:
+    """Shape of the decoded weight ``name``: the shape its final Reshape is given."""
     for node in graph.node:
         if node.output and node.output[0] == name and node.op_type == "Reshape" and node.input[1] in inits:
-            return int(np.prod(numpy_helper.to_array(inits[node.input[1]])))
+            return tuple(int(d) for d in numpy_helper.to_array(inits[node.input[1]]))
     raise ValueError(f"no Reshape produces the decoded weight {name}")
+
+
+def _decoded_elements(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], name: str) -> int:
+    """Element count of the decoded weight ``name``."""
+    return int(np.prod(decoded_shape(graph, inits, name), dtype=np.int64))
 
 
 def read_records(proto: onnx.ModelProto) -> list[TensorEntry] | None:
@@ -121,6 +139,13 @@ def read_records(proto: onnx.ModelProto) -> list[TensorEntry] | None:
             stored = len(inits[packed].raw_data) if packed in inits else 0
             elements = _decoded_elements(proto.graph, inits, name)
             out.append(TensorEntry(name, "weight", fmt, elements, stored, 4 * elements, method, name, packed))
+        elif len(r) == 6 and r[1] == "w":  # a block-scaled or per-channel layout: codes + side
+            name, fmt, packed, method, side = f"{r[0]}.weight", r[2], r[3], _METHODS[r[4]], r[5]
+            stored = len(inits[packed].raw_data) if packed in inits else 0
+            side_bytes = len(inits[side].raw_data) if side in inits else 0
+            elements = _decoded_elements(proto.graph, inits, name)
+            out.append(TensorEntry(name, "weight", fmt, elements, stored + side_bytes, 4 * elements, method, name,
+                                   packed, side=side, side_bytes=side_bytes))
         elif len(r) in (7, 8) and r[1] == "a":
             _, _, fmt, elements, tensor, source, method = r[:7]
             call = int(r[7]) if len(r) == 8 else 1
@@ -145,14 +170,18 @@ def quantizable_names(model: torch.nn.Module, input_shape: tuple[int, ...]) -> d
 
 def check_plan(known: dict[str, tuple[str, int]], plan: dict[str, Format],
                elements: dict[str, int] | None = None, model_name: str = "the model") -> None:
-    """Raise one SieveError line listing every way ``plan`` does not fit the model."""
+    """Raise one SieveError line listing every way ``plan`` does not fit the model (a
+    per-channel layout is for weights only: one planned on an activation is refused too)."""
     problems = []
     unknown = sorted(n for n in plan if n not in known)
     if unknown:
         problems.append(f"not in the model: {', '.join(unknown)}")
-    bad_type = sorted(n for n, f in plan.items() if not isinstance(f, Format))
+    bad_type = sorted(n for n, f in plan.items() if not isinstance(f, (Format, BlockFormat, ChannelFormat)))
     if bad_type:
         problems.append(f"not a Format: {', '.join(bad_type)}")
+    for n, f in plan.items():
+        if n in known and isinstance(f, ChannelFormat):
+            check_plan_entry(n, "weight" if known[n][0] == "weight" else "input", f)
     if elements:
         wrong = [f"{n} (plan {e}, model {known[n][1]})" for n, e in sorted(elements.items())
                  if n in known and int(e) != known[n][1]]
@@ -241,6 +270,8 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
     model = model.eval()
     known = quantizable_names(model, input_shape)
     check_plan(known, plan, elements, model_name)
+    shapes = ({i.name: tuple(i.shape) for i in quantizable_tensors(model, tuple(input_shape))}
+              if any(isinstance(f, BlockFormat) for f in plan.values()) else {})
     proto = _torch_to_onnx(model, input_shape)
     graph = proto.graph
     entries: list[TensorEntry] = []
@@ -266,10 +297,15 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
         if onnx_value.shape != value.shape:
             raise SieveError(f"{name}: ONNX shape {onnx_value.shape} differs from the model's {value.shape}")
         items.append((name, value, plan[name]))
-    for rec in add_weight_decodes(b, items):
+    try:
+        records = add_planned_weight_decodes(b, items)
+    except ValueError as exc:  # a layout that cannot be rebuilt exactly: refuse rather than differ
+        raise SieveError(f"cannot export exactly: {exc}") from exc
+    for rec in records:
         decoded.add(rec.name)
-        entries.append(TensorEntry(rec.name, "weight", rec.format, rec.elements, rec.bytes_stored,
-                                   4 * rec.elements, rec.method, rec.name, rec.packed))
+        entries.append(TensorEntry(rec.name, "weight", rec.format, rec.elements, rec.bytes_stored + rec.side_bytes,
+                                   4 * rec.elements, rec.method, rec.name, rec.packed, side=rec.side,
+                                   side_bytes=rec.side_bytes))
         if bar:
             bar.update()
     decode_nodes = list(b.nodes)
@@ -297,21 +333,24 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
         rounded = f"{name}.rounded"
         source = node.input[0]
         relu = producers.get(source)
-        if (relu is not None and graph.node[relu].op_type == "Relu" and not fmt.signed
-                and uses[source] == 1 and source not in outputs):
+        if (relu is not None and graph.node[relu].op_type == "Relu" and isinstance(fmt, Format)
+                and not fmt.signed and uses[source] == 1 and source not in outputs):
             # an unsigned format sends every negative input (and -0, NaN) to +0 already:
             # round the Relu's input and drop the Relu (one node less in the file)
             source = graph.node[relu].input[0]
             dropped.add(relu)
-        method = rounding_method(fmt)
         channels = int(params[f"{layer}.weight"].shape[1])
         grouped = any(a.name == "group" and a.i != 1 for a in node.attribute)
         try:
-            if (node.op_type == "Conv" and not grouped and blocked_eligible(fmt)
+            if isinstance(fmt, BlockFormat):
+                method = block_rounding_method(fmt)
+                add_block_rounding(b, source, rounded, fmt, shapes[name], original_name=name)
+            elif (node.op_type == "Conv" and not grouped and blocked_eligible(fmt)
                     and channels % BLOCKED_CHANNEL_MULTIPLE == 0 and bounds.get(source, np.inf) < FINITE_LIMIT):
                 add_blocked_rounding(b, source, rounded, fmt, channels)
                 method = "blocked"
             else:
+                method = rounding_method(fmt)
                 add_rounding(b, source, rounded, fmt, original_name=name)
         except ValueError as exc:
             raise SieveError(f"{name}: {exc}") from exc
@@ -347,6 +386,7 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
         e.tensor = renamed.get(e.tensor, e.tensor)
         e.source = renamed.get(e.source, e.source)
         e.packed = renamed.get(e.packed, e.packed)
+        e.side = renamed.get(e.side, e.side)
     proto.producer_name = "sieve"
     proto.producer_version = __version__
     proto.doc_string = ""

@@ -1,7 +1,10 @@
 """``sieve inspect FILE.onnx``: what a SIEVE export stores, read back from the file itself.
 
 The list comes from the model's ``sieve.tensors`` metadata; the bytes stored are measured on the
-packed initializers actually present, so a file edited by another tool cannot misreport.
+packed initializers actually present, so a file edited by another tool cannot misreport.  Formats
+are read with :func:`sieve.blockfmt.parse_format`, so block-scaled (``mx32:fp8_e4m3``) and
+per-channel (``ch4:e4m3``) weights are listed with their element codes *and* their side
+initializer (one E8M0 scale byte per block, one bias byte per output channel) counted as stored.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from pathlib import Path
 
 import onnx
 
-from ..cfloat import Format, FormatError
+from ..blockfmt import BlockFormat, ChannelFormat, parse_format, stored_bits
+from ..cfloat import FormatError
 from ..errors import SieveError
-from .exporter import METADATA_KEY, read_records
+from .exporter import METADATA_KEY, decoded_shape, read_records
 
 __all__ = ["inspect_onnx", "format_table"]
 
@@ -37,10 +41,10 @@ def inspect_onnx(path: str | Path) -> dict:
     rows = []
     for e in entries:
         try:
-            fmt = Format.parse(e.format)
+            fmt = parse_format(e.format)
         except FormatError as exc:
             raise SieveError(f"{path}: tensor {e.name} has an unreadable format ({exc})") from exc
-        stored = 0
+        stored = side = 0
         if e.kind == "weight":
             packed = inits.get(e.packed)
             if packed is None:
@@ -50,9 +54,10 @@ def inspect_onnx(path: str | Path) -> dict:
             if stored != expected:
                 raise SieveError(f"{path}: {e.name} stores {stored} bytes, {e.elements} codes of "
                                  f"{fmt.width} bits need {expected}")
+            side = _side_bytes(model, inits, e, fmt, path)
         rows.append({"name": e.name, "kind": e.kind, "format": str(fmt), "bits": fmt.width,
-                     "elements": e.elements, "bytes_stored": stored, "bytes_fp32": 4 * e.elements,
-                     "method": e.method})
+                     "elements": e.elements, "bytes_stored": stored + side, "bytes_fp32": 4 * e.elements,
+                     "method": e.method, "side_bytes": side, "side": _side_kind(fmt)})
     weights = [r for r in rows if r["kind"] == "weight"]
     stored = sum(r["bytes_stored"] for r in weights)
     fp32 = sum(r["bytes_fp32"] for r in weights)
@@ -67,9 +72,38 @@ def inspect_onnx(path: str | Path) -> dict:
         "input_shape": _input_shape(model),   # one image, as export built it (the plan's shape)
         "tensors": rows,
         "weights": {"count": len(weights), "elements": elements, "bytes_stored": stored, "bytes_fp32": fp32,
+                    "side_bytes": sum(r["side_bytes"] for r in weights),
                     "mean_bits": (8.0 * stored / elements) if elements else 32.0,
                     "ratio": (fp32 / stored) if stored else 1.0},
     }
+
+
+def _side_kind(fmt) -> str:
+    if isinstance(fmt, BlockFormat):
+        return "E8M0 scales"
+    return "channel biases" if isinstance(fmt, ChannelFormat) else ""
+
+
+def _side_bytes(model: onnx.ModelProto, inits: dict, e, fmt, path: Path) -> int:
+    """Bytes of a layout weight's scales or biases, checked against what its shape needs (one
+    uint8 E8M0 code per block; one uint8 bias offset per output channel)."""
+    if not isinstance(fmt, (BlockFormat, ChannelFormat)):
+        if e.side:
+            raise SieveError(f"{path}: {e.name} in the scalar format {fmt} has side data {e.side!r}")
+        return 0
+    tensor = inits.get(e.side)
+    if tensor is None:
+        raise SieveError(f"{path}: the {_side_kind(fmt)} initializer {e.side!r} of {e.name} is missing")
+    stored = len(tensor.raw_data)
+    shape = decoded_shape(model.graph, inits, e.name)
+    if isinstance(fmt, BlockFormat):
+        expected = (stored_bits(fmt, shape) - e.elements * fmt.width) // fmt.scale_bits
+    else:
+        expected = shape[0]
+    if stored != expected:
+        raise SieveError(f"{path}: {e.name} stores {stored} bytes of {_side_kind(fmt)}, its shape {shape} in {fmt}"
+                         f" needs {expected}")
+    return stored
 
 
 def _input_shape(model: onnx.ModelProto) -> list:
@@ -92,9 +126,11 @@ def format_table(info: dict) -> str:
     lines.append(f"{'tensor':<{width}}  {'kind':<10} {'format':<22} {'elements':>10} {'bytes stored':>13}"
                  f" {'bytes fp32':>11}  method")
     for r in info["tensors"]:
+        side = f" + {r['side_bytes']:,} B {r['side']}" if r.get("side_bytes") else ""
         lines.append(f"{r['name']:<{width}}  {r['kind']:<10} {r['format']:<22} {r['elements']:>10,}"
-                     f" {r['bytes_stored']:>13,} {r['bytes_fp32']:>11,}  {r['method']}")
+                     f" {r['bytes_stored']:>13,} {r['bytes_fp32']:>11,}  {r['method']}{side}")
     w = info["weights"]
-    lines.append(f"weights: {w['count']} tensors, {w['elements']:,} elements, {w['bytes_stored']:,} bytes stored"
+    side = f" (incl. {w['side_bytes']:,} of scales/biases)" if w.get("side_bytes") else ""
+    lines.append(f"weights: {w['count']} tensors, {w['elements']:,} elements, {w['bytes_stored']:,} bytes stored{side}"
                  f" vs {w['bytes_fp32']:,} as fp32 ({w['ratio']:.2f}x smaller, {w['mean_bits']:.2f} bits/weight)")
     return "\n".join(lines)

@@ -34,6 +34,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..blockfmt import is_layout_format
 from ..cfloat import Format
 from ..emulator import quantize
 from ..errors import SieveError
@@ -195,6 +196,12 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
         raise SieveError(f"unknown export mode {mode!r}; use one of {', '.join(MODES)}")
     weights = [n for n in plan if known[n][0] == "weight"] if mode != "fp32" else []
     acts = [n for n in plan if known[n][0] == "activation"] if mode == "full" else []
+    layouts = [n for n in (*weights, *acts) if is_layout_format(plan[n])]
+    if layouts:  # their blocks run along the torch layout's axis 1, which a transposed MatMul/Gemm
+        # initializer does not have; not built for the in-place rewrite yet
+        raise SieveError(f"{path}: {layouts[0]} is planned in the layout {plan[layouts[0]]}; block-scaled and"
+                         " per-channel formats are exported from torch models only so far (use a scalar"
+                         " family for an ONNX source, or export the model from its torch definition)")
     missing = [n for n in (*weights, *acts) if n not in tensor_map]
     if missing:
         raise SieveError(f"{path}: the importer did not record where {missing[0]} lives in the file; "

@@ -17,7 +17,7 @@ import onnxruntime as ort
 import torch
 
 from ..cfloat import Format
-from ..emulator import quantize
+from ..codec import quantize
 from .exporter import read_records
 
 __all__ = ["file_plan", "session", "compare", "explain", "decoded_weights"]

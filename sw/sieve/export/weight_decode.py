@@ -136,6 +136,8 @@ class WeightRecord:
     packed: str         # initializer holding the packed codes
     bytes_stored: int   # ceil(n*w/8)
     method: str         # "table" or "arithmetic"
+    side: str = ""      # block/channel layouts: initializer of the E8M0 scales or channel biases
+    side_bytes: int = 0
 
 
 @dataclass(frozen=True)
