@@ -14,7 +14,7 @@ JOBS    ?= 2
 help:
 	@echo "make setup      fresh machine -> everything (venv, torch CPU, Debian packages)"
 	@echo "make test       the test suite (unit, property, integration, cocotb)"
-	@echo "make search     per-layer format search (MODEL=lenet5 by default; MODEL=, VAL=, TEST=, OUT=, THREADS=)"
+	@echo "make search     per-layer format search (MODEL=lenet5 by default; MODEL=, FAMILY=, VAL=, TEST=, OUT=, THREADS=)"
 	@echo "make export     compressed ONNX of a searched model (MODEL=, VARIANT=accurate)"
 	@echo "make rtl|sim|synth   Verilog, cocotb simulation, Yosys/nextpnr reports"
 	@echo "make cascade    speculative big/little inference on the default pool"
@@ -42,8 +42,8 @@ test-all: setup
 
 search: setup
 	$(SIEVE) search --model $(or $(MODEL),lenet5) $(if $(DATA),--data $(DATA)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
-	  $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(VAL),--val $(VAL)) $(if $(TEST),--test $(TEST)) \
-	  $(if $(OUT),--out $(OUT)) $(if $(THREADS),--threads $(THREADS))
+	  $(if $(STRATEGY),--strategy $(STRATEGY)) $(if $(FAMILY),--family $(FAMILY)) $(if $(VAL),--val $(VAL)) \
+	  $(if $(TEST),--test $(TEST)) $(if $(OUT),--out $(OUT)) $(if $(THREADS),--threads $(THREADS))
 
 export: setup
 	$(SIEVE) export --model $(or $(MODEL),lenet5) \

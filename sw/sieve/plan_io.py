@@ -16,6 +16,13 @@ Schema versions (``schema_version``; a plan without it is version 1 and still lo
   ``holds``: test accuracy not significantly below the variant's target at the 5 % level);
   optionally ``tightening`` (the cheaper plans the search tried below a variant's plan, with
   their validation results: why no cheaper plan passed).
+
+Optional since issue 16 (same schema version: a plan without them reads as before): ``family``
+(the format family searched: ``scalar``, ``channel``, ``block`` or ``all``; absent = scalar) and,
+for a layout-format tensor, ``bits_per_element`` (every stored bit: element codes plus block
+scales or per-channel biases; scalar entries keep their five keys).  A tensor's ``format`` may then be a layout text, ``mx<k>:<element>`` or
+``ch<b>:<element>`` (:func:`sieve.blockfmt.parse_format`, which reads scalar text as before);
+its ``bits`` stays the element code width.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ import json
 import os
 from pathlib import Path
 
-from .cfloat import Format, FormatError
+from .blockfmt import AnyFormat, check_plan_entry, parse_format
+from .cfloat import FormatError
 from .errors import SieveError
 from .io_utils import write_json
 
@@ -39,6 +47,9 @@ TOP_KEYS = ("model", "dataset", "strategy", "baseline", "variants", "search_seco
 VARIANT_KEYS = ("val_accuracy", "test_accuracy", "normalized_test_accuracy", "mean_bits_weights",
                 "mean_bits_activations", "mean_bits", "compression_ratio", "tensors")
 TENSOR_KEYS = ("name", "kind", "elements", "format", "bits")
+#: the format families a plan may record (``sieve.search.formats.FAMILIES``; not imported from
+#: there, the search imports this module)
+PLAN_FAMILIES = ("scalar", "channel", "block", "all")
 
 
 def validate_plan_document(doc, source: str = "plan") -> None:
@@ -49,6 +60,9 @@ def validate_plan_document(doc, source: str = "plan") -> None:
         if key not in doc:
             raise SieveError(f"{source}: missing key {key!r}; re-run `sieve search` to write a complete plan")
     version = plan_schema_version(doc, source)
+    family = doc.get("family", "scalar")
+    if family not in PLAN_FAMILIES:
+        raise SieveError(f"{source}: family {family!r} is not one of {', '.join(PLAN_FAMILIES)}; re-run `sieve search`")
     for key in ("val_accuracy", "test_accuracy"):
         if key not in doc["baseline"]:
             raise SieveError(f"{source}: baseline lacks {key!r}")
@@ -102,19 +116,21 @@ def load_plan_document(path: str | os.PathLike) -> dict:
     return doc
 
 
-def load_plan(path: str | os.PathLike, variant: str = "accurate") -> dict[str, Format]:
-    """``tensor name -> Format`` of one variant (``exact``, ``accurate`` or ``approximate``)."""
+def load_plan(path: str | os.PathLike, variant: str = "accurate") -> dict[str, AnyFormat]:
+    """``tensor name -> format`` of one variant (``exact``, ``accurate`` or ``approximate``):
+    a :class:`~sieve.cfloat.Format`, or a block/channel layout for plans of the layout families."""
     if variant not in VARIANTS:
         raise SieveError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
     doc = load_plan_document(path)
-    plan: dict[str, Format] = {}
+    plan: dict[str, AnyFormat] = {}
     for t in doc["variants"][variant]["tensors"]:
         if t["format"] == "fp32":
             continue
         try:
-            fmt = Format.parse(t["format"])
-        except FormatError as exc:
+            fmt = parse_format(t["format"])
+        except (FormatError, ValueError) as exc:
             raise SieveError(f"{path}: tensor {t['name']!r} has an unreadable format {t['format']!r} ({exc})") from exc
+        check_plan_entry(f"{path}: {t['name']}", t["kind"], fmt)
         if fmt.width != t["bits"]:
             raise SieveError(f"{path}: tensor {t['name']!r} says {t['bits']} bits but {fmt} has {fmt.width}")
         plan[t["name"]] = fmt

@@ -23,6 +23,10 @@ def register(sub) -> None:
     add_data_arguments(p)
     p.add_argument("--weights", help="weights file (default: the model's standard/cached weights)")
     p.add_argument("--strategy", default=None, help="greedy (default; meets targets by construction), sieve (the dissertation's) or uniform (one format for all)")
+    p.add_argument("--family", default=None, metavar="scalar|channel|block|all",
+                   help="format family per tensor: scalar custom floats, per-output-channel exponent biases (weights),"
+                        " OCP-MX-like block scales (weights), or all of them (greedy strategy only; default: see"
+                        " sieve.search.driver.DEFAULT_FAMILY); mean bits count every scale and bias")
     p.add_argument("--val", type=int, default=None, help="use at most N validation images (default: the whole split)")
     p.add_argument("--test", type=int, default=None, help="use at most N test images (default: the whole split)")
     p.add_argument("--out", default=None, help="output directory (default build/search/<model>)")
@@ -59,11 +63,12 @@ def run(args) -> int:
     from ..errors import SieveError
     from ..report.search_report import percent
     from ..search import DEFAULT_STRATEGY, STRATEGIES
-    from ..search.driver import SearchWarning, all_cores, check_out_dir
+    from ..search.driver import SearchWarning, all_cores, check_family, check_out_dir
 
     strategy = args.strategy or DEFAULT_STRATEGY
     if strategy not in STRATEGIES:
         raise SieveError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    family = check_family(args.family, strategy)
     if args.margin_z is not None and not args.margin_z >= 0:
         raise SieveError(f"--margin-z must be a number >= 0, got {args.margin_z}")
     for flag in ("val", "test"):
@@ -99,9 +104,9 @@ def run(args) -> int:
         warnings.showwarning = _warn_line
         doc = search.run_search(model, dataset, model_name=name, strategy=strategy, out_dir=out,
                                 progress=not args.quiet, log=None if args.quiet else print,
-                                threads=args.threads or all_cores(), **engine, **extra)
+                                threads=args.threads or all_cores(), family=family, **engine, **extra)
     base = doc["baseline"]
-    print(f"{name} on {doc['dataset']} ({strategy}): fp32 val {base['val_accuracy']:.2%}, test {base['test_accuracy']:.2%};"
+    print(f"{name} on {doc['dataset']} ({strategy}, family {family}): fp32 val {base['val_accuracy']:.2%}, test {base['test_accuracy']:.2%};"
           f" search {doc['search_seconds']:.1f} s, {doc['evaluations']} evaluations,"
           f" {doc['cost']['search_fp32_passes']:.1f} fp32 passes")
     for name, v in doc["variants"].items():

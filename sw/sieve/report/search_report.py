@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..cfloat import Format
+from ..blockfmt import BlockFormat, ChannelFormat, parse_format
 from ..histograms import EXP_OFFSET, ExponentHistogram
 from ..io_utils import atomic_path, write_text
 
@@ -43,10 +43,24 @@ def _figure(width: float, height: float):
 
 
 def _fmt_range(text: str) -> str:
+    """The binades a format covers; a layout's range moves per block / channel, so it says so."""
     if text == "fp32":
         return ""
-    f = Format.parse(text)
+    f = parse_format(text)
+    if isinstance(f, BlockFormat):
+        return f"2^{f.element.min_exponent - f.element.max_exponent}..2^0 x block scale (E8M0, k = {f.block})"
+    if isinstance(f, ChannelFormat):
+        e = f.element
+        return f"{e.max_exponent - e.min_exponent + 1} binades, placed per output channel"
     return f"2^{f.min_exponent}..2^{f.max_exponent}"
+
+
+def _bits_text(t: dict) -> str:
+    """A tensor's bits: the code width, and the real bits per element when a layout adds scales."""
+    real = t.get("bits_per_element")
+    if real is None or abs(real - t["bits"]) < 1e-9:
+        return str(t["bits"])
+    return f"{real:.3g}"
 
 
 def _table(doc: dict, hists: dict[str, ExponentHistogram]) -> list[str]:
@@ -57,7 +71,7 @@ def _table(doc: dict, hists: dict[str, ExponentHistogram]) -> list[str]:
     for t in doc["variants"]["accurate"]["tensors"]:
         h = hists.get(t["name"])
         lo, hi = h.exponent_range() if h is not None else (0, 0)
-        fmts = [f"`{per_variant[v][t['name']]['format']}` ({per_variant[v][t['name']]['bits']})" for v in VARIANTS]
+        fmts = [f"`{per_variant[v][t['name']]['format']}` ({_bits_text(per_variant[v][t['name']])})" for v in VARIANTS]
         rows.append(f"| {t['name']} | {t['kind']} | {t['elements']:,} | 2^{lo}..2^{hi} | "
                     f"{'yes' if h is not None and h.never_negative else 'no'} | " + " | ".join(fmts)
                     + f" | {_fmt_range(t['format'])} |")
@@ -115,12 +129,13 @@ def histogram_figure(doc: dict, hists: dict[str, ExponentHistogram]):
         lo, hi = h.exponent_range()
         e = np.arange(lo, hi + 1)
         ax.bar(e, h.counts[lo + EXP_OFFSET:hi + EXP_OFFSET + 1], color="#4c72b0", width=0.9)
-        if t["format"] != "fp32":
-            f = Format.parse(t["format"])
+        f = parse_format(t["format"]) if t["format"] != "fp32" else None
+        if f is not None and not isinstance(f, (BlockFormat, ChannelFormat)):  # a layout's range moves
             ax.axvspan(f.min_exponent - 0.5, f.max_exponent + 0.5, color="#dd8452", alpha=0.25,
                        label=t["format"])
             ax.legend(fontsize=7, loc="upper left")
-        ax.set_title(t["name"], fontsize=8)
+        ax.set_title(t["name"] if f is None or t["format"] in ax.get_legend_handles_labels()[1]
+                     else f"{t['name']} ({t['format']})", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_yscale("log")
     for ax in list(axes.flat)[len(tensors):]:
@@ -208,6 +223,14 @@ def _tightening(doc: dict) -> list[str]:
     return ["## Tightening (is each looser variant cheaper?)", "", *lines, ""] if lines else []
 
 
+FAMILY_TEXT = {
+    "scalar": "one custom float (exponent, mantissa, bias) per tensor.",
+    "channel": "weights with one exponent bias per output channel (`ch<b>:`), activations scalar.",
+    "block": "weights block-scaled (`mx<k>:`, OCP-MX-like E8M0 scale per k elements), activations scalar.",
+    "all": "per tensor the cheapest of scalar, per-channel (weights) and block-scaled (weights) formats.",
+}
+
+
 def write_report(out: Path, doc: dict, hists: dict[str, ExponentHistogram], points: list[tuple[float, float]],
                  done: Callable[[], object] = lambda: None) -> Path:
     """Write report.md plus histograms.png and pareto.png into ``out``; return the report path.
@@ -220,7 +243,9 @@ def write_report(out: Path, doc: dict, hists: dict[str, ExponentHistogram], poin
     c = doc.get("cost", {})
     found = doc.get("warnings") or []
     warned = ["## Warnings", "", *(f"- {w}" for w in found), ""] if found else []
-    lines = [f"# SIEVE search: {doc['model']} on {doc['dataset']} (strategy `{doc['strategy']}`)", "",
+    family = doc.get("family", "scalar")
+    lines = [f"# SIEVE search: {doc['model']} on {doc['dataset']} (strategy `{doc['strategy']}`, family `{family}`)", "",
+             f"Format family `{family}`: {FAMILY_TEXT.get(family, family)}", "",
              f"Validation images: {c.get('val_images')}, test images: {c.get('test_images')}. "
              f"Search: {doc['search_seconds']:.1f} s, {doc['evaluations']} evaluations "
              f"({c.get('evaluations_run')} run, {c.get('evaluations_replayed')} replayed from the cache), "
@@ -234,8 +259,11 @@ def write_report(out: Path, doc: dict, hists: dict[str, ExponentHistogram], poin
              "Test accuracy is held out: reported, never searched.", "", *warned,
              "## Variants", "", *_summary(doc), "", *_verdict_text(doc), *_tightening(doc),
              "## Per-tensor formats", "",
-             "Formats in the text form `[s|u]e<E>m<M>b<bias>` (bits in parentheses); "
-             "`fp32` = left unquantized.", "", *_table(doc, hists), "",
+             "Formats in the text form `[s|u]e<E>m<M>b<bias>` (bits in parentheses); `mx<k>:<element>` = the "
+             "element format with one E8M0 (8-bit power-of-two) scale per block of k elements along the reduction "
+             "axis (OCP MX), `ch<b>:<element>` = one exponent bias per output channel stored in b bits (+ an 8-bit "
+             "base per tensor); for those the parentheses give the real bits per element, scales and biases "
+             "included. `fp32` = left unquantized.", "", *_table(doc, hists), "",
              "## Plots", "", "![exponent histograms](histograms.png)", "", "![Pareto frontier](pareto.png)", ""]
     write_text(out / "report.md", "\n".join(lines))
     done()

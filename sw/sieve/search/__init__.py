@@ -5,6 +5,7 @@
 """
 
 from .context import TARGETS, VARIANTS
-from .driver import DEFAULT_STRATEGY, STRATEGIES, run_search
+from .driver import DEFAULT_FAMILY, DEFAULT_STRATEGY, STRATEGIES, run_search
+from .formats import FAMILIES
 
-__all__ = ["run_search", "STRATEGIES", "DEFAULT_STRATEGY", "VARIANTS", "TARGETS"]
+__all__ = ["run_search", "STRATEGIES", "DEFAULT_STRATEGY", "DEFAULT_FAMILY", "FAMILIES", "VARIANTS", "TARGETS"]

@@ -146,8 +146,10 @@ class SearchContext:
     def __init__(self, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                  identity: str, cache_path=None, batch_size: int = 500, early_tolerance: float = 0.002,
                  subset_surplus: float = 0.0, margin_z: float = MARGIN_Z, subset_z: float = SUBSET_Z,
-                 progress: Progress | None = None, device=None, evaluator_factory=None, store=None):
+                 progress: Progress | None = None, device=None, evaluator_factory=None, store=None,
+                 family: str = "scalar"):
         self.model = model.eval()
+        self.family = family  # the format family the strategy draws candidates from (sieve.search.formats.FAMILIES)
         # where the forward passes run; the model goes there once (every evaluator shares it)
         self.device = resolve_device(device if device is not None else "cpu")
         self.device_model = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).to(self.device)

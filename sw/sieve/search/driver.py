@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..device import check_batch_size, resolve_device
+from ..blockfmt import is_layout_format
 from ..errors import SieveError
 from ..prefix_store import PrefixStore, default_cache_mem, parse_size
 from ..io_utils import write_json
@@ -33,17 +34,20 @@ from ..plan_io import SCHEMA_VERSION, data_record, write_plan
 from ..qeval import PrefixEvaluator
 from .context import MARGIN_Z, TARGETS, VARIANTS, SearchContext, min_correct_for_allowance
 from .evalcache import digest
-from .formats import plan_bits
+from .formats import FAMILIES, bits_per_element, plan_bits
 from .greedy import search_greedy
 from .progress import Progress
 from .sieve_strategy import search_sieve
 from .uniform import search_uniform
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "run_search", "model_digest", "SearchWarning", "all_cores",
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "DEFAULT_FAMILY", "FAMILIES", "run_search", "model_digest", "SearchWarning", "all_cores",
            "check_out_dir"]
 
 STRATEGIES: dict[str, Callable] = {"greedy": search_greedy, "sieve": search_sieve, "uniform": search_uniform}
 DEFAULT_STRATEGY = "greedy"
+#: The format family a search draws from when none is given (``--family``).  PLACEHOLDER_FAMILY_DOC
+DEFAULT_FAMILY = "scalar"
+FAMILY_STRATEGIES = ("greedy",)  # strategies that search the layout families (the others are scalar)
 ALGORITHM_VERSION = "8"  # bump when a strategy changes, so stale cached outcomes are not replayed
 
 
@@ -70,6 +74,19 @@ def check_out_dir(out: str | Path) -> Path:
                                  " pass --out a directory (it is created if missing)")
             break
     return out
+
+
+def check_family(family, strategy: str = DEFAULT_STRATEGY) -> str:
+    """``family`` (None: :data:`DEFAULT_FAMILY`), refused in one line when unknown or when the
+    strategy searches scalar formats only."""
+    if family is None:
+        family = DEFAULT_FAMILY if strategy in FAMILY_STRATEGIES else "scalar"
+    if family not in FAMILIES:
+        raise SieveError(f"unknown format family {family!r} (--family); choose one of: {', '.join(FAMILIES)}")
+    if family != "scalar" and strategy not in FAMILY_STRATEGIES:
+        raise SieveError(f"--family {family} needs --strategy {' or '.join(FAMILY_STRATEGIES)}; the {strategy}"
+                         " strategy searches scalar formats only (use --family scalar)")
+    return family
 
 
 def _check_threads(threads) -> int:
@@ -183,7 +200,8 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
                out_dir: str | Path | None = None, batch_size: int = 500, progress: bool = True,
                log: Callable[[str], None] | None = None, report: bool = True, resume: bool = True,
                threads: int | None = None, margin_z: float = MARGIN_Z, device="auto", ray: str | None = None,
-               ray_workers: int | None = None, cache_mem: int | str | None = None) -> dict:
+               ray_workers: int | None = None, cache_mem: int | str | None = None,
+               family: str | None = None) -> dict:
     """Search a plan for ``model`` on ``dataset.val``; return the plan.json document.
 
     ``margin_z``: the generalization margin of the accurate/approximate targets (see
@@ -197,11 +215,18 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
     on the prefix cache's RAM (split across the Ray actors); states beyond it are spilled to
     ``out_dir/cache/prefix`` (exact) and read back batch by batch (:mod:`sieve.prefix_store`).  ``log``
     receives one line at a time, written with the progress bars cleared.
+    ``family`` (``scalar``, ``channel``, ``block`` or ``all``; default :data:`DEFAULT_FAMILY`):
+    the formats each tensor may take (:func:`sieve.search.formats.family_ladder`): scalar
+    custom floats, per-output-channel exponent biases (weights), OCP-MX-like block scales
+    (weights; activations stay scalar, :data:`sieve.search.greedy.BLOCK_ACTIVATIONS`), or all of
+    them; mean bits count every scale and bias.  Only the greedy strategy searches the layout
+    families.  The family is part of the search's identity (its cached outcomes) and of plan.json.
     Writes ``out_dir/plan.json``, ``report.md`` and plots when ``out_dir`` is given, and keeps
     evaluation outcomes under ``out_dir/cache/`` so that an interrupted run resumes exactly.
     """
     if strategy not in STRATEGIES:
         raise SieveError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+    family = check_family(family, strategy)
     threads = _check_threads(threads)
     cache_mem = default_cache_mem() if cache_mem is None else parse_size(cache_mem)
     device = resolve_device(device)
@@ -221,7 +246,7 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
         store = PrefixStore(cache_mem, None if out is None else out / "cache" / "prefix")
         try:
             doc = _search(model, dataset, model_name, strategy, out, batch_size, Progress(progress, log),
-                          report, resume, margin_z, device, pool, store)
+                          report, resume, margin_z, device, pool, store, family)
             doc["cost"]["prefix_cache"] = store.to_json()
             if pool is not None:
                 doc["cost"]["ray"] = {"workers": pool.workers, "evaluations": pool.evaluations,
@@ -234,23 +259,27 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
 
 
 def _search(model, dataset, model_name, strategy, out, batch_size, show: Progress, report, resume, margin_z,
-            device, pool=None, store=None) -> dict:
+            device, pool=None, store=None, family: str = "scalar") -> dict:
     val, test = dataset.val, dataset.test
+    # the family is part of the identity (a scalar search keeps the identity it always had, so
+    # its cached outcomes still replay)
     identity = digest(ALGORITHM_VERSION, model_name, strategy, margin_z, model_digest(model),
-                      val.images.numpy().tobytes(), val.labels.numpy().tobytes())
+                      val.images.numpy().tobytes(), val.labels.numpy().tobytes(),
+                      *(() if family == "scalar" else (f"family={family}",)))
     cache_path = None
     if out is not None and resume:
-        cache_path = out / "cache" / f"{strategy}-{identity[:16]}.jsonl"
+        cache_path = out / "cache" / f"{strategy}{'' if family == 'scalar' else '-' + family}-{identity[:16]}.jsonl"
     n_test = int(test.labels.numel())
 
     t0 = time.perf_counter()
     ctx = SearchContext(model, val.images, val.labels, identity=identity, cache_path=cache_path,
                         batch_size=batch_size, progress=show, margin_z=margin_z, device=device, store=store,
+                        family=family,
                         evaluator_factory=None if pool is None else lambda idx, bs: pool.evaluator(val.images[idx], bs))
     found_warnings = _split_warnings(ctx, n_test, margin_z)
     for message in found_warnings:
         warnings.warn(message, SearchWarning, stacklevel=3)  # points at the caller of run_search
-    ctx.search_label = f"search {model_name} ({strategy})"
+    ctx.search_label = f"search {model_name} ({strategy}{'' if family == 'scalar' else ', ' + family})"
     try:
         plans, trace = STRATEGIES[strategy](ctx, log=show.say if show.log is not None else None)
     finally:
@@ -294,7 +323,12 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
             "compression_ratio": bits["compression_ratio"],
             "tensors": [{"name": i.name, "kind": i.kind, "elements": i.elements,
                          "format": str(plan[i.name]) if i.name in plan else "fp32",
-                         "bits": plan[i.name].width if i.name in plan else 32} for i in ctx.infos],
+                         "bits": plan[i.name].width if i.name in plan else 32,
+                         # a layout's real bits (scales / biases on top of the codes); scalar
+                         # entries keep the contract's five keys
+                         **({"bits_per_element": bits_per_element(plan[i.name], i)}
+                            if is_layout_format(plan.get(i.name)) else {})}
+                        for i in ctx.infos],
         }
     doc = {
         "schema_version": SCHEMA_VERSION,
@@ -302,6 +336,7 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
         "dataset": getattr(dataset, "name", "unknown"),
         **data_record(dataset),      # input shape and preprocessing, for export
         "strategy": strategy,
+        "family": family,
         "baseline": {"val_accuracy": ctx.base_correct / ctx.n, "test_accuracy": base_test_correct / n_test},
         "variants": variants,
         "search_seconds": seconds,

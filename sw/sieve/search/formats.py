@@ -16,12 +16,14 @@ import numpy as np
 
 from ..blockfmt import BlockFormat, ChannelFormat, is_layout_format, layout_bits
 from ..cfloat import Format, FormatError
+from ..codec import quantize as _quantize
 from ..histograms import EXP_OFFSET, ExponentHistogram
 from ..sparse_storage import stored_bits
 from ..qeval import TensorInfo
 
 __all__ = ["cover_format", "coverage_bias", "format_range", "Candidate", "ladder", "relative_error",
-           "plan_bits", "plan_key", "MAX_BIAS", "FAMILIES", "family_ladder"]
+           "plan_bits", "plan_key", "MAX_BIAS", "FAMILIES", "family_ladder", "bits_per_element",
+           "measured_error"]
 
 MAX_BIAS = 127  # keeps Min >= 2^-126 (a normal fp32), where every engine works on plain bit patterns
 
@@ -119,32 +121,105 @@ def ladder(hist: ExponentHistogram, signed: bool, max_width: int = 16) -> list[C
 FAMILIES = ("scalar", "channel", "block", "all")
 
 
+def bits_per_element(fmt, info=None) -> float:
+    """Real stored bits per element of ``fmt`` on the tensor ``info`` (a
+    :class:`~sieve.qeval.TensorInfo`): the code width of a scalar format; for a layout its element
+    codes *plus* its side information (:func:`sieve.blockfmt.layout_bits`: an E8M0 scale per
+    block of k — a 4-bit element with k = 32 is 4.25 bits — or the per-channel biases and their
+    base), so that "narrower" means "cheaper" across families.  Without ``info`` (or its shape) a
+    layout is charged its element width plus its side bits for a 32-element block / 1 per 64
+    elements of a channel: an ordering aid only."""
+    if not is_layout_format(fmt):
+        return float(fmt.width)
+    if info is not None and info.shape:
+        return layout_bits(fmt, info) / max(1, info.elements)
+    if isinstance(fmt, BlockFormat):
+        return fmt.width + fmt.scale_bits / fmt.block
+    return fmt.width + fmt.bias_bits / 64.0
+
+
 def family_ladder(hist: ExponentHistogram, signed: bool, family: str = "scalar", max_width: int = 16,
-                  block: int = 32) -> list[Candidate]:
-    """The candidates of a ``--family`` (issue 16), by element width: ``scalar`` is :func:`ladder`;
+                  block: int = 32, info: TensorInfo | None = None, weight=None,
+                  block_activations: bool = True) -> list[Candidate]:
+    """The candidates of a ``--family`` (issue 16), cheapest first: ``scalar`` is :func:`ladder`;
     ``channel`` (weights) its formats with one bias per output channel (``ch4:``); ``block`` the
     signed elements with subnormals whose exponent width fits the histogram best once a block
     scale (E8M0, ``block`` elements) puts each block's largest binade at the top (``mx<k>:``);
     ``all`` every one of them.  ``rel_error`` is the per-tensor estimate with the range the
-    layout adapts put at the observed top: a ranking aid, the model runs decide."""
+    layout adapts put at the observed top: a ranking aid, the model runs decide.
+
+    Order: by real stored bits per element (:func:`bits_per_element` on ``info``, scales and
+    biases counted), ties by relative error.  ``weight`` (the tensor's values, NumPy or torch):
+    each candidate's ``rel_error`` is then *measured* (``sum (q(w) - w)^2 / sum w^2`` with the
+    layout applied) instead of estimated from the histogram — the analytic estimate cannot see
+    what a per-channel bias or a per-block scale adapts, so it rates ``ch4:e3m2`` exactly like
+    ``e3m2`` — and a candidate that costs more bits than another without less error is dropped
+    (a monotone ladder: every step down is cheaper *and* coarser, as the width walks assume).
+    ``block_activations=False`` keeps activations scalar (no block candidates for them)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    w = None
+    if weight is not None:
+        w = np.asarray(weight.detach().cpu().float().numpy() if hasattr(weight, "detach") else weight,
+                       dtype=np.float32)
     scalar = ladder(hist, signed, max_width)
     out = list(scalar) if family in ("scalar", "all") else []
     if family in ("channel", "all") and hist.kind == "weight":
-        out += [Candidate(ChannelFormat(c.fmt.with_(signed=True)), c.rel_error) for c in ladder(hist, True, max_width)]
-    if family in ("block", "all"):
+        if w is None:
+            out += [Candidate(ChannelFormat(c.fmt.with_(signed=True)), c.rel_error) for c in ladder(hist, True, max_width)]
+        else:  # the exponent width that rounds the weights best with a bias per channel, measured
+            out += [_best_measured(w, [ChannelFormat(Format(e, width - 1 - e)) for e in range(1, min(7, width - 1) + 1)
+                                       if width - 1 - e <= 23])
+                    for width in range(2, max_width + 1)]
+    if family in ("block", "all") and (block_activations or hist.kind == "weight"):
         hi = hist.exponent_range()[1]
-        for width in range(3, min(max_width, 9) + 1):
+        for width in range(3, max_width + 1):
+            exps = range(1, min(6, width - 1) + 1)
+            if w is not None:
+                out.append(_best_measured(w, [BlockFormat(Format(e, width - 1 - e, subnormals=True), block) for e in exps]))
+                continue
             best: Candidate | None = None
-            for exp_bits in range(1, min(6, width - 1) + 1):
+            for exp_bits in exps:
                 element = Format(exp_bits, width - 1 - exp_bits, subnormals=True)
                 shifted = element.with_(bias=_legal_bias(exp_bits, element.max_exponent + element.bias - hi))
                 cand = Candidate(BlockFormat(element, block), relative_error(hist, shifted))
                 if best is None or cand.rel_error < best.rel_error - 1e-15:
                     best = cand
             out.append(best)
-    return sorted(out, key=lambda c: (c.width, c.rel_error))
+    if not out:  # an activation under ``channel``: channel formats are for weights, so scalar
+        out = list(scalar)
+    if w is not None:
+        out = [c if is_layout_format(c.fmt) else Candidate(c.fmt, measured_error(w, c.fmt)) for c in out]
+    out.sort(key=lambda c: (bits_per_element(c.fmt, info), c.rel_error))
+    if weight is not None:
+        out = _monotone(out)
+    return out
+
+
+def measured_error(w: np.ndarray, fmt) -> float:
+    """``sum (q(w) - w)^2 / sum w^2`` of the weight ``w`` rounded to ``fmt`` (layout included);
+    saturation and NaN/Inf from overflow count as the whole energy of the element."""
+    energy = float(np.square(w, dtype=np.float64).sum())
+    if energy == 0.0:
+        return 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = _quantize(w, fmt).astype(np.float64)
+        err = np.where(np.isfinite(q), (q - w) ** 2, np.square(w, dtype=np.float64) + 1.0)
+    return float(err.sum() / energy)
+
+
+def _best_measured(w: np.ndarray, formats: list) -> Candidate:
+    """The format of ``formats`` (one width) that rounds ``w`` with the least measured error."""
+    return min((Candidate(f, measured_error(w, f)) for f in formats), key=lambda c: c.rel_error)
+
+
+def _monotone(cands: list[Candidate]) -> list[Candidate]:
+    """Keep, of candidates sorted cheapest first, those with less error than every cheaper one."""
+    kept: list[Candidate] = []
+    for c in cands:
+        if not kept or c.rel_error < kept[-1].rel_error * (1 - 1e-9):
+            kept.append(c)
+    return kept
 
 
 def plan_bits(plan: Mapping[str, Format], infos: Iterable[TensorInfo]) -> dict:

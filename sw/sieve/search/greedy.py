@@ -67,7 +67,7 @@ import numpy as np
 
 from ..cfloat import Format
 from .context import VARIANTS, SearchContext
-from .formats import Candidate, ladder, plan_bits
+from .formats import Candidate, family_ladder, ladder, plan_bits
 
 __all__ = ["search_greedy"]
 
@@ -87,11 +87,34 @@ SEEDS = {"approximate": "accurate"}  # approximate tightens the accurate plan (w
 SELF_TIGHTEN = ("accurate",)  # searched from scratch, then tightened tensor by tensor (exact: not worth its cost)
 
 
+#: Block formats for activations in the search (``--family block|all``)?  No, for now: the
+#: search rounds only *weights* to block layouts and keeps every activation on the scalar ladder.
+#: Why: a block-rounded activation must also be exported (its in-graph rounding with per-block
+#: scales is being added to the ONNX export by a separate change) and run on the engines, which
+#: stay scalar (issue 16); a plan the export cannot write would be a plan nobody can use.  The
+#: uniform OCP MX baselines (:mod:`sieve.mx_baselines`) do round activations to blocks, so the
+#: comparison is, if anything, in their favour.  Flip this once the export takes them.
+BLOCK_ACTIVATIONS = False
+
+
 def _ladders(ctx: SearchContext) -> dict[str, list[Candidate]]:
+    """Each tensor's candidates, cheapest first.  ``scalar`` (the default family): the
+    analytic ladder, one format per code width, as before issue 16.  Other families
+    (:func:`sieve.search.formats.family_ladder`): ordered by the *real* stored bits per element
+    (block scales and per-channel biases included), a weight's errors measured on its values and
+    dominated candidates (dearer, no less error) dropped, so each step down a walk is cheaper."""
+    family = getattr(ctx, "family", "scalar")
+    params = dict(ctx.model.named_parameters()) if family != "scalar" else {}
     out = {}
     for info in ctx.infos:
         hist = ctx.histograms[info.name]
-        out[info.name] = ladder(hist, signed=not hist.never_negative)
+        signed = not hist.never_negative
+        if family == "scalar":
+            out[info.name] = ladder(hist, signed=signed)
+        else:
+            weight = params.get(info.name) if info.kind == "weight" else None
+            out[info.name] = family_ladder(hist, signed, family, info=info, weight=weight,
+                                           block_activations=BLOCK_ACTIVATIONS)
     return out
 
 
