@@ -1,0 +1,301 @@
+"""ONNX export of block-scaled (OCP MX) and per-channel-bias formats (issue 16): packed element
+codes + E8M0 scales / channel biases decoded in-graph, block-scaled activations rounded in-graph,
+onnxruntime bit-identical to the emulated torch model (``sieve.qeval.apply_plan``).
+
+Why the logits can be compared with ``np.array_equal``: the model's weights and images are short
+dyadic numbers (a few significant bits at a few scales), so every product and every partial sum
+of the small conv/linear layers is exact in float32 whatever order torch and onnxruntime add
+them in; what differs between the two can then only come from the formats' rounding, which is
+what is tested.  (With random float32 data the two runtimes' summation orders differ in the
+last bit; ``tests/test_export.py`` handles that case with a tolerance.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from sieve.blockfmt import BlockFormat, ChannelFormat, parse_format, quantize, stored_bits
+from sieve.errors import SieveError
+from sieve.export.block_rounding import add_block_rounding
+from sieve.export.exporter import export_onnx, read_records
+from sieve.export.inspect import format_table, inspect_onnx
+from sieve.export.onnx_graph import GraphBuilder
+from sieve.export.rounding import ACTIVATION_OPSET
+from sieve.export.verify import decoded_weights, explain, session
+from sieve.qeval import apply_plan
+
+SHAPE = (3, 8, 8)
+P = parse_format
+
+
+class Net(nn.Module):
+    """conv (3 -> 40) -> conv 1x1 (40 -> 16: blocks of 32 and 16 with a partial last block) -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 40, 3, padding=1)
+        self.conv2 = nn.Conv2d(40, 16, 1)
+        self.pool = nn.MaxPool2d(4)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        return self.fc(self.pool(x).flatten(1))
+
+
+def _dyadic(shape, bits: int, exp: int, g: torch.Generator) -> torch.Tensor:
+    """Integers of ``bits`` bits (and a sign) times 2^(exp - bits)."""
+    return torch.randint(-(2 ** bits - 1), 2 ** bits, shape, generator=g).float() * 2.0 ** (exp - bits)
+
+
+def net() -> Net:
+    g = torch.Generator().manual_seed(0)
+    m = Net().eval()
+    with torch.no_grad():
+        # per output channel scales 1, 1/2, 1/4: the per-channel biases have something to do
+        m.conv1.weight.copy_(_dyadic((40, 3, 3, 3), 5, 0, g)
+                             * 2.0 ** -torch.randint(0, 3, (40, 1, 1, 1), generator=g).float())
+        m.conv1.bias.copy_(_dyadic((40,), 3, -1, g))
+        m.conv2.weight.copy_(_dyadic((16, 40, 1, 1), 5, -1, g))
+        m.conv2.bias.copy_(_dyadic((16,), 3, -1, g))
+        m.fc.weight.copy_(_dyadic((10, 64), 3, -1, g))
+        m.fc.bias.copy_(_dyadic((10,), 3, -1, g))
+    return m
+
+
+def images(n: int = 16) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(-2, 3, (n, *SHAPE), generator=g).float() / 2
+
+
+PLANS = {
+    "block-weights": {"conv1.weight": P("mx32:fp8_e4m3"), "conv2.weight": P("mxfp4_e2m1"),
+                      "fc.weight": P("mx16:se3m2b3")},
+    "channel-weights": {"conv1.weight": P("ch4:e3m2"), "conv2.weight": P("ch2:e2m1"),
+                        "fc.weight": P("ch4:e4m3+sub")},
+    "block-activations": {"conv1.input": P("mx32:fp8_e4m3"), "conv2.input": P("mxfp4_e2m1"),
+                          "fc.input": P("mx16:fp6_e2m3")},
+    "mixed": {"conv1.weight": P("e4m3"), "conv1.input": P("mxfp8_e5m2"), "conv2.weight": P("mxfp6_e3m2"),
+              "conv2.input": P("ue4m3b5"), "fc.weight": P("ch4:e3m2"), "fc.input": P("mx16:se3m2b3")},
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    out = tmp_path_factory.mktemp("layouts")
+    model = net()
+    paths = {k: out / f"{k}.onnx" for k in PLANS}
+    for k, plan in PLANS.items():
+        export_onnx(model, plan, paths[k], SHAPE, model_name="net", variant=k)
+    fp32 = out / "fp32.onnx"
+    export_onnx(model, {}, fp32, SHAPE, mode="fp32", model_name="net")
+    return model, paths, fp32
+
+
+@pytest.mark.parametrize("variant", list(PLANS))
+def test_onnxruntime_bit_identical_to_emulated_model(exported, variant):
+    model, paths, _ = exported
+    plan, x = PLANS[variant], images()
+    with torch.no_grad():
+        want = apply_plan(model, plan, SHAPE)(x).numpy()
+        fp32 = model(x).numpy()
+    got = session(str(paths[variant])).run(None, {"input": x.numpy()})[0]
+    assert got.dtype == np.float32 and np.array_equal(got, want), np.abs(got - want).max()
+    assert not np.array_equal(want, fp32)  # the formats changed the model: not a vacuous comparison
+    # and each rounded activation is the emulator's, element for element (-0 and all)
+    assert explain(model, plan, str(paths[variant]), x) == []
+
+
+@pytest.mark.parametrize("variant", list(PLANS))
+def test_weights_packed_with_scales_and_decoded_exactly(exported, variant, tmp_path):
+    model, paths, fp32 = exported
+    plan = PLANS[variant]
+    proto = onnx.load(str(paths[variant]))
+    onnx.checker.check_model(proto, full_check=True)
+    assert {o.domain for o in proto.opset_import} == {""}
+    inits = {t.name: t for t in proto.graph.initializer}
+    records = {e.name: e for e in read_records(proto)}
+    assert set(records) == set(plan)
+    params = dict(model.named_parameters())
+    for name, fmt in plan.items():
+        rec = records[name]
+        assert parse_format(rec.format) == fmt
+        if not name.endswith(".weight"):
+            assert rec.kind == "activation" and rec.method == ("block" if isinstance(fmt, BlockFormat) else "fast")
+            continue
+        w = params[name].detach().numpy()
+        assert name not in inits  # no fp32 copy left
+        packed = inits[rec.packed]
+        assert packed.data_type == TensorProto.UINT8 and len(packed.raw_data) == (w.size * fmt.width + 7) // 8
+        if isinstance(fmt, BlockFormat):
+            side = numpy_helper.to_array(inits[rec.side])
+            assert side.dtype == np.uint8 and 8 * side.size == stored_bits(fmt, w.shape) - w.size * fmt.width
+        elif isinstance(fmt, ChannelFormat):
+            assert numpy_helper.to_array(inits[rec.side]).shape == (w.shape[0],)
+        else:
+            assert rec.side == "" and rec.side_bytes == 0
+        assert rec.bytes_stored == len(packed.raw_data) + rec.side_bytes
+    for name, value in decoded_weights(str(paths[variant])).items():
+        want = quantize(params[name].detach().numpy(), plan[name])
+        assert value.view(np.uint32).tolist() == want.view(np.uint32).tolist(), name
+    if any(n.endswith(".weight") for n in plan):
+        # the packed weights make the file smaller than fp32 (the activation roundings' nodes,
+        # large against this tiny model, are left out here)
+        small = tmp_path / "weights-only.onnx"
+        export_onnx(model, plan, small, SHAPE, mode="weights-only")
+        assert small.stat().st_size < fp32.stat().st_size
+
+
+def test_inspect_lists_layouts_and_counts_scales(exported, tmp_path):
+    _, paths, _ = exported
+    info = inspect_onnx(paths["mixed"])
+    rows = {r["name"]: r for r in info["tensors"]}
+    for name, fmt in PLANS["mixed"].items():
+        assert rows[name]["format"] == str(fmt)
+    conv2 = rows["conv2.weight"]   # 16 x 40 x 1 x 1 in mx32: 2 blocks per output channel
+    assert conv2["side_bytes"] == 32 and conv2["bytes_stored"] == 640 * 6 // 8 + 32
+    assert rows["fc.weight"]["side_bytes"] == 10 and rows["conv1.weight"]["side_bytes"] == 0
+    assert info["weights"]["side_bytes"] == 42
+    assert info["weights"]["bytes_stored"] == sum(r["bytes_stored"] for r in rows.values())
+    text = format_table(info)
+    for piece in ("mx32:fp6_e3m2", "ch4:se3m2b3", "mx16:se3m2b3", "mx32:fp8_e5m2", "E8M0 scales",
+                  "channel biases", "incl. 42 of scales/biases"):
+        assert piece in text, piece
+    # a file whose scales do not fit the weight's shape is refused, not misreported
+    proto = onnx.load(str(paths["block-weights"]))
+    side = next(e.side for e in read_records(proto) if e.name == "conv2.weight")
+    init = next(t for t in proto.graph.initializer if t.name == side)
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).reshape(-1)[:-1].copy(), side))
+    bad = tmp_path / "bad.onnx"
+    onnx.save(proto, str(bad))
+    with pytest.raises(SieveError, match="E8M0 scales"):
+        inspect_onnx(bad)
+
+
+def test_cli_inspect_shows_layouts(exported, capsys):
+    from sieve.cli.main import main
+
+    _, paths, _ = exported
+    assert main(["inspect", str(paths["block-weights"])]) == 0
+    out = capsys.readouterr().out
+    assert "mx32:fp8_e4m3" in out and "mx32:fp4_e2m1" in out and "360 B E8M0 scales" in out
+
+
+def _linear(weight: np.ndarray) -> nn.Module:
+    m = nn.Sequential(nn.Flatten(), nn.Linear(weight.shape[1], weight.shape[0], bias=False)).eval()
+    with torch.no_grad():
+        m[1].weight.copy_(torch.from_numpy(weight))
+    return m
+
+
+def test_ocp_block_decodes_to_hand_computed_values(tmp_path):
+    """OCP MX v1.0 §6.3 by hand, through the file: shared_exp = floor(log2(amax)) - emax_elem,
+    X = 2^shared_exp (E8M0 code shared_exp + 127), P_i = element(V_i / X) (RNE, clamped), value P_i X."""
+    v = np.zeros((3, 32), np.float32)
+    # MXFP8 E4M3 (emax 8): amax 7.5 -> shared -6, X = 2^-6; 7.5*64 = 480 clamps to Max 448 -> 7.0;
+    # 1.0 -> 64 -> 1.0; -0.3*64 = -19.2 -> -20 (step 2 in [16, 32)) -> -0.3125;
+    # 0.001*64 = 0.064 -> 0.0625 (step 2^-7 in [2^-4, 2^-3)) -> 2^-10; 2^-20*64 = 2^-14 < E4M3's
+    # smallest subnormal 2^-9 / 2 -> 0
+    v[0, :5] = [7.5, 1.0, -0.3, 0.001, 2.0 ** -20]
+    # the second row: a zero block (scale code 0, 2^-127) with a -0
+    v[1, 3] = -0.0
+    # third: amax 3.0 -> shared 1 - 8 = -7 (code 120); 3.0*128 = 384 exact; 0.1*128 = 12.8 -> 13 -> 0.1015625
+    v[2, :2] = [3.0, 0.1]
+    want_scales = [127 - 6, 0, 127 - 7]
+    want = np.zeros_like(v)
+    want[0, :5] = [7.0, 1.0, -0.3125, 2.0 ** -10, 0.0]
+    want[1, 3] = -0.0
+    want[2, :2] = [3.0, 13 / 128]
+    path = tmp_path / "e4m3.onnx"
+    export_onnx(_linear(v), {"1.weight": P("mxfp8_e4m3")}, path, (2, 4, 4))
+    proto = onnx.load(str(path))
+    rec = read_records(proto)[0]
+    scales = numpy_helper.to_array(next(t for t in proto.graph.initializer if t.name == rec.side))
+    assert scales.reshape(-1).tolist() == want_scales
+    got = decoded_weights(str(path))["1.weight"]
+    assert got.view(np.uint32).tolist() == want.view(np.uint32).tolist()
+
+    # MXFP4 E2M1 (emax 2; values 0 0.5 1 1.5 2 3 4 6): amax 6 -> shared 0 (code 127); ties to even:
+    # 5 -> 4, 0.25 -> 0, 0.75 -> 1; -2.9 -> -3; 0.3 -> 0.5; and one block of 32 per row, so the
+    # second row (amax 0.2 -> floor(log2) -3, shared -5, X = 1/32: 0.2*32 = 6.4 -> 6 -> 0.1875)
+    w = np.zeros((2, 32), np.float32)
+    w[0, :7] = [6.0, 5.0, 0.25, 0.75, -2.9, 0.3, -7.0]   # -7 / 1 clamps to -6
+    w[1, :2] = [0.2, -0.01]                             # -0.01*32 = -0.32 -> -0.5 -> -1/64
+    path = tmp_path / "e2m1.onnx"
+    export_onnx(_linear(w), {"1.weight": P("mxfp4_e2m1")}, path, (2, 4, 4))
+    proto = onnx.load(str(path))
+    rec = read_records(proto)[0]
+    inits = {t.name: t for t in proto.graph.initializer}
+    assert numpy_helper.to_array(inits[rec.side]).reshape(-1).tolist() == [127, 127 - 5]
+    # E2M1 codes, two per byte, first in the low nibble: 6 = 0111, 4 = 0110, 0 = 0000, 1 = 0010,
+    # -3 = 1101, 0.5 = 0001, -6 = 1111
+    assert list(inits[rec.packed].raw_data[:4]) == [0x67, 0x20, 0x1D, 0x0F]
+    expected = np.zeros_like(w)
+    expected[0, :7] = [6.0, 4.0, 0.0, 1.0, -3.0, 0.5, -6.0]
+    expected[1, :2] = [0.1875, -1 / 64]
+    got = decoded_weights(str(path))["1.weight"]
+    assert got.view(np.uint32).tolist() == expected.view(np.uint32).tolist()
+
+
+def _round_in_onnxruntime(x: np.ndarray, fmt: BlockFormat) -> np.ndarray:
+    b = GraphBuilder()
+    add_block_rounding(b, "x", "y", fmt, x.shape[1:])
+    graph = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+                              initializer=b.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ACTIVATION_OPSET)])
+    onnx.checker.check_model(model, full_check=True)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+
+
+def _hard_activations() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((5, 40, 3, 3)) * np.exp2(rng.integers(-20, 20, (5, 40, 1, 1)))).astype(np.float32)
+    x.reshape(-1)[rng.integers(0, x.size, 60)] = -0.0
+    x[0, :32, 0, 0] = 0.0                          # a zero block (and a -0 in it)
+    x[0, 3, 0, 0] = -0.0
+    x[1, 5, 1, 1] = np.nan                         # NaN and infinite blocks: all NaN
+    x[1, 7, 2, 2] = -np.inf
+    x[2, 33, 0, 1] = np.inf                        # in the last, partial block
+    x[2, :32, 2, 2] = 2.0 ** -135                  # float32 subnormal maxima: binade -127
+    x[3, :16, 1, 2] = -(2.0 ** -140)
+    x[3, 32:, 0, 0] = rng.standard_normal(8).astype(np.float32) * np.float32(1e-40)
+    x[4, :, 0, 0] = 3e38                           # the E8M0 clamp at the top
+    x[4, 1, 0, 0] = -0.0
+    return x
+
+
+@pytest.mark.parametrize("text", ["mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4_e2m1",
+                                  "mx16:se3m2b3", "mx64:se4m1b7+sub", "mx8:fp8_e4m3"])
+def test_block_rounding_subgraph_is_the_emulator(text):
+    """Every float32 case blockfmt defines: NaN/Inf blocks, zero blocks, -0, subnormal maxima,
+    partial blocks, the E8M0 range clamp; NCHW and (N, F) tensors."""
+    fmt = P(text)
+    for x in (_hard_activations(), np.random.default_rng(1).standard_normal((7, 70)).astype(np.float32)):
+        got = _round_in_onnxruntime(x, fmt)
+        assert got.view(np.uint32).tolist() == quantize(x, fmt).view(np.uint32).tolist()
+
+
+def test_channel_format_on_an_activation_is_refused(tmp_path):
+    with pytest.raises(SieveError, match="per-output-channel") as exc:
+        export_onnx(net(), {"conv2.input": P("ch4:e4m3")}, tmp_path / "x.onnx", SHAPE)
+    assert "\n" not in str(exc.value)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_onnx_source_rewrite_refuses_layouts():
+    from sieve.export.onnx_rewrite import rewrite_model
+
+    with pytest.raises(SieveError, match="torch models only") as exc:
+        rewrite_model(onnx.ModelProto(), {}, {"fc.weight": P("mxfp4_e2m1")}, {"fc.weight": ("weight", 640)})
+    assert "\n" not in str(exc.value)
