@@ -299,3 +299,38 @@ def test_onnx_source_rewrite_refuses_layouts():
     with pytest.raises(SieveError, match="torch models only") as exc:
         rewrite_model(onnx.ModelProto(), {}, {"fc.weight": P("mxfp4_e2m1")}, {"fc.weight": ("weight", 640)})
     assert "\n" not in str(exc.value)
+
+
+def test_cli_export_of_a_layout_plan_file(tmp_path, monkeypatch, capsys):
+    """plan.json with layout texts -> `sieve export` -> `sieve inspect`, and the file reproduces
+    the emulated model."""
+    import json
+
+    from sieve import zoo
+    from sieve.cli.main import main
+    from sieve.export.exporter import quantizable_names
+
+    model, plan = net(), PLANS["mixed"]
+    monkeypatch.setattr(zoo, "load", lambda name, **kw: (model, None))
+    monkeypatch.setattr(zoo, "architecture", lambda name: model)
+    monkeypatch.setattr(zoo, "model_info", lambda name: {"input_shape": SHAPE, "dataset": "x", "num_classes": 10})
+    tensors = [{"name": n, "kind": k, "elements": e, "format": str(plan[n]), "bits": plan[n].width}
+               for n, (k, e) in quantizable_names(model, SHAPE).items() if n in plan]
+    variant = {"val_accuracy": 0.9, "test_accuracy": 0.9, "normalized_test_accuracy": 1.0,
+               "mean_bits_weights": 5.0, "mean_bits_activations": 7.0, "mean_bits": 6.0,
+               "compression_ratio": 5.0, "tensors": tensors}
+    doc = {"model": "lenet5", "dataset": "synthetic", "strategy": "handmade",
+           "baseline": {"val_accuracy": 0.9, "test_accuracy": 0.9},
+           "variants": {"exact": variant, "accurate": variant, "approximate": variant},
+           "search_seconds": 0.0, "evaluations": 0}
+    plan_path, out = tmp_path / "plan.json", tmp_path / "m.onnx"
+    plan_path.write_text(json.dumps(doc))
+    assert main(["export", "--model", "lenet5", "--plan", str(plan_path), "--out", str(out)]) == 0
+    assert "3 packed weights" in capsys.readouterr().out
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "mx32:fp6_e3m2" in text and "ch4:se3m2b3" in text and "E8M0 scales" in text
+    x = images()
+    with torch.no_grad():
+        want = apply_plan(model, plan, SHAPE)(x).numpy()
+    assert np.array_equal(session(str(out)).run(None, {"input": x.numpy()})[0], want)
