@@ -68,12 +68,14 @@ def _same(a, b) -> None:
 
 
 @pytest.mark.parametrize("layout", ["folder", "tar"])
-def test_imagenet_decode_with_workers_is_identical(layout, tmp_path, monkeypatch) -> None:
+def test_imagenet_decode_with_workers_is_identical(layout, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("SIEVE_CACHE", str(tmp_path / "cache"))
     names = _jpegs(tmp_path / "flat")
     data = tmp_path / "flat" if layout == "folder" else _tar_beside_labels(tmp_path / "flat", names, tmp_path / "t")
     single = load_imagenet(data, PREP, workers=0)
+    capsys.readouterr()
     pooled = load_imagenet(data, PREP, workers=2)
+    assert f"0/{N_IMAGES}" in capsys.readouterr().err   # the bar has its total with workers too
     _same(single, pooled)
     assert len(single.val) + len(single.test) == N_IMAGES
     assert not (tmp_path / "cache" / "data").is_dir() or not any((tmp_path / "cache" / "data").glob("*.npz"))

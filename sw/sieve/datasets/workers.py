@@ -78,12 +78,13 @@ def decode_into(out: np.ndarray, refs: list[ImageRef], convert: Convert, workers
     """Fill ``out[i]`` with ``convert(refs[i], decoded image)`` for every ``i`` and return ``out``.
 
     ``convert`` must be picklable (a module-level function or a ``functools.partial`` of one)
-    when ``workers`` >= 1.  ``workers`` 0, or a collection under :data:`POOL_MIN_IMAGES`, decodes
-    in this process.  A tqdm bar counts the images either way."""
+    when ``workers`` >= 1.  ``workers`` 0, a collection under :data:`POOL_MIN_IMAGES`, or a
+    daemonic caller (which may not start processes) decodes in this process.  A tqdm bar counts
+    the images either way."""
     workers = check_workers(workers)
     n = len(refs)
     with tqdm(total=n, desc=desc, unit="img", leave=False) as bar:
-        if workers == 0 or n < POOL_MIN_IMAGES:
+        if workers == 0 or n < POOL_MIN_IMAGES or multiprocessing.current_process().daemon:
             for i, (ref, img) in enumerate(iter_decoded(refs)):
                 out[i] = convert(ref, img)
                 bar.update(1)
