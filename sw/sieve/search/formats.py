@@ -153,8 +153,10 @@ def family_ladder(hist: ExponentHistogram, signed: bool, family: str = "scalar",
     each candidate's ``rel_error`` is then *measured* (``sum (q(w) - w)^2 / sum w^2`` with the
     layout applied) instead of estimated from the histogram — the analytic estimate cannot see
     what a per-channel bias or a per-block scale adapts, so it rates ``ch4:e3m2`` exactly like
-    ``e3m2`` — and a candidate that costs more bits than another without less error is dropped
-    (a monotone ladder: every step down is cheaper *and* coarser, as the width walks assume).
+    ``e3m2`` — and a candidate that costs more bits than another *of its kind* (scalar, channel,
+    block) without less error is dropped: within a kind every step down is cheaper and coarser,
+    as the width walks assume; across kinds the error does not predict accuracy well enough to
+    drop anything, so ``all`` keeps each kind's ladder and merges them by bits.
     ``block_activations=False`` keeps activations scalar (no block candidates for them)."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -190,10 +192,14 @@ def family_ladder(hist: ExponentHistogram, signed: bool, family: str = "scalar",
         out = list(scalar)
     if w is not None:
         out = [c if is_layout_format(c.fmt) else Candidate(c.fmt, measured_error(w, c.fmt)) for c in out]
-    out.sort(key=lambda c: (bits_per_element(c.fmt, info), c.rel_error))
+    key = lambda c: (bits_per_element(c.fmt, info), c.rel_error)  # noqa: E731
     if weight is not None:
-        out = _monotone(out)
-    return out
+        # dominated candidates go *within* a family: the measured error ranks formats of one
+        # kind well, but not across kinds (lenet5's ip1.weight: the 3-bit block format with
+        # subnormals keeps accuracy where 3-bit scalar and channel formats of lower error fail)
+        out = [c for kind in (Format, ChannelFormat, BlockFormat)
+               for c in _monotone(sorted((c for c in out if type(c.fmt) is kind), key=key))]
+    return sorted(out, key=key)
 
 
 def measured_error(w: np.ndarray, fmt) -> float:
