@@ -107,6 +107,18 @@ def test_decode_into_runs_in_worker_processes_in_list_order(layout, tmp_path) ->
     assert np.array_equal(single, expect) and os.getpid() in {int(p.name) for p in marks.iterdir()}
 
 
+def _dying_crop(ref: ImageRef, img) -> np.ndarray:
+    os._exit(3)   # a worker killed mid-decode (the OOM killer's doing, in real life)
+
+
+def test_a_dead_worker_is_one_error_line(tmp_path) -> None:
+    names = _jpegs(tmp_path / "flat")
+    refs = [ImageRef(tmp_path / "flat" / n) for n in names]
+    with pytest.raises(SieveError, match=r"^a decode worker process died while decoding flat \(out of memory\?\); "
+                                         r"rerun with --workers 0"):
+        decode_into(np.zeros((len(refs), 32, 32, 3), np.uint8), refs, _dying_crop, workers=2, desc="decode flat")
+
+
 def _cifar_tar(root: Path, count: int = N_IMAGES) -> Path:
     rng = np.random.default_rng(1)
     classes = ["airplane", "cat", "dog", "ship"]
