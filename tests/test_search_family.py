@@ -209,3 +209,40 @@ def test_make_search_passes_family_through() -> None:
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "--family block" in " ".join(run.stdout.replace("\\\n", " ").split())
+
+
+def test_bench_table_has_family_rows_and_real_ocp_mx_rows(searched) -> None:
+    """tests/bench/bench_search.py: family rows and measured OCP MX rows (k = 32) beside the test
+    verdicts, and the margin of the best holding searched plan over the best holding MX format."""
+    from sieve.mx_baselines import ocp_baselines
+    from tests.bench import bench_search as bench
+
+    default = searched[DEFAULT_FAMILY][1]
+    per = {s: bench._summary(default) for s in bench.STRATEGIES}
+    per["families"] = {f: bench._summary(searched[f][1]) for f in ("channel", "block", "all") if f != DEFAULT_FAMILY}
+    model, data = tiny_problem(n_val=300, n_test=100)
+    per["ocp_mx"] = ocp_baselines(model, data.test.images, data.test.labels, names=tuple(bench.MX_BASELINES))
+    per["comparison"] = bench._compare("lenet5", per)
+    per["versus_ocp_mx"] = bench.versus_ocp_mx(per)
+    text = bench._markdown({"models": {"tiny": per}, "skipped": {}})
+    assert "pending" not in text
+    for name, label in bench.MX_BASELINES.items():
+        r, t = per["ocp_mx"][name], per["ocp_mx"][name]["test"]
+        row = next(line for line in text.splitlines() if line.startswith(f"| tiny | uniform {label} (k = 32"))
+        assert f"**{r['mean_bits']:.2f}** |" in row and f"+{t['gains']} / -{t['losses']} | {t['p_worse']:.3g} |" in row
+        assert r["mean_bits"] > parse_format(name).width  # the E8M0 scales are counted
+    for family in per["families"]:
+        assert f"| tiny | greedy, family {family} (accurate) | accurate |" in text
+        assert f"| tiny | greedy, family {family} | " in text  # the cost table
+    g = per["versus_ocp_mx"]
+    holding_mx = [r["mean_bits"] for r in per["ocp_mx"].values() if r["test"]["holds"]]
+    holding = [v["mean_bits"] for _, variant, v in bench._searched_plans(per)
+               if variant == "accurate" and v["test_verdict"]["holds"]]
+    if holding_mx and holding:
+        assert g["gap_mean_bits"] == pytest.approx(min(holding_mx) - min(holding))
+        assert f"**{g['gap_mean_bits']:.2f}** mean bits fewer" in text
+    else:
+        assert g["gap_mean_bits"] is None
+    # without MX measurements the rows say so (and nothing is invented)
+    per["ocp_mx"] = None
+    assert bench._markdown({"models": {"tiny": per}, "skipped": {}}).count("pending: block-scaled formats") == 5

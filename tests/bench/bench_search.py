@@ -10,9 +10,13 @@
   the best single uniform scalar format; the approximate variant must undercut the accurate
   one (resnet20: by >= 0.3 mean bits).
 * Baselines side by side (issue 16): the default strategy's three variants, the ``sieve``
-  strategy and the best uniform scalar format, each with bits and test verdict. The uniform
-  OCP MX baselines (MXFP8/MXFP6/MXFP4) are placeholder rows until the block-scaled formats
-  are in the emulator (:data:`MX_BASELINES`).
+  strategy, the best uniform scalar format, the greedy search of every other format family
+  (``--family channel|block|all``, :data:`FAMILY_RUNS`) and the uniform OCP MX formats
+  (MXFP8 E4M3/E5M2, MXFP6 E3M2/E2M3, MXFP4 E2M1, k = 32, E8M0 scales, on every weight *and*
+  activation: :func:`sieve.mx_baselines.ocp_baselines`), each with mean bits (scales counted)
+  and its test verdict paired with fp32 (:mod:`sieve.stats`, accurate target); and by how many
+  mean bits the cheapest searched accurate plan that holds on test beats the cheapest OCP MX
+  format that holds (issue target: >= 1 bit).
 
 Every search starts fresh (no replayed outcomes).  Writes ``out_dir/search.json`` and
 ``out_dir/search.md``; each search's plan.json and report.md go to ``out_dir/search/<model>-<strategy>/``.
@@ -25,7 +29,9 @@ one core) — its cost is still in units of one fp32 pass over the split it sear
 test accuracy on the whole test split.  ``SIEVE_BENCH_SEARCH_MODELS`` [lenet5,resnet20] and
 ``SIEVE_BENCH_SEARCH_STRATEGIES`` [greedy,sieve,uniform] run parts as separate jobs;
 ``search-<model>.json`` is re-assembled from every ``search/<model>-<strategy>/plan.json``
-present, and search.json combines every ``search-<model>.json``.
+present, and search.json combines every ``search-<model>.json``.  ``SIEVE_BENCH_SEARCH_FAMILIES``
+[the families other than the default] picks the family runs (``search/<model>-greedy-<family>/``;
+empty: none); ``SIEVE_BENCH_OCP_MX`` [1] = 0 skips the OCP MX baselines (``search/<model>-ocp_mx.json``).
 """
 
 from __future__ import annotations
@@ -43,9 +49,19 @@ STRATEGIES = ("greedy", "sieve", "uniform")
 TARGET_BITS = {"lenet5": 4.0, "resnet20": 6.0}
 TARGET_COST = {"resnet20": 30.0}
 TARGET_APPROX_GAP = {"resnet20": 0.3}  # approximate <= accurate - this many mean bits
-# uniform OCP MX baselines (element format, block size k, E8M0 scale); measured once block-scaled
-# formats exist in the emulator, placeholder rows until then
-MX_BASELINES = ("MXFP8 E4M3", "MXFP8 E5M2", "MXFP6 E3M2", "MXFP6 E2M3", "MXFP4 E2M1")
+# uniform OCP MX baselines (element format, k = 32, E8M0 scale): sieve.mx_baselines names -> row label
+MX_BASELINES = {"mxfp8_e4m3": "MXFP8 E4M3", "mxfp8_e5m2": "MXFP8 E5M2", "mxfp6_e3m2": "MXFP6 E3M2",
+                "mxfp6_e2m3": "MXFP6 E2M3", "mxfp4_e2m1": "MXFP4 E2M1"}
+TARGET_MX_GAP = 1.0  # the best searched plan beats the best holding OCP MX format by this many mean bits
+
+
+def _family_runs() -> list[str]:
+    """Format families searched besides the default (the default is the ``greedy`` run)."""
+    from sieve.search import DEFAULT_FAMILY, FAMILIES
+
+    only = os.environ.get("SIEVE_BENCH_SEARCH_FAMILIES")
+    wanted = [f for f in only.split(",") if f] if only is not None else list(FAMILIES)
+    return [f for f in FAMILIES if f in wanted and f != DEFAULT_FAMILY]
 
 
 def _env_int(name: str, default: int | None) -> int | None:
@@ -74,7 +90,8 @@ def _strategies() -> list[str]:
 
 
 def _summary(doc: dict) -> dict:
-    out = {"search_seconds": round(doc["search_seconds"], 1), "evaluations": doc["evaluations"],
+    out = {"family": doc.get("family", "scalar"),
+           "search_seconds": round(doc["search_seconds"], 1), "evaluations": doc["evaluations"],
            "cost_fp32_passes": round(doc["cost"]["search_fp32_passes"], 1),
            "fp32_pass_seconds": round(doc["cost"]["fp32_pass_seconds"], 3),
            "val_images": doc["cost"]["val_images"], "test_images": doc["cost"]["test_images"],
@@ -124,18 +141,26 @@ def _compare(model_name: str, per: dict) -> dict:
 
 
 def collect(out_dir: Path, model_name: str) -> dict:
-    """Re-assemble one model's comparison from the plan.json files of its three searches
-    (for strategies run as separate processes, e.g. to finish within a deadline)."""
+    """Re-assemble one model's comparison from the plan.json files of its three searches, its
+    family runs and its OCP MX baselines (for parts run as separate processes, e.g. to finish
+    within a deadline)."""
     import json
 
     per: dict = {}
     for s in STRATEGIES:
         path = out_dir / "search" / f"{model_name}-{s}" / "plan.json"
         per[s] = _summary(json.loads(path.read_text())) if path.exists() else None
+    families = {}
+    for path in sorted((out_dir / "search").glob(f"{model_name}-greedy-*/plan.json")):
+        families[path.parent.name[len(f"{model_name}-greedy-"):]] = _summary(json.loads(path.read_text()))
+    per["families"] = families
+    mx = out_dir / "search" / f"{model_name}-ocp_mx.json"
+    per["ocp_mx"] = json.loads(mx.read_text()) if mx.exists() else None
     if all(per[s] is not None for s in STRATEGIES):
         per["comparison"] = _compare(model_name, per)
     else:
         per["incomplete"] = [s for s in STRATEGIES if per[s] is None]
+    per["versus_ocp_mx"] = versus_ocp_mx(per)
     write_json(out_dir / f"search-{model_name}.json", per)
     return per
 
@@ -159,14 +184,75 @@ def run(out_dir: Path, quick: bool) -> dict:
             print(f"   {model_name} / {strategy} ...", flush=True)
             doc = run_search(model, data, model_name=model_name, strategy=strategy, out_dir=where,
                              progress=False, threads=1)
-            summary = _summary(doc)  # (the model's comparison is collected from the plan files below)
-            acc = summary["variants"]["accurate"]
-            print(f"   {model_name} / {strategy}: accurate {acc['mean_bits']:.2f} bits, normalized test "
-                  f"{acc['normalized_test_accuracy']:.2%}, cost {summary['cost_fp32_passes']}x fp32, "
-                  f"{summary['evaluations']} evaluations, {summary['search_seconds']} s", flush=True)
+            _say(model_name, strategy, doc)  # (the model's comparison is collected from the plan files below)
+        if model_name in results["skipped"]:
+            continue
+        for family in _family_runs():
+            model, data = zoo.load(model_name, val=vals["greedy"], test=test)
+            where = out_dir / "search" / f"{model_name}-greedy-{family}"
+            shutil.rmtree(where / "cache", ignore_errors=True)
+            print(f"   {model_name} / greedy, family {family} ...", flush=True)
+            doc = run_search(model, data, model_name=model_name, strategy="greedy", family=family, out_dir=where,
+                             progress=False, threads=1)
+            _say(model_name, f"greedy, family {family}", doc)
+        if os.environ.get("SIEVE_BENCH_OCP_MX", "1") != "0":
+            model, data = zoo.load(model_name, val=vals["greedy"], test=test)
+            print(f"   {model_name} / uniform OCP MX baselines ...", flush=True)
+            write_json(out_dir / "search" / f"{model_name}-ocp_mx.json", measure_ocp_mx(model, data))
         if model_name not in results["skipped"]:
             results["models"][model_name] = collect(out_dir, model_name)
     return combine(out_dir, results)
+
+
+def _say(model_name: str, what: str, doc: dict) -> None:
+    summary = _summary(doc)
+    acc = summary["variants"]["accurate"]
+    print(f"   {model_name} / {what}: accurate {acc['mean_bits']:.2f} bits, normalized test "
+          f"{acc['normalized_test_accuracy']:.2%}, cost {summary['cost_fp32_passes']}x fp32, "
+          f"{summary['evaluations']} evaluations, {summary['search_seconds']} s", flush=True)
+
+
+def measure_ocp_mx(model, data) -> dict:
+    """The uniform OCP MX baselines on the test split (every weight and activation, k = 32), each
+    with its mean bits and its paired verdict against fp32 for the accurate target."""
+    from sieve.mx_baselines import ocp_baselines
+    from sieve.search.context import TARGETS
+
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        return ocp_baselines(model.eval(), data.test.images, data.test.labels, target=TARGETS["accurate"],
+                             names=tuple(MX_BASELINES))
+
+
+def _searched_plans(per: dict) -> list[tuple[str, str, dict]]:
+    """(label, variant, summary of the variant) of every searched plan of one model."""
+    out = []
+    runs = [("default", per.get("greedy"))] + [(f"family {f}", s) for f, s in (per.get("families") or {}).items()]
+    for label, summary in runs:
+        if summary is None:
+            continue
+        fam = summary.get("family", "scalar")
+        for variant in ("accurate", "approximate"):
+            out.append((f"{label} ({fam})" if label == "default" else label, variant, summary["variants"][variant]))
+    return out
+
+
+def versus_ocp_mx(per: dict) -> dict | None:
+    """By how many mean bits the cheapest searched *accurate* plan that holds on test beats the
+    cheapest uniform OCP MX format that holds on test (None until both exist)."""
+    mx = per.get("ocp_mx")
+    if not mx:
+        return None
+    holding_mx = [(r["mean_bits"], name) for name, r in mx.items() if r["test"]["holds"]]
+    searched = [(v["mean_bits"], label) for label, variant, v in _searched_plans(per)
+                if variant == "accurate" and (v.get("test_verdict") or {}).get("holds")]
+    best_mx = min(holding_mx) if holding_mx else None
+    best = min(searched) if searched else None
+    gap = None if best is None or best_mx is None else best_mx[0] - best[0]
+    return {"best_searched": None if best is None else {"plan": best[1], "mean_bits": best[0]},
+            "best_ocp_mx": None if best_mx is None else {"format": best_mx[1], "mean_bits": best_mx[0]},
+            "gap_mean_bits": gap, "target_gap_mean_bits": TARGET_MX_GAP,
+            "meets_gap": None if gap is None else gap >= TARGET_MX_GAP - 1e-9}
 
 
 def combine(out_dir: Path, results: dict | None = None) -> dict:
@@ -185,7 +271,8 @@ def combine(out_dir: Path, results: dict | None = None) -> dict:
 
 def _baselines(results: dict) -> list[str]:
     """One row per plan of the same run: the default's variants, ``sieve``, the best uniform
-    scalar format, and the (pending) uniform OCP MX formats — bits beside the test verdict."""
+    scalar format, the other format families' accurate/approximate plans and the uniform OCP MX
+    formats — bits beside the test verdict; then the margin over the best holding OCP MX format."""
     lines = ["## Baselines side by side", "",
              "Test verdict: paired with fp32 on the test split; p = exact one-sided McNemar p-value of \"worse than "
              "the target\" (its null shifted by the images the target allows to lose); holds = not significantly "
@@ -199,16 +286,43 @@ def _baselines(results: dict) -> list[str]:
             if per.get(strategy) is None:
                 lines.append(f"| {model} | {label} | {variant} | (did not finish) | | | | |")
                 continue
-            v = per[strategy]["variants"][variant]
-            t = v.get("test_verdict") or {}
-            verdict = ("| - | - | -" if t.get("holds") is None else
-                       f"| +{t['gains']} / -{t['losses']} | {t['p_worse']:.3g} | {'yes' if t['holds'] else '**NO**'}")
-            lines.append(f"| {model} | {label} | {variant} | **{v['mean_bits']:.2f}** | "
-                         f"{_pct(v['normalized_test_accuracy'])} {verdict} |")
-        for name in MX_BASELINES:
-            lines.append(f"| {model} | uniform {name} (k = 32) | accurate | pending: block-scaled formats not in the "
-                         "emulator yet | | | | |")
+            lines.append(_row(model, label, variant, per[strategy]["variants"][variant]))
+        for family, summary in (per.get("families") or {}).items():
+            for variant in ("accurate", "approximate"):
+                lines.append(_row(model, f"greedy, family {family} ({variant})", variant, summary["variants"][variant]))
+        mx = per.get("ocp_mx")
+        for name, label in MX_BASELINES.items():
+            if not mx or name not in mx:
+                lines.append(f"| {model} | uniform {label} (k = 32) | accurate | pending: block-scaled formats not "
+                             "measured in this run (SIEVE_BENCH_OCP_MX=0 or not run yet) | | | | |")
+                continue
+            r, t = mx[name], mx[name]["test"]
+            lines.append(f"| {model} | uniform {label} (k = 32, weights + activations) | accurate | "
+                         f"**{r['mean_bits']:.2f}** | {_pct(t['normalized_accuracy'])} | +{t['gains']} / -{t['losses']} | "
+                         f"{t['p_worse']:.3g} | {'yes' if t['holds'] else '**NO**'} |")
+    gaps = [(model, per.get("versus_ocp_mx")) for model, per in results["models"].items()]
+    gaps = [(m, g) for m, g in gaps if g]
+    if gaps:
+        lines += ["", f"Best searched accurate plan holding on test vs the best uniform OCP MX format holding on test "
+                      f"(target: >= {TARGET_MX_GAP:g} mean bit fewer):", ""]
+        for model, g in gaps:
+            if g["gap_mean_bits"] is None:
+                what = ("no OCP MX format holds on test" if g["best_ocp_mx"] is None
+                        else "no searched accurate plan holds on test")
+                lines.append(f"- **{model}**: {what}.")
+                continue
+            lines.append(f"- **{model}**: {g['best_searched']['plan']} {g['best_searched']['mean_bits']:.2f} mean bits vs "
+                         f"{MX_BASELINES.get(g['best_ocp_mx']['format'], g['best_ocp_mx']['format'])} "
+                         f"{g['best_ocp_mx']['mean_bits']:.2f}: **{g['gap_mean_bits']:.2f}** mean bits fewer "
+                         f"({'met' if g['meets_gap'] else 'MISSED'}).")
     return lines
+
+
+def _row(model: str, label: str, variant: str, v: dict) -> str:
+    t = v.get("test_verdict") or {}
+    verdict = ("| - | - | -" if t.get("holds") is None else
+               f"| +{t['gains']} / -{t['losses']} | {t['p_worse']:.3g} | {'yes' if t['holds'] else '**NO**'}")
+    return f"| {model} | {label} | {variant} | **{v['mean_bits']:.2f}** | {_pct(v['normalized_test_accuracy'])} {verdict} |"
 
 
 def _pct(value) -> str:
@@ -229,17 +343,21 @@ def _markdown(results: dict) -> str:
              "| val flips | val ok / margin | cost (fp32 passes) | evaluations | seconds |",
              "|---|---|---:|---|---|---:|---:|---:|---|---:|---:|---:|"]
     for model, per in results["models"].items():
-        for s in STRATEGIES:
-            if per.get(s) is None:
+        runs = [(s, per.get(s)) for s in STRATEGIES]
+        runs += [(f"greedy, family {f}", summary) for f, summary in (per.get("families") or {}).items()]
+        for s, run in runs:
+            if run is None:
                 lines.append(f"| {model} | {s} | | (did not finish) | | | | | | | | |")
                 continue
-            for vname, v in per[s]["variants"].items():
+            if s == "greedy":
+                s = f"greedy (default, family {run.get('family', 'scalar')})"
+            for vname, v in run["variants"].items():
                 margin = v.get("meets_target_with_margin")
-                lines.append(f"| {model} | {s} | {per[s]['val_images']} | {vname} | {v['mean_bits_weights']:.2f} / "
+                lines.append(f"| {model} | {s} | {run['val_images']} | {vname} | {v['mean_bits_weights']:.2f} / "
                              f"{v['mean_bits_activations']:.2f} / **{v['mean_bits']:.2f}** | {v['normalized_val_accuracy']:.2%} | "
                              f"**{v['normalized_test_accuracy']:.2%}** | {v.get('val_flips', '')} | "
                              f"{'yes' if v['meets_target'] else 'no'} / {'-' if margin is None else ('yes' if margin else 'no')} | "
-                             f"{per[s]['cost_fp32_passes']} | {per[s]['evaluations']} | {per[s]['search_seconds']} |")
+                             f"{run['cost_fp32_passes']} | {run['evaluations']} | {run['search_seconds']} |")
     lines += ["", *_baselines(results), "", "## Verdict", ""]
     for model, per in results["models"].items():
         if "comparison" not in per:
