@@ -246,3 +246,25 @@ def test_bench_table_has_family_rows_and_real_ocp_mx_rows(searched) -> None:
     # without MX measurements the rows say so (and nothing is invented)
     per["ocp_mx"] = None
     assert bench._markdown({"models": {"tiny": per}, "skipped": {}}).count("pending: block-scaled formats") == 5
+
+
+def test_cli_defaults_to_the_chosen_family_and_the_library_to_scalar(tmp_path, monkeypatch) -> None:
+    import inspect
+
+    import sieve.search
+    import sieve.zoo
+    from sieve.cli.main import main
+
+    assert inspect.signature(run_search).parameters["family"].default == "scalar"  # library callers keep plans
+    seen = []
+
+    def fake(model, dataset, **kw):
+        seen.append(kw["family"])
+        raise SieveError("stop here")
+
+    monkeypatch.setattr(sieve.zoo, "load", lambda name, **k: tiny_problem(n_val=50, n_test=20))
+    monkeypatch.setattr(sieve.search, "run_search", fake)
+    assert main(["search", "--model", "lenet5", "--quiet", "--out", str(tmp_path / "a")]) == 2
+    assert main(["search", "--model", "lenet5", "--quiet", "--strategy", "uniform", "--out", str(tmp_path / "b")]) == 2
+    assert main(["search", "--model", "lenet5", "--quiet", "--family", "channel", "--out", str(tmp_path / "c")]) == 2
+    assert seen == [DEFAULT_FAMILY, "scalar", "channel"]

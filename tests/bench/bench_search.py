@@ -168,6 +168,7 @@ def collect(out_dir: Path, model_name: str) -> dict:
 def run(out_dir: Path, quick: bool) -> dict:
     from sieve import zoo
     from sieve.search import run_search
+    from sieve.search.driver import check_family
 
     torch.set_num_threads(1)
     results: dict = {"models": {}, "skipped": {}}
@@ -183,7 +184,7 @@ def run(out_dir: Path, quick: bool) -> dict:
             shutil.rmtree(where / "cache", ignore_errors=True)  # fresh: cost must not include replays
             print(f"   {model_name} / {strategy} ...", flush=True)
             doc = run_search(model, data, model_name=model_name, strategy=strategy, out_dir=where,
-                             progress=False, threads=1)
+                             progress=False, threads=1, family=check_family(None, strategy))
             _say(model_name, strategy, doc)  # (the model's comparison is collected from the plan files below)
         if model_name in results["skipped"]:
             continue

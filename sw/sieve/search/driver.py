@@ -77,8 +77,8 @@ def check_out_dir(out: str | Path) -> Path:
 
 
 def check_family(family, strategy: str = DEFAULT_STRATEGY) -> str:
-    """``family`` (None: :data:`DEFAULT_FAMILY`), refused in one line when unknown or when the
-    strategy searches scalar formats only."""
+    """``family`` (None: :data:`DEFAULT_FAMILY` for a strategy that searches the families, else
+    ``scalar``), refused in one line when unknown or when the strategy searches scalar formats only."""
     if family is None:
         family = DEFAULT_FAMILY if strategy in FAMILY_STRATEGIES else "scalar"
     if family not in FAMILIES:
@@ -201,7 +201,7 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
                log: Callable[[str], None] | None = None, report: bool = True, resume: bool = True,
                threads: int | None = None, margin_z: float = MARGIN_Z, device="auto", ray: str | None = None,
                ray_workers: int | None = None, cache_mem: int | str | None = None,
-               family: str | None = None) -> dict:
+               family: str = "scalar") -> dict:
     """Search a plan for ``model`` on ``dataset.val``; return the plan.json document.
 
     ``margin_z``: the generalization margin of the accurate/approximate targets (see
@@ -215,7 +215,9 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
     on the prefix cache's RAM (split across the Ray actors); states beyond it are spilled to
     ``out_dir/cache/prefix`` (exact) and read back batch by batch (:mod:`sieve.prefix_store`).  ``log``
     receives one line at a time, written with the progress bars cleared.
-    ``family`` (``scalar``, ``channel``, ``block`` or ``all``; default :data:`DEFAULT_FAMILY`):
+    ``family`` (``scalar``, ``channel``, ``block`` or ``all``; default ``scalar``, so library
+    callers such as the pruning comparison keep their plans; ``sieve search`` and the benchmark
+    default to :data:`DEFAULT_FAMILY`):
     the formats each tensor may take (:func:`sieve.search.formats.family_ladder`): scalar
     custom floats, per-output-channel exponent biases (weights), OCP-MX-like block scales
     (weights; activations stay scalar, :data:`sieve.search.greedy.BLOCK_ACTIVATIONS`), or all of
