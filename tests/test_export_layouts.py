@@ -293,12 +293,77 @@ def test_channel_format_on_an_activation_is_refused(tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_onnx_source_rewrite_refuses_layouts():
-    from sieve.export.onnx_rewrite import rewrite_model
+def _onnx_source(path) -> None:
+    """``net()`` written by hand as an ONNX file whose linear layer is a MatMul with the weight
+    stored transposed, ``(in, out)``, as many exporters write it."""
+    m = net()
+    w = {k: v.detach().numpy() for k, v in m.state_dict().items()}
+    inits = [numpy_helper.from_array(w["conv1.weight"], "W1"), numpy_helper.from_array(w["conv1.bias"], "b1"),
+             numpy_helper.from_array(w["conv2.weight"], "W2"), numpy_helper.from_array(w["conv2.bias"], "b2"),
+             numpy_helper.from_array(np.ascontiguousarray(w["fc.weight"].T), "Wf"),
+             numpy_helper.from_array(w["fc.bias"], "bf")]
+    nodes = [helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "W2", "b2"], ["c2"], name="c2"),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("MaxPool", ["r2"], ["p"], name="pool", kernel_shape=[4, 4], strides=[4, 4]),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("MatMul", ["f", "Wf"], ["mm"], name="fc"),
+             helper.make_node("Add", ["mm", "bf"], ["y"], name="fc_bias")]
+    graph = helper.make_graph(nodes, "hand", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *SHAPE])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
 
-    with pytest.raises(SieveError, match="torch models only") as exc:
-        rewrite_model(onnx.ModelProto(), {}, {"fc.weight": P("mxfp4_e2m1")}, {"fc.weight": ("weight", 640)})
-    assert "\n" not in str(exc.value)
+
+def test_onnx_source_rewritten_with_layouts(tmp_path):
+    """The in-place rewrite of a user's ONNX file: block and channel weights (the MatMul's
+    transposed one encoded in the torch layout and transposed back), block activations."""
+    from sieve.export.from_source import export_source
+    from sieve.export.exporter import quantizable_names
+    from sieve.model_source import resolve
+
+    src = tmp_path / "net.onnx"
+    _onnx_source(src)
+    loaded = resolve(str(src))
+    known = quantizable_names(loaded.model, SHAPE)
+    weights = sorted(n for n, (k, _) in known.items() if k == "weight")
+    acts = sorted(n for n, (k, _) in known.items() if k == "activation")
+    fc = next(n for n in weights if loaded.tensor_map[n].get("transposed"))
+    convs = [n for n in weights if n != fc]
+    plan = {convs[0]: P("mx16:fp6_e2m3"), convs[1]: P("ch4:e3m2"), fc: P("mxfp4_e2m1"),
+            acts[0]: P("mxfp8_e4m3"), acts[1]: P("mx16:se3m2b3"), acts[2]: P("e4m3")}
+    tensors = [{"name": n, "kind": k, "elements": e, "format": str(plan[n]), "bits": plan[n].width}
+               for n, (k, e) in known.items() if n in plan]
+    variant = {"val_accuracy": 0.9, "test_accuracy": 0.9, "normalized_test_accuracy": 1.0, "mean_bits_weights": 5.0,
+               "mean_bits_activations": 7.0, "mean_bits": 6.0, "compression_ratio": 5.0, "tensors": tensors}
+    import json
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps({"model": "net", "dataset": "synthetic", "strategy": "handmade",
+                                     "baseline": {"val_accuracy": 0.9, "test_accuracy": 0.9},
+                                     "variants": {"exact": variant, "accurate": variant, "approximate": variant}, "search_seconds": 0.0, "evaluations": 0,
+                                     "input_shape": list(SHAPE)}))
+    out = tmp_path / "q.onnx"
+    export_source(str(src), out, plan_path, "accurate", "full", progress=False)
+    proto = onnx.load(str(out))
+    assert {r.name: parse_format(r.format) for r in read_records(proto)} == plan
+    assert any(n.op_type == "Transpose" and n.output[0] == fc for n in proto.graph.node)
+    x = images()
+    with torch.no_grad():
+        want = apply_plan(loaded.model, plan, SHAPE)(x).numpy()
+        fp32 = loaded.model(x).numpy()
+    got = session(str(out)).run(None, {"x": x.numpy()})[0]
+    assert np.array_equal(got, want) and not np.array_equal(want, fp32)
+    assert explain(loaded.model, plan, str(out), x) == []
+    params = dict(loaded.model.named_parameters())
+    for name, value in decoded_weights(str(out)).items():   # the file's layout: (in, out) for the MatMul
+        ref = quantize(params[name].detach().numpy(), plan[name])
+        assert value.view(np.uint32).tolist() == (ref.T if name == fc else ref).view(np.uint32).tolist(), name
+    info = inspect_onnx(out)
+    rows = {r["name"]: r for r in info["tensors"]}
+    assert rows[fc]["side_bytes"] == 10 * 2    # (10, 64) in blocks of 32 along the 64 inputs
 
 
 def test_cli_export_of_a_layout_plan_file(tmp_path, monkeypatch, capsys):

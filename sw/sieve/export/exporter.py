@@ -112,8 +112,12 @@ def _compact(e: TensorEntry) -> str:
 
 
 def decoded_shape(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto], name: str) -> tuple[int, ...]:
-    """Shape of the decoded weight ``name``: the shape its final Reshape is given."""
+    """Shape of the decoded weight ``name``: the shape its final Reshape is given (for a layout
+    weight the ONNX-source rewrite transposes after decoding, the shape it was decoded in, the
+    torch layout its blocks or channels refer to)."""
     for node in graph.node:
+        if node.output and node.output[0] == name and node.op_type == "Transpose":
+            return decoded_shape(graph, inits, node.input[0])
         if node.output and node.output[0] == name and node.op_type == "Reshape" and node.input[1] in inits:
             return tuple(int(d) for d in numpy_helper.to_array(inits[node.input[1]]))
     raise ValueError(f"no Reshape produces the decoded weight {name}")

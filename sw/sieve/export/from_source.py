@@ -50,7 +50,12 @@ def export_source(source: str, out: str | Path, plan_path: str | Path | None, va
     if loaded.kind == "onnx":   # the user's graph itself, edited where the plan says
         from .onnx_rewrite import rewrite_onnx
 
+        from ..blockfmt import BlockFormat
+        from ..qeval import quantizable_tensors
+
+        shapes = ({i.name: tuple(i.shape) for i in quantizable_tensors(loaded.model, shape)}
+                  if any(isinstance(f, BlockFormat) for f in plan.values()) else None)
         return rewrite_onnx(source, loaded.tensor_map, plan, known, out, mode=mode, model_name=name,
-                            variant=variant if mode != "fp32" else "")
+                            variant=variant if mode != "fp32" else "", shapes=shapes)
     return export_onnx(loaded.model, plan, out, shape, mode=mode, model_name=name,
                        variant=variant if mode != "fp32" else "", elements=elements, progress=progress)

@@ -34,9 +34,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..blockfmt import is_layout_format
+from dataclasses import replace
+
+from ..blockfmt import BlockFormat, is_layout_format
 from ..cfloat import Format
-from ..emulator import quantize
+from ..codec import quantize
 from ..errors import SieveError
 from ..qeval import parse_tensor_name
 from .exporter import MODES, ExportResult, TensorEntry, check_edited, save_export, set_metadata
@@ -44,7 +46,9 @@ from .onnx_graph import GraphBuilder
 from .bounds import FINITE_LIMIT, magnitude_bounds
 from .rounding import (ACTIVATION_OPSET, BLOCKED_CHANNEL_MULTIPLE, add_blocked_rounding, add_rounding,
                        blocked_eligible, rounding_method)
-from .weight_decode import WEIGHT_OPSET, add_weight_decodes
+from .block_decode import add_planned_weight_decodes
+from .block_rounding import add_block_rounding, block_rounding_method
+from .weight_decode import WEIGHT_OPSET
 
 __all__ = ["rewrite_model", "rewrite_onnx"]
 
@@ -157,7 +161,7 @@ def _materialize_constants(graph: onnx.GraphProto, names: set[str]) -> None:
 
 
 def _finite_inputs(graph: onnx.GraphProto, tensor_map: dict[str, dict], plan: dict[str, Format], acts: list[str],
-                   planned_weights: dict[str, np.ndarray]) -> dict[str, int]:
+                   rounded_weights: dict[str, np.ndarray]) -> dict[str, int]:
     """``{activation: channels}`` for the planned Conv inputs that can take the blocked rounding
     (:func:`.rounding.add_blocked_rounding`, NCHWc-friendly): an ungrouped Conv, a format it
     covers, a whole number of channel blocks, and a magnitude bound (:mod:`.bounds`, computed
@@ -170,7 +174,8 @@ def _finite_inputs(graph: onnx.GraphProto, tensor_map: dict[str, dict], plan: di
         layer = parse_tensor_name(name)[0]
         weight = tensor_map.get(f"{layer}.weight", {}).get("initializer")
         grouped = any(a.name == "group" and a.i != 1 for a in node.attribute)
-        if node.op_type != "Conv" or grouped or weight not in inits or not blocked_eligible(plan[name]):
+        if (node.op_type != "Conv" or grouped or weight not in inits or not isinstance(plan[name], Format)
+                or not blocked_eligible(plan[name])):
             continue
         channels = int(inits[weight].dims[1])
         if channels % BLOCKED_CHANNEL_MULTIPLE == 0:
@@ -178,8 +183,8 @@ def _finite_inputs(graph: onnx.GraphProto, tensor_map: dict[str, dict], plan: di
     if not chosen:
         return {}
     values: dict[str, np.ndarray] = {}   # |rounded weight|, the largest where layers share an initializer
-    for n, v in planned_weights.items():
-        q, init = np.abs(quantize(v, plan[n])), tensor_map[n]["initializer"]
+    for n, v in rounded_weights.items():
+        q, init = np.abs(v), tensor_map[n]["initializer"]
         values[init] = np.maximum(values[init], q) if init in values else q
     rounded = {_node_at(graph, tensor_map[n], n): plan[n] for n in acts}
     bounds = magnitude_bounds(graph, values, rounded)
@@ -189,19 +194,25 @@ def _finite_inputs(graph: onnx.GraphProto, tensor_map: dict[str, dict], plan: di
 
 def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dict[str, Format],
                   known: dict[str, tuple[str, int]], mode: str = "full", model_name: str = "model",
-                  variant: str = "", path: str = "the model") -> tuple[onnx.ModelProto, list[TensorEntry]]:
+                  variant: str = "", path: str = "the model", shapes: dict[str, tuple[int, ...]] | None = None
+                  ) -> tuple[onnx.ModelProto, list[TensorEntry]]:
     """A compressed copy of ``proto`` (the file the importer read; ``tensor_map`` its map of
-    plan names, ``known`` the model's ``quantizable_names``) and what it stores."""
+    plan names, ``known`` the model's ``quantizable_names``) and what it stores.  ``shapes``: the
+    per-image shape of each activation planned in a block format (``TensorInfo.shape``).
+
+    A block-scaled or per-channel weight whose initializer is stored transposed (a MatMul's or a
+    ``transB=0`` Gemm's ``(in, out)``) is encoded in the torch layout (blocks along the input
+    features, channels along the outputs, as :mod:`sieve.blockfmt` and the emulated model
+    define them), decoded in that layout and transposed back in the graph."""
     if mode not in MODES:
         raise SieveError(f"unknown export mode {mode!r}; use one of {', '.join(MODES)}")
     weights = [n for n in plan if known[n][0] == "weight"] if mode != "fp32" else []
     acts = [n for n in plan if known[n][0] == "activation"] if mode == "full" else []
-    layouts = [n for n in (*weights, *acts) if is_layout_format(plan[n])]
-    if layouts:  # their blocks run along the torch layout's axis 1, which a transposed MatMul/Gemm
-        # initializer does not have; not built for the in-place rewrite yet
-        raise SieveError(f"{path}: {layouts[0]} is planned in the layout {plan[layouts[0]]}; block-scaled and"
-                         " per-channel formats are exported from torch models only so far (use a scalar"
-                         " family for an ONNX source, or export the model from its torch definition)")
+    shapes = shapes or {}
+    unshaped = [n for n in acts if isinstance(plan[n], BlockFormat) and n not in shapes]
+    if unshaped:
+        raise SieveError(f"{unshaped[0]} is planned in the block format {plan[unshaped[0]]}, whose blocks need the"
+                         " activation's per-image shape; export it through `sieve export` (it passes the shapes)")
     missing = [n for n in (*weights, *acts) if n not in tensor_map]
     if missing:
         raise SieveError(f"{path}: the importer did not record where {missing[0]} lives in the file; "
@@ -235,11 +246,25 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
         if value.dtype != np.float32:
             raise SieveError(f"{name}: initializer {init!r} is {value.dtype}; SIEVE compresses float32 weights only")
         items.append((name, value, plan[name]))
-    records = add_weight_decodes(b, items)
+    turned = {n for n, v, f in items if is_layout_format(f) and tensor_map[n].get("transposed")}
+    bad = [n for n, v, _ in items if n in turned and v.ndim != 2]
+    if bad:
+        raise SieveError(f"{bad[0]}: a transposed weight of {dict((n, v.ndim) for n, v, _ in items)[bad[0]]}"
+                         f" dimensions cannot take the layout {plan[bad[0]]}; give it a scalar format")
+    staged = [(b.fresh("wt") if n in turned else n, v.T if n in turned else v, f) for n, v, f in items]
+    try:
+        records = add_planned_weight_decodes(b, staged)
+    except ValueError as exc:  # a layout that cannot be rebuilt exactly: refuse rather than differ
+        raise SieveError(f"{path}: cannot export exactly: {exc}") from exc
+    for k, ((name, _, _), (decoded, _, _)) in enumerate(zip(items, staged)):
+        if name in turned:  # decoded in the torch layout; the file's nodes read the stored one
+            b.op("Transpose", [decoded], out=name, perm=[1, 0])
+            records[k] = replace(records[k], name=name)
     decode_nodes = list(b.nodes)
     b.nodes.clear()
     acts = sorted(acts, key=lambda n: tensor_map[n]["index"])  # shared constants before every use
-    finite = _finite_inputs(graph, tensor_map, plan, acts, {n: v for n, v, _ in items})
+    finite = _finite_inputs(graph, tensor_map, plan, acts,
+                            {n: quantize(v.T, plan[n]).T if n in turned else quantize(v, plan[n]) for n, v, _ in items})
     roundings: dict[str, list[onnx.NodeProto]] = {}
     methods: dict[str, str] = {}
     for name in acts:
@@ -247,12 +272,15 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
         if rounded in used:
             raise SieveError(f"{path} already has a tensor named {rounded!r}; rename it")
         fmt, source = plan[name], tensor_map[name]["tensor"]
-        methods[name] = rounding_method(fmt)
         try:
-            if name in finite:
+            if isinstance(fmt, BlockFormat):
+                methods[name] = block_rounding_method(fmt)
+                add_block_rounding(b, source, rounded, fmt, shapes[name], original_name=name)
+            elif name in finite:
                 add_blocked_rounding(b, source, rounded, fmt, finite[name])
                 methods[name] = "blocked"
             else:
+                methods[name] = rounding_method(fmt)
                 add_rounding(b, source, rounded, fmt, original_name=name)
         except ValueError as exc:
             raise SieveError(f"{name}: {exc}") from exc
@@ -297,8 +325,9 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
                 graph.node[i].input[1] = name
         else:
             raise SieveError(f"{path} already has a tensor named {name!r} that is not {layer}'s weight; rename it")
-        entries.append(TensorEntry(name, "weight", rec.format, rec.elements, rec.bytes_stored, 4 * rec.elements,
-                                   rec.method, name, rec.packed))
+        entries.append(TensorEntry(name, "weight", rec.format, rec.elements, rec.bytes_stored + rec.side_bytes,
+                                   4 * rec.elements, rec.method, name, rec.packed, side=rec.side,
+                                   side_bytes=rec.side_bytes))
 
     # activations: the rounding on the edge into the planned node, right before it
     before: dict[int, list[onnx.NodeProto]] = {}
@@ -340,10 +369,11 @@ def rewrite_model(proto: onnx.ModelProto, tensor_map: dict[str, dict], plan: dic
 
 def rewrite_onnx(path: str | Path, tensor_map: dict[str, dict], plan: dict[str, Format],
                  known: dict[str, tuple[str, int]], out: str | Path, mode: str = "full",
-                 model_name: str = "model", variant: str = "") -> ExportResult:
+                 model_name: str = "model", variant: str = "",
+                 shapes: dict[str, tuple[int, ...]] | None = None) -> ExportResult:
     """Write the compressed copy of the ONNX file ``path`` (see :func:`rewrite_model`)."""
     from ..onnx_import.reader import read_onnx
 
     proto = read_onnx(path).model
-    rewritten, entries = rewrite_model(proto, tensor_map, plan, known, mode, model_name, variant, str(path))
+    rewritten, entries = rewrite_model(proto, tensor_map, plan, known, mode, model_name, variant, str(path), shapes)
     return save_export(rewritten, out, mode, _opset(rewritten), entries)
