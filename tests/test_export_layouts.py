@@ -123,12 +123,16 @@ def test_weights_packed_with_scales_and_decoded_exactly(exported, variant, tmp_p
     inits = {t.name: t for t in proto.graph.initializer}
     records = {e.name: e for e in read_records(proto)}
     assert set(records) == set(plan)
+    if variant == "block-activations":  # the image may hold NaN, and a block format passes it on
+        assert {records[n].method for n in plan} == {"block"}
+    if variant == "mixed":  # behind a scalar rounding (NaN -> 0, bounded by Max): proven finite
+        assert records["conv1.input"].method == "block" and records["fc.input"].method == "block-finite"
     params = dict(model.named_parameters())
     for name, fmt in plan.items():
         rec = records[name]
         assert parse_format(rec.format) == fmt
         if not name.endswith(".weight"):
-            assert rec.kind == "activation" and rec.method == ("block" if isinstance(fmt, BlockFormat) else "fast")
+            assert rec.kind == "activation" and rec.method in (("block", "block-finite") if isinstance(fmt, BlockFormat) else ("fast",))
             continue
         w = params[name].detach().numpy()
         assert name not in inits  # no fp32 copy left
@@ -244,9 +248,9 @@ def test_ocp_block_decodes_to_hand_computed_values(tmp_path):
     assert got.view(np.uint32).tolist() == expected.view(np.uint32).tolist()
 
 
-def _round_in_onnxruntime(x: np.ndarray, fmt: BlockFormat) -> np.ndarray:
+def _round_in_onnxruntime(x: np.ndarray, fmt: BlockFormat, finite: bool = False) -> np.ndarray:
     b = GraphBuilder()
-    add_block_rounding(b, "x", "y", fmt, x.shape[1:])
+    add_block_rounding(b, "x", "y", fmt, x.shape[1:], finite=finite)
     graph = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
                               initializer=b.initializers)
@@ -281,9 +285,15 @@ def test_block_rounding_subgraph_is_the_emulator(text):
     """Every float32 case blockfmt defines: NaN/Inf blocks, zero blocks, -0, subnormal maxima,
     partial blocks, the E8M0 range clamp; NCHW and (N, F) tensors."""
     fmt = P(text)
-    for x in (_hard_activations(), np.random.default_rng(1).standard_normal((7, 70)).astype(np.float32)):
+    hard = _hard_activations()
+    for x in (hard, np.random.default_rng(1).standard_normal((7, 70)).astype(np.float32),
+              np.random.default_rng(2).standard_normal((3, 20, 5)).astype(np.float32)):  # 20 channels: one short block
         got = _round_in_onnxruntime(x, fmt)
         assert got.view(np.uint32).tolist() == quantize(x, fmt).view(np.uint32).tolist()
+    # the variant without NaN/Inf handling, for inputs proven finite: same values on finite data
+    finite = np.where(np.isfinite(hard), hard, np.float32(-0.0))
+    got = _round_in_onnxruntime(finite, fmt, finite=True)
+    assert got.view(np.uint32).tolist() == quantize(finite, fmt).view(np.uint32).tolist()
 
 
 def test_channel_format_on_an_activation_is_refused(tmp_path):

@@ -36,9 +36,10 @@ from .rounding import add_rounding, rounding_method
 __all__ = ["add_block_rounding", "block_rounding_method"]
 
 
-def block_rounding_method(fmt: BlockFormat) -> str:
-    """The method name recorded for a block-rounded activation."""
-    return "block"
+def block_rounding_method(fmt: BlockFormat, finite: bool = False) -> str:
+    """The method name recorded for a block-rounded activation (``block-finite`` without the
+    NaN/Inf handling, for inputs :mod:`.bounds` proves finite)."""
+    return "block-finite" if finite else "block"
 
 
 def _pow2(b: GraphBuilder, e: str) -> str:
@@ -49,10 +50,12 @@ def _pow2(b: GraphBuilder, e: str) -> str:
 
 
 def add_block_rounding(b: GraphBuilder, x: str, out: str, fmt: BlockFormat, image_shape: tuple[int, ...],
-                       original_name: str | None = None) -> str:
+                       original_name: str | None = None, finite: bool = False) -> str:
     """Emit nodes computing ``out = sieve.quantize(x, fmt)`` for a float32 ``x`` of shape
-    ``(N, *image_shape)`` (axis 1 blocked).  Raises ValueError when the element rounding cannot be
-    built exactly (see :func:`.rounding.add_rounding`)."""
+    ``(N, *image_shape)`` (axis 1 blocked).  ``finite``: ``x`` is proven to hold no NaN or
+    infinity (:mod:`.bounds`), so the NaN-block test and the element rounding's NaN/Inf handling
+    are left out (the scaled elements stay below ``2^(emax+1)``, finite too).  Raises ValueError
+    when the element rounding cannot be built exactly (see :func:`.rounding.add_rounding`)."""
     if not isinstance(fmt, BlockFormat):
         raise TypeError(f"expected a BlockFormat, got {type(fmt).__name__}")
     shape = tuple(int(d) for d in image_shape)
@@ -60,6 +63,8 @@ def add_block_rounding(b: GraphBuilder, x: str, out: str, fmt: BlockFormat, imag
         raise ValueError(f"a block-rounded activation needs a known per-image shape, got {image_shape}")
     c, k = shape[0], fmt.block
     r = int(np.prod(shape[1:], dtype=np.int64))
+    if c <= k:  # one (possibly short) block spans the axis: no padding needed
+        k = c
     nb = math.ceil(c / k)
     rank = 1 + len(shape)
     name = original_name or x
@@ -71,18 +76,21 @@ def add_block_rounding(b: GraphBuilder, x: str, out: str, fmt: BlockFormat, imag
     blocks = b.op("Reshape", [src, b.const([-1, nb, k, r], np.int64, "shape")])
     axes = b.const([2], np.int64, "axes")
     amax = b.op("ReduceMax", [b.op("Abs", [blocks]), axes], keepdims=1)           # (N, nb, 1, R)
-    special = b.op("IsNaN", [b.op("ReduceSum", [b.op("Mul", [blocks, b.f32(0.0)]), axes], keepdims=1)])
+    special = None if finite else b.op("IsNaN", [b.op("ReduceSum", [b.op("Mul", [blocks, b.f32(0.0)]), axes],
+                                                           keepdims=1)])
     field = b.op("BitShift", [b.op("BitCast", [amax], to=TensorProto.UINT32), b.const(np.uint32(23), hint="u")],
                  direction="RIGHT")
     field = b.op("Cast", [b.op("BitwiseAnd", [field, b.const(np.uint32(0xFF), hint="u")])], to=TensorProto.INT32)
     shared = b.op("Clip", [b.op("Sub", [field, b.const(np.int32(127 + fmt.emax), hint="i")]),
                            b.const(np.int32(SCALE_MIN_EXP), hint="i"), b.const(np.int32(SCALE_MAX_EXP), hint="i")])
     scaled = b.op("Mul", [blocks, _pow2(b, b.op("Neg", [shared]))])
-    elements = add_rounding(b, scaled, b.fresh("elem"), fmt.element, original_name=f"{name} elements")
+    elements = add_rounding(b, scaled, b.fresh("elem"), fmt.element, original_name=f"{name} elements", finite=finite)
     value = b.op("Mul", [elements, _pow2(b, shared)])
     # NaN scale: the canonical NaN (this operand order keeps a -0 value -0 in onnxruntime's Where)
-    value = b.op("Where", [special, b.f32_bits(0x7FC00000, "nan"), value])
-    doc = f"sieve: round {name} to {fmt} (blocks of {k} along axis 1, element {rounding_method(fmt.element)})"
+    if special is not None:
+        value = b.op("Where", [special, b.f32_bits(0x7FC00000, "nan"), value])
+    doc = (f"sieve: round {name} to {fmt} (blocks of {fmt.block} along axis 1, element"
+           f" {rounding_method(fmt.element)}{', input proven finite' if finite else ''})")
     if nb * k == c:
         return b.op("Reshape", [value, b.const([-1, *shape], np.int64, "shape")], out=out, doc=doc)
     value = b.op("Reshape", [value, b.const([-1, nb * k, *shape[1:]], np.int64, "shape")])

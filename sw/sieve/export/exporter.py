@@ -86,7 +86,7 @@ class ExportResult:
 
 
 _CODES = {"fields": "", "table": "t", "arithmetic": "a", "fast": "f", "blocked": "b", "veltkamp": "v",
-          "integer": "i", "block": "k"}
+          "integer": "i", "block": "k", "block-finite": "m"}
 _METHODS = {v: k for k, v in _CODES.items() if v}
 
 
@@ -347,8 +347,9 @@ def build_model(model: torch.nn.Module, plan: dict[str, Format], input_shape: tu
         grouped = any(a.name == "group" and a.i != 1 for a in node.attribute)
         try:
             if isinstance(fmt, BlockFormat):
-                method = block_rounding_method(fmt)
-                add_block_rounding(b, source, rounded, fmt, shapes[name], original_name=name)
+                finite = bounds.get(source, np.inf) < FINITE_LIMIT
+                method = block_rounding_method(fmt, finite)
+                add_block_rounding(b, source, rounded, fmt, shapes[name], original_name=name, finite=finite)
             elif (node.op_type == "Conv" and not grouped and blocked_eligible(fmt)
                     and channels % BLOCKED_CHANNEL_MULTIPLE == 0 and bounds.get(source, np.inf) < FINITE_LIMIT):
                 add_blocked_rounding(b, source, rounded, fmt, channels)

@@ -124,8 +124,11 @@ def _round_normal(b: GraphBuilder, a: str, fmt: Format, method: str) -> str:
 
 
 def add_rounding(b: GraphBuilder, x: str, out: str, fmt: Format, method: str | None = None,
-                 original_name: str | None = None) -> str:
-    """Emit nodes computing ``out = sieve.quantize(x, fmt)`` bit for bit (x float32, any shape)."""
+                 original_name: str | None = None, finite: bool = False) -> str:
+    """Emit nodes computing ``out = sieve.quantize(x, fmt)`` bit for bit (x float32, any shape).
+
+    ``finite``: the caller guarantees ``x`` holds no NaN or infinity (e.g. the elements of a
+    block-scaled tensor proven finite), so the nodes handling them are left out."""
     if fmt.min_exponent < -126:
         raise ValueError(
             f"activation format {fmt} has normals below float32's smallest normal 2^-126; in-graph"
@@ -174,8 +177,15 @@ def add_rounding(b: GraphBuilder, x: str, out: str, fmt: Format, method: str | N
             else:
                 low = b.f32(0.0)
             m = b.op("Where", [b.op("Less", [a, b.f32(min_normal)]), low, m])
-    if fmt.has_inf and fmt.overflow != "inf":  # an infinite input stays infinite
+    if fmt.has_inf and fmt.overflow != "inf" and not finite:  # an infinite input stays infinite
         m = b.op("Where", [b.op("IsInf", [a]), b.f32_bits(0x7F800000), m])
+    if finite and over is None:  # no NaN can come in or arise: only the sign is left to apply
+        if not fmt.signed:
+            return b.op("Identity", [m], out=out, doc=doc)
+        negative = b.op("Less", [b.op("BitCast", [x], to=TensorProto.INT32), b.const(np.int32(0), hint="i")])
+        if fmt.specials == "fnuz":
+            return b.op("Where", [negative, b.op("Sub", [b.f32(0.0), m]), m], out=out, doc=doc)
+        return b.op("Mul", [m, b.op("Where", [negative, b.f32(-1.0), b.f32(1.0)])], out=out, doc=doc)
     # Results that are NaN: a NaN input, or an overflow to NaN.  Their magnitude is set to 0 here and
     # the NaN enters at the end, chosen from the emulator's own bit patterns for NaN inputs.
     is_nan = b.op("IsNaN", [x])
