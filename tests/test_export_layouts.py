@@ -142,7 +142,8 @@ def test_weights_packed_with_scales_and_decoded_exactly(exported, variant, tmp_p
             side = numpy_helper.to_array(inits[rec.side])
             assert side.dtype == np.uint8 and 8 * side.size == stored_bits(fmt, w.shape) - w.size * fmt.width
         elif isinstance(fmt, ChannelFormat):
-            assert numpy_helper.to_array(inits[rec.side]).shape == (w.shape[0],)
+            side = numpy_helper.to_array(inits[rec.side])   # bias_bits per channel, packed
+            assert side.dtype == np.uint8 and side.size == -(-w.shape[0] * fmt.bias_bits // 8)
         else:
             assert rec.side == "" and rec.side_bytes == 0
         assert rec.bytes_stored == len(packed.raw_data) + rec.side_bytes
@@ -165,12 +166,12 @@ def test_inspect_lists_layouts_and_counts_scales(exported, tmp_path):
         assert rows[name]["format"] == str(fmt)
     conv2 = rows["conv2.weight"]   # 16 x 40 x 1 x 1 in mx32: 2 blocks per output channel
     assert conv2["side_bytes"] == 32 and conv2["bytes_stored"] == 640 * 6 // 8 + 32
-    assert rows["fc.weight"]["side_bytes"] == 10 and rows["conv1.weight"]["side_bytes"] == 0
-    assert info["weights"]["side_bytes"] == 42
+    assert rows["fc.weight"]["side_bytes"] == 5 and rows["conv1.weight"]["side_bytes"] == 0   # 10 x 4 bits
+    assert info["weights"]["side_bytes"] == 37
     assert info["weights"]["bytes_stored"] == sum(r["bytes_stored"] for r in rows.values())
     text = format_table(info)
     for piece in ("mx32:fp6_e3m2", "ch4:se3m2b3", "mx16:se3m2b3", "mx32:fp8_e5m2", "E8M0 scales",
-                  "channel biases", "incl. 42 of scales/biases"):
+                  "channel biases", "incl. 37 of scales/biases"):
         assert piece in text, piece
     # a file whose scales do not fit the weight's shape is refused, not misreported
     proto = onnx.load(str(paths["block-weights"]))
@@ -409,3 +410,17 @@ def test_cli_export_of_a_layout_plan_file(tmp_path, monkeypatch, capsys):
     with torch.no_grad():
         want = apply_plan(model, plan, SHAPE)(x).numpy()
     assert np.array_equal(session(str(out)).run(None, {"input": x.numpy()})[0], want)
+
+
+@pytest.mark.parametrize("bits", [1, 3, 5, 7, 8])
+def test_channel_bias_offsets_packed_at_their_width(bits, tmp_path):
+    """Every offset width packs and unpacks (7 bits takes the bit-by-bit path, 3 and 5 the grouped one)."""
+    model, fmt = net(), P(f"ch{bits}:e2m3")
+    with torch.no_grad():  # 40 channels over 12 binades: wide offsets get used
+        model.conv1.weight.mul_(2.0 ** -torch.arange(40).remainder(12).float().reshape(-1, 1, 1, 1))
+    path = tmp_path / "ch.onnx"
+    export_onnx(model, {"conv1.weight": fmt}, path, SHAPE, mode="weights-only")
+    rec = read_records(onnx.load(str(path)))[0]
+    assert rec.side_bytes == -(-40 * bits // 8)
+    want = quantize(model.conv1.weight.detach().numpy(), fmt)
+    assert decoded_weights(str(path))["conv1.weight"].view(np.uint32).tolist() == want.view(np.uint32).tolist()

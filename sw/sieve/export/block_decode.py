@@ -10,7 +10,8 @@ as the emulator computes it; a NaN scale gives the canonical NaN through ``Where
 
 A :class:`~sieve.blockfmt.ChannelFormat` weight is decoded with the element format at its
 default bias and multiplied by ``2^(default - bias_c)`` per output channel (stored as the
-per-channel biases, one int8 each, looked up in a table of exact powers of two): the product is
+per-channel bias offsets, ``bias_bits`` each and packed like element codes, looked up in a table
+of the exact powers of two from the tensor's base on, which plays the 8-bit base): the product is
 exact, because a per-channel bias only moves the binades (every value stays a normal or exact
 float32 subnormal of the element grid).
 
@@ -29,9 +30,11 @@ from onnx import TensorProto
 
 from ..blockfmt import (BlockFormat, ChannelFormat, encode_blocks, encode_channels, is_layout_format, pow2_f32,
                         scale_values)
-from ..emulator import decode as _decode_elem
+from ..cfloat import Format
+from ..emulator import decode as _decode_elem, pack
 from .onnx_graph import GraphBuilder
-from .weight_decode import CodesItem, WeightRecord, add_codes_decode, add_codes_decodes, add_weight_decodes
+from .weight_decode import (CodesItem, WeightRecord, add_codes_decode, add_codes_decodes, add_unsigned_codes,
+                            add_weight_decodes)
 
 __all__ = ["add_block_weight_decode", "add_channel_weight_decode", "add_planned_weight_decodes"]
 
@@ -55,16 +58,26 @@ def _block_scale(b: GraphBuilder, elements: str, out: str, shape: tuple[int, ...
 def _channel_scale(b: GraphBuilder, elements: str, out: str, shape: tuple[int, ...], shift: np.ndarray,
                    fmt: ChannelFormat, name: str) -> str:
     """Multiply the decoded ``elements`` (at the element's default bias) by ``2^shift`` per output
-    channel (stored as uint8 offsets ``<name>.ch_bias``); the result is ``out``."""
+    channel (stored as ``bias_bits``-bit offsets packed in ``<name>.ch_bias``); the result is ``out``."""
     lo = int(shift.min())
-    side = b.initializer((shift - lo).astype(np.uint8), f"{name}.ch_bias")
-    table = b.const(pow2_f32(np.arange(lo, int(shift.max()) + 1)), hint="pow2")
-    scales = b.op("Gather", [table, b.op("Cast", [side], to=TensorProto.INT64)])
+    offsets = (shift - lo).astype(np.int64)
+    if offsets.max(initial=0) >= 1 << fmt.bias_bits:
+        raise ValueError(f"{name}: channel biases span {int(offsets.max()) + 1} binades, more than {fmt} stores")
+    width = Format(1, fmt.bias_bits - 1, signed=False)  # any Format of that width packs unsigned codes
+    side = b.initializer(np.frombuffer(pack(offsets, width), dtype=np.uint8).copy(), f"{name}.ch_bias")
+    table = b.const(pow2_f32(np.arange(lo, lo + (1 << fmt.bias_bits))), hint="pow2")
+    scales = b.op("Gather", [table, add_unsigned_codes(b, side, shape[0], fmt.bias_bits)])
     scales = b.op("Reshape", [scales, b.const([-1] + [1] * (len(shape) - 1), np.int64, "shape")])
     value = b.op("Mul", [elements, scales])
     b.op("Reshape", [value, b.const(list(shape), np.int64, "shape")], out=out,
          doc=f"sieve: {name} in {fmt} ({shape[0]} channel biases)")
     return side
+
+
+def _side_bytes(fmt, side_values: np.ndarray) -> int:
+    """Bytes of a layout's side initializer: one per E8M0 scale, ``bias_bits`` per channel packed."""
+    n = int(np.size(side_values))
+    return n if isinstance(fmt, BlockFormat) else -(-n * fmt.bias_bits // 8)
 
 
 def _encode_layout(name: str, w: np.ndarray, fmt) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +121,7 @@ def add_channel_weight_decode(b: GraphBuilder, out: str, weight: np.ndarray, fmt
     side = _channel_scale(b, elements, out, w.shape, shift, fmt, name)
     return {"name": name, "format": str(fmt), "elements": int(w.size), "element_bytes": int(nbytes),
             "channels": int(w.shape[0]), "packed": packed, "method": method,
-            "side": side, "side_bytes": int(w.shape[0])}
+            "side": side, "side_bytes": _side_bytes(fmt, shift)}
 
 
 def add_planned_weight_decodes(b: GraphBuilder, weights: list[tuple[str, np.ndarray, object]]
@@ -138,7 +151,7 @@ def add_planned_weight_decodes(b: GraphBuilder, weights: list[tuple[str, np.ndar
             apply = _block_scale if isinstance(fmt, BlockFormat) else _channel_scale
             side = apply(b, item.out, name, tuple(w.shape), side_values, fmt, name)
             records[name] = WeightRecord(name, str(fmt), int(w.size), tuple(w.shape), packed, nbytes, method,
-                                         side, int(np.size(side_values)))
+                                         side, _side_bytes(fmt, side_values))
     return [records[name] for name, _, _ in weights]
 
 

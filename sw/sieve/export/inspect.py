@@ -4,7 +4,8 @@ The list comes from the model's ``sieve.tensors`` metadata; the bytes stored are
 packed initializers actually present, so a file edited by another tool cannot misreport.  Formats
 are read with :func:`sieve.blockfmt.parse_format`, so block-scaled (``mx32:fp8_e4m3``) and
 per-channel (``ch4:e4m3``) weights are listed with their element codes *and* their side
-initializer (one E8M0 scale byte per block, one bias byte per output channel) counted as stored.
+initializer (one E8M0 scale byte per block, a packed ``bias_bits``-bit offset per output channel)
+counted as stored.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _side_kind(fmt) -> str:
 
 def _side_bytes(model: onnx.ModelProto, inits: dict, e, fmt, path: Path) -> int:
     """Bytes of a layout weight's scales or biases, checked against what its shape needs (one
-    uint8 E8M0 code per block; one uint8 bias offset per output channel)."""
+    uint8 E8M0 code per block; a ``bias_bits``-bit offset per output channel, packed)."""
     if not isinstance(fmt, (BlockFormat, ChannelFormat)):
         if e.side:
             raise SieveError(f"{path}: {e.name} in the scalar format {fmt} has side data {e.side!r}")
@@ -99,7 +100,7 @@ def _side_bytes(model: onnx.ModelProto, inits: dict, e, fmt, path: Path) -> int:
     if isinstance(fmt, BlockFormat):
         expected = (stored_bits(fmt, shape) - e.elements * fmt.width) // fmt.scale_bits
     else:
-        expected = shape[0]
+        expected = -(-shape[0] * fmt.bias_bits // 8)
     if stored != expected:
         raise SieveError(f"{path}: {e.name} stores {stored} bytes of {_side_kind(fmt)}, its shape {shape} in {fmt}"
                          f" needs {expected}")

@@ -23,7 +23,7 @@ from ..cfloat import Format
 from ..emulator import decode_table, encode, pack
 from .onnx_graph import GraphBuilder
 
-__all__ = ["add_weight_decode", "add_codes_decode", "add_codes_decodes", "add_weight_decodes", "CodesItem",
+__all__ = ["add_weight_decode", "add_codes_decode", "add_unsigned_codes", "add_codes_decodes", "add_weight_decodes", "CodesItem",
            "add_fields_decodes", "fields_eligible", "TABLE_MAX_WIDTH", "WEIGHT_OPSET"]
 
 #: Widths decoded through a 2^w-entry float32 table (at most 1 KiB); wider formats use field
@@ -203,6 +203,22 @@ def add_codes_decodes(b: GraphBuilder, fmt: Format, items: list[CodesItem], meth
         doc = f"sieve: decode {item.name} from {fmt} ({n} codes, {nbytes} bytes, {method})"
         b.op("Reshape", [piece, b.const(list(item.shape), np.int64, "shape")], out=item.out, doc=doc)
     return records
+
+
+def add_unsigned_codes(b: GraphBuilder, packed: str, n: int, width: int) -> str:
+    """int64 values of the ``n`` unsigned ``width``-bit codes packed (``sieve.pack`` order) in the
+    uint8 initializer ``packed``: side data such as per-channel bias offsets."""
+    g, gbytes = _group_shape(width)
+    if not _grouped(width):
+        return _bit_codes(b, packed, n, width)
+    groups = -(-n // g)
+    nbytes = -(-n * width // 8)
+    if groups * gbytes > nbytes:  # complete the last group with zero bytes
+        packed = b.op("Pad", [packed, b.const([0, groups * gbytes - nbytes], np.int64, "pads")])
+    codes = _group_codes(b, packed, width)
+    if groups * g != n:
+        codes = b.op("Slice", [codes, b.const([0], np.int64, "starts"), b.const([n], np.int64, "ends")])
+    return codes
 
 
 def add_codes_decode(b: GraphBuilder, out: str, codes: np.ndarray, fmt: Format, shape: tuple[int, ...],
