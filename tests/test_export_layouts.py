@@ -424,3 +424,26 @@ def test_channel_bias_offsets_packed_at_their_width(bits, tmp_path):
     assert rec.side_bytes == -(-40 * bits // 8)
     want = quantize(model.conv1.weight.detach().numpy(), fmt)
     assert decoded_weights(str(path))["conv1.weight"].view(np.uint32).tolist() == want.view(np.uint32).tolist()
+
+
+@pytest.mark.parametrize("text", ["e4m3+fn+sub", "e5m2+ieee+sub", "e2m1+sub", "e4m3", "ue4m3b5+sub", "e5m2+sub+fnuz",
+                                  "e4m3+rtz+sub", "e4m3+fn+ovnan", "e3m4b20"])
+def test_scalar_rounding_without_nan_handling_on_finite_inputs(text):
+    """``add_rounding(finite=True)`` (the block rounding's element step) equals the emulator on
+    every finite float32: -0, fp32 subnormals, ties, overflow."""
+    from sieve import Format, quantize as scalar_quantize
+    from sieve.export.rounding import add_rounding
+
+    fmt = Format.parse(text)
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(4000) * np.exp2(rng.integers(-40, 40, 4000))).astype(np.float32)
+    x[:8] = [0.0, -0.0, 1e-45, -1e-40, 3e38, -3e38, fmt.max_value * 1.0625, -fmt.min_normal / 2]
+    b = GraphBuilder()
+    add_rounding(b, "x", "y", fmt, finite=True)
+    graph = helper.make_graph(b.nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [x.size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [x.size])], initializer=b.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ACTIVATION_OPSET)])
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    got = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert got.view(np.uint32).tolist() == scalar_quantize(x, fmt).view(np.uint32).tolist()

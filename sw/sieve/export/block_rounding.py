@@ -18,7 +18,9 @@ operation whose result the emulator computes with the same single rounding.
   ``* 2^shared``.
 * A block holding a NaN or an infinity gets a NaN scale: every element is the canonical NaN.
   Such blocks are found as ``IsNaN(ReduceSum(x * 0))`` (``Inf * 0`` and ``NaN * 0`` are NaN,
-  any finite ``x * 0`` is a zero), which does not depend on how ``ReduceMax`` treats NaN.
+  any finite ``x * 0`` is a zero), which does not depend on how ``ReduceMax`` treats NaN, and
+  one ``Where`` overwrites them at the end.  So the element rounding never needs its own NaN/Inf
+  handling (``add_rounding(finite=True)``: onnxruntime's ``Where`` is slow, and it saves four).
 * Padding is sliced off and the tensor gets its shape back.
 """
 
@@ -84,7 +86,9 @@ def add_block_rounding(b: GraphBuilder, x: str, out: str, fmt: BlockFormat, imag
     shared = b.op("Clip", [b.op("Sub", [field, b.const(np.int32(127 + fmt.emax), hint="i")]),
                            b.const(np.int32(SCALE_MIN_EXP), hint="i"), b.const(np.int32(SCALE_MAX_EXP), hint="i")])
     scaled = b.op("Mul", [blocks, _pow2(b, b.op("Neg", [shared]))])
-    elements = add_rounding(b, scaled, b.fresh("elem"), fmt.element, original_name=f"{name} elements", finite=finite)
+    # finite=True always: a block without NaN/Inf scales below 2^(emax+1), and every element of a
+    # block with one is overwritten by the canonical NaN below (whatever its rounding gave)
+    elements = add_rounding(b, scaled, b.fresh("elem"), fmt.element, original_name=f"{name} elements", finite=True)
     value = b.op("Mul", [elements, _pow2(b, shared)])
     # NaN scale: the canonical NaN (this operand order keeps a -0 value -0 in onnxruntime's Where)
     if special is not None:

@@ -182,10 +182,14 @@ def add_rounding(b: GraphBuilder, x: str, out: str, fmt: Format, method: str | N
     if finite and over is None:  # no NaN can come in or arise: only the sign is left to apply
         if not fmt.signed:
             return b.op("Identity", [m], out=out, doc=doc)
-        negative = b.op("Less", [b.op("BitCast", [x], to=TensorProto.INT32), b.const(np.int32(0), hint="i")])
         if fmt.specials == "fnuz":
+            negative = b.op("Less", [b.op("BitCast", [x], to=TensorProto.INT32), b.const(np.int32(0), hint="i")])
             return b.op("Where", [negative, b.op("Sub", [b.f32(0.0), m]), m], out=out, doc=doc)
-        return b.op("Mul", [m, b.op("Where", [negative, b.f32(-1.0), b.f32(1.0)])], out=out, doc=doc)
+        # x's sign bit ORed into the magnitude (a -0 stays -0; Where is slow in onnxruntime)
+        sign = b.op("BitwiseAnd", [b.op("BitCast", [x], to=TensorProto.UINT32),
+                                   b.const(np.uint32(0x80000000), hint="u")])
+        bits = b.op("BitwiseOr", [b.op("BitCast", [m], to=TensorProto.UINT32), sign])
+        return b.op("BitCast", [bits], to=TensorProto.FLOAT, out=out, doc=doc)
     # Results that are NaN: a NaN input, or an overflow to NaN.  Their magnitude is set to 0 here and
     # the NaN enters at the end, chosen from the emulator's own bit patterns for NaN inputs.
     is_nan = b.op("IsNaN", [x])
