@@ -25,8 +25,8 @@ def register(sub) -> None:
     p.add_argument("--strategy", default=None, help="greedy (default; meets targets by construction), sieve (the dissertation's) or uniform (one format for all)")
     p.add_argument("--family", default=None, metavar="scalar|channel|block|all",
                    help="format family per tensor: scalar custom floats, per-output-channel exponent biases (weights),"
-                        " OCP-MX-like block scales (weights), or all of them (greedy strategy only; default: see"
-                        " sieve.search.driver.DEFAULT_FAMILY); mean bits count every scale and bias")
+                        " OCP-MX-like block scales (weights), or all of them (greedy strategy only; default scalar,"
+                        " sieve.search.driver.DEFAULT_FAMILY says why); mean bits count every scale and bias")
     p.add_argument("--val", type=int, default=None, help="use at most N validation images (default: the whole split)")
     p.add_argument("--test", type=int, default=None, help="use at most N test images (default: the whole split)")
     p.add_argument("--out", default=None, help="output directory (default build/search/<model>)")
