@@ -95,9 +95,14 @@ class StoredState:
         with open(self.path, "ab") as fh:
             for j, v in env.items():
                 if isinstance(v, torch.Tensor):
-                    raw = v.detach().cpu().contiguous().view(torch.uint8).reshape(-1).numpy()
+                    v = v.detach().cpu()
+                    # a channels-last state is written in its own (NHWC) order and comes back so
+                    channels_last = v.dim() == 4 and not v.is_contiguous() and v.is_contiguous(
+                        memory_format=torch.channels_last)
+                    dense = v.permute(0, 2, 3, 1) if channels_last else v.contiguous()
+                    raw = dense.contiguous().view(torch.uint8).reshape(-1).numpy()
                     fh.write(raw.tobytes())
-                    layout[j] = _OnDisk(self._offset, tuple(v.shape), v.dtype, v.device)
+                    layout[j] = _OnDisk(self._offset, tuple(dense.shape), v.dtype, v.device, channels_last)
                     self._offset += raw.size
                 else:
                     layout[j] = v
@@ -116,7 +121,8 @@ class StoredState:
             if isinstance(v, _OnDisk):
                 count = int(np.prod(v.shape, dtype=np.int64)) * torch.empty(0, dtype=v.dtype).element_size()
                 raw = np.fromfile(self.path, dtype=np.uint8, count=count, offset=v.offset)
-                out[j] = torch.from_numpy(raw).view(v.dtype).reshape(v.shape).to(v.device)
+                t = torch.from_numpy(raw).view(v.dtype).reshape(v.shape)
+                out[j] = (t.permute(0, 3, 1, 2) if v.channels_last else t).to(v.device)
             else:
                 out[j] = v
         return out
@@ -134,10 +140,11 @@ class StoredState:
 
 
 class _OnDisk:
-    __slots__ = ("offset", "shape", "dtype", "device")
+    __slots__ = ("offset", "shape", "dtype", "device", "channels_last")
 
-    def __init__(self, offset, shape, dtype, device):
+    def __init__(self, offset, shape, dtype, device, channels_last=False):
         self.offset, self.shape, self.dtype, self.device = offset, shape, dtype, device
+        self.channels_last = channels_last  # stored NHWC (shape is the stored one)
 
 
 class PrefixStore:

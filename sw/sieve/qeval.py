@@ -107,11 +107,12 @@ def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
             t = t.float()
         else:
             raise TypeError(f"expected a floating-point tensor, got {t.dtype}")
-    bits = t.contiguous().view(torch.int32)
+    t = _dense(t)
+    bits = t.view(torch.int32)
     if fmt.specials == "none" and not fmt.subnormals and fmt.min_normal >= _FP32_MIN_NORMAL:
         # on the CPU one max() decides whether the shorter finite-only path applies; on a GPU
         # that would be a host round-trip per layer, so the path handling Inf/NaN in place runs
-        fast = _quantize_plain(t.contiguous(), bits, fmt, in_place_specials=t.device.type != "cpu")
+        fast = _quantize_plain(t, bits, fmt, in_place_specials=t.device.type != "cpu")
         if fast is not None:
             return fast
     mag = bits & 0x7FFFFFFF
@@ -186,6 +187,16 @@ def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
             ref = golden(t.contiguous().view(torch.float32)[tiny].numpy(), fmt)
             out[tiny] = torch.from_numpy(ref).view(torch.int32)
     return out.view(torch.float32)
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when it is dense in its own memory format (row-major or channels-last),
+    else a row-major copy: rounding is elementwise, so a channels-last activation stays
+    channels-last (the layout :class:`PrefixEvaluator` runs ImageNet-size models in) instead of
+    paying a transposing copy per layer."""
+    if t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last):
+        return t
+    return t.contiguous()
 
 
 def _quantize_plain(t: torch.Tensor, bits: torch.Tensor, fmt: Format,
@@ -370,6 +381,15 @@ def apply_plan(model: nn.Module, plan: Mapping[str, Format], input_shape: tuple[
 
 
 # ---------------------------------------------------------------------------- caching evaluator
+CHANNELS_LAST_MIN_PIXELS = 64 * 64  # inputs at least this large run channels-last (PrefixEvaluator)
+
+
+def wants_channels_last(images: torch.Tensor) -> bool:
+    """Whether a split of ``images`` (N x C x H x W) is large enough to run channels-last:
+    ImageNet-size inputs, where it pays (see :class:`PrefixEvaluator`)."""
+    return images.dim() == 4 and images.shape[2] * images.shape[3] >= CHANNELS_LAST_MIN_PIXELS
+
+
 class PrefixEvaluator:
     """Evaluate many plans on one fixed set of images, recomputing only what a plan changes.
 
@@ -386,18 +406,29 @@ class PrefixEvaluator:
     ``device``: where the forward passes run (a ``torch.device`` or ``cpu|cuda|cuda:N|auto``).
     The images stay on the host and go over batch by batch; the cut states stay on the device;
     weights are rounded once on the host and moved; the logits come back to the host.
+
+    ``channels_last`` (default: :func:`wants_channels_last` of the images, i.e. ImageNet-size
+    inputs): run a copy of the model and the images in channels-last memory order.  On this CPU
+    that makes SqueezeNet 1.0's forward pass 1.7x faster (ceil-mode max pooling alone 5x); the
+    logits differ from the row-major run only by fp32 summation order (~1e-5), the roundings
+    are the same elementwise integer operations.  Small inputs (MNIST, CIFAR) keep row-major
+    order, so their searches and figures stay exactly as they were.
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, batch_size: int = 500, max_states: int = 4,
-                 device=None, store=None):
+                 device=None, store=None, channels_last: bool | None = None):
         from .device import resolve_device
 
         self.store = store  # a sieve.prefix_store.PrefixStore bounds the states' RAM (None: unbounded)
 
         self.device = resolve_device(device if device is not None else "cpu")
         self.model = model.eval()
+        self.channels_last = wants_channels_last(images) if channels_last is None else bool(channels_last)
+        if self.channels_last:  # a copy: the caller's model keeps its layout
+            self.model = copy.deepcopy(self.model).to(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
         if self.device.type != "cpu":
-            if any(p.device != self.device for p in model.parameters()):
+            if any(p.device != self.device for p in self.model.parameters()):
                 self.model = copy.deepcopy(self.model).to(self.device)
             if not images.is_pinned():
                 images = images.pin_memory()

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..batch_memory import memory_batch_size
 from ..device import check_batch_size, resolve_device
 from ..blockfmt import is_layout_format
 from ..errors import SieveError
@@ -201,7 +202,7 @@ LOOSER = {"accurate": "exact", "approximate": "accurate"}  # each variant and th
 TIGHTENING_LIMIT = 40  # candidates listed per variant (the cheapest first)
 
 
-def tightening_record(variant: str, plans: dict, trace: list[dict], infos) -> dict:
+def tightening_record(variant: str, plans: dict, trace: list[dict], infos, same_target: bool = False) -> dict:
     """Whether ``variant``'s plan is strictly cheaper than the stricter variant's and, from the
     strategy's trace, the candidates it tried with fewer mean bits than its final plan, with
     their validation results (``net``: estimated change of the correct count on the whole
@@ -214,6 +215,8 @@ def tightening_record(variant: str, plans: dict, trace: list[dict], infos) -> di
              and e.get("mean_bits", bits) < bits - 1e-9]
     tried.sort(key=lambda e: (-e["mean_bits"], e["tensor"]))
     return {"stricter": stricter, "stricter_mean_bits": stricter_bits, "strictly_cheaper": bits < stricter_bits - 1e-9,
+            # the two targets are one on this split (approximate's allowance rounds down to 0 images)
+            "same_target": same_target,
             "cheaper_candidates_tried": len(tried), "cheaper_candidates": tried[:TIGHTENING_LIMIT]}
 
 
@@ -229,7 +232,8 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
     :mod:`sieve.search.context`; 0 = the plain validation target).  ``threads``: torch threads
     during the search (default: the caller's current setting); restored afterwards.  ``device``:
     ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (a GPU when torch sees one), ``batch_size`` images
-    per forward pass; neither changes the plan (rounding is bit-exact on every device).  ``ray``
+    per forward pass at most (fewer when one batch's largest activation would pass 128 MB,
+    :mod:`sieve.batch_memory`); neither changes the plan (rounding is bit-exact on every device).  ``ray``
     (``auto``, ``local`` or ``HOST:PORT``): shard the validation and test images across
     ``ray_workers`` Ray actors (default: one per CPU, or GPU, of the cluster); same plan.
     ``cache_mem`` (bytes, or ``2G``/``512M``; default a quarter of the available RAM): the bound
@@ -261,6 +265,9 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
         if not torch.isfinite(p).all():
             raise SieveError(f"weights of {name} hold NaN or Inf; the checkpoint is corrupt")
     with _caller_state_kept(model, threads):
+        model.eval()  # (the caller's train/eval flags come back on exit)
+        # ImageNet-size models: fewer images per batch, so one batch's activations stay bounded
+        batch_size = memory_batch_size(model, tuple(dataset.val.images.shape[1:]), batch_size)
         pool = None
         if ray is not None:
             from .ray_eval import RayPool  # imports Ray: only when asked for
@@ -335,7 +342,9 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
             "normalized_test_accuracy": _ratio(test_correct[v], base_test_correct),
             "test_verdict": verdict,
             "holds_on_test": verdict["holds"],
-            **({"tightening": tightening_record(v, plans, trace, ctx.infos)} if v in LOOSER else {}),
+            **({"tightening": tightening_record(v, plans, trace, ctx.infos,
+                                                same_target=v == "approximate" and ctx.need(v) == ctx.need("accurate"))}
+               if v in LOOSER else {}),
             "val_agreement": measured[v].agree / ctx.n,
             "meets_target": ctx.meets(v, measured[v], margin=False),
             "val_flips": int(round(measured[v].flips)),

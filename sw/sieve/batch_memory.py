@@ -1,0 +1,46 @@
+"""How many images a forward pass may take so that one batch's largest activation stays small.
+
+Why: the search's batches default to 500 images, which is right for MNIST and CIFAR models
+(ResNet-20's largest activation is 64 kB per image) but not at ImageNet size: SqueezeNet 1.0's
+first convolution alone writes 4.7 MB per image, 2.4 GB for 500, and rounding it takes a few
+int32 temporaries of the same size, so a batch of 500 peaked above 7 GB of RSS.  Capping the
+batch by the largest activation keeps that transient memory bounded whatever the model, while
+small models keep their batches (and hence their results) unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ACTIVATION_BUDGET", "largest_activation_bytes", "memory_batch_size"]
+
+ACTIVATION_BUDGET = 128 * 2**20  # bytes one batch's largest activation may take
+
+
+def largest_activation_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Bytes of the largest tensor (the input or any module's output) of one image's forward
+    pass, measured by running one all-zero image through ``model``."""
+    sizes = [4 * int(torch.Size(input_shape).numel())]
+
+    def record(mod, args, out):
+        if isinstance(out, torch.Tensor):
+            sizes.append(out.numel() * out.element_size())
+
+    handles = [m.register_forward_hook(record) for m in model.modules() if not list(m.children())]
+    try:
+        param = next(model.parameters(), None)
+        x = torch.zeros((1, *input_shape), device=param.device if param is not None else "cpu")
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return max(sizes)
+
+
+def memory_batch_size(model: nn.Module, input_shape: tuple[int, ...], requested: int,
+                      budget: int = ACTIVATION_BUDGET) -> int:
+    """``requested``, or fewer images when a batch's largest activation would exceed ``budget``."""
+    per_image = largest_activation_bytes(model, input_shape)
+    return max(1, min(int(requested), budget // max(1, per_image)))
