@@ -1,0 +1,129 @@
+"""Issue 15's cost measures: channels-last evaluation of ImageNet-size inputs (same roundings,
+same layout through the prefix cache's spill files), the batch cap that bounds one batch's
+activations, and approximate taking the accurate plan when the two targets are one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sieve import Format
+from sieve.batch_memory import largest_activation_bytes, memory_batch_size
+from sieve.emulator import quantize as golden
+from sieve.prefix_store import PrefixStore, state_bytes
+from sieve.qeval import PrefixEvaluator, quantize_tensor, wants_channels_last
+from sieve.search import run_search
+from sieve.search.greedy import identical_targets
+
+from .search_models import tiny_problem
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+class PoolNet(nn.Module):
+    """A small ImageNet-shaped CNN: conv, ceil-mode max pooling, conv, global pooling, linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=2)
+        self.pool = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(16, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        h = self.pool(torch.relu(self.conv1(x)))
+        h = torch.relu(self.conv2(h))
+        return self.fc(h.mean((2, 3)))
+
+
+FORMATS = [Format(4, 3, 7), Format(3, 2, 3, signed=False), Format(5, 2, 15, subnormals=True),
+           Format(4, 3, 7, specials="ieee"), Format(2, 1, 1, rounding="truncate")]
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+def test_rounding_a_channels_last_tensor_keeps_its_layout_and_the_emulators_values(fmt) -> None:
+    g = torch.Generator().manual_seed(1)
+    x = (torch.randn(3, 5, 7, 6, generator=g) * 40).contiguous(memory_format=torch.channels_last)
+    x[0, 0, 0, :3] = torch.tensor([float("inf"), float("nan"), -0.0])
+    q = quantize_tensor(x, fmt)
+    assert q.is_contiguous(memory_format=torch.channels_last) and not q.is_contiguous()
+    want = golden(x.contiguous().numpy(), fmt)
+    assert np.array_equal(q.contiguous().numpy().view(np.int32), want.view(np.int32))
+
+
+def test_only_imagenet_size_inputs_run_channels_last() -> None:
+    assert wants_channels_last(torch.zeros(2, 3, 64, 64))
+    assert not wants_channels_last(torch.zeros(2, 3, 32, 32))  # CIFAR keeps row-major (and its figures)
+    assert not wants_channels_last(torch.zeros(2, 784))
+
+
+def _images(n=12, size=67, seed=0):
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_channels_last_evaluator_leaves_the_callers_model_alone_and_agrees_in_fp32() -> None:
+    torch.manual_seed(0)
+    model = PoolNet().eval()
+    images = _images()
+    ev = PrefixEvaluator(model, images, batch_size=5)
+    assert ev.channels_last and model.conv1.weight.is_contiguous()  # the copy is channels-last, not the model
+    with torch.no_grad():
+        want = model(images)
+    assert torch.allclose(ev.run({}), want, atol=1e-5, rtol=1e-5)
+    row_major = PrefixEvaluator(model, images, batch_size=5, channels_last=False)
+    assert not row_major.channels_last and torch.equal(row_major.run({}), want)
+
+
+def test_spilled_channels_last_states_come_back_exact(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = PoolNet().eval()
+    images = _images()
+    free = PrefixEvaluator(model, images, batch_size=4)
+    free.run({}, checkpoint="conv2")
+    limit = state_bytes(next(iter(free.states.values()))) // 3
+    store = PrefixStore(limit, tmp_path / "spill")
+    bounded = PrefixEvaluator(model, images, batch_size=4, store=store)
+    bounded.run({}, checkpoint="conv2")
+    assert store.spilled > 0
+    for plan in ({"conv2.input": Format(3, 2, 3, signed=False)}, {"conv2.weight": Format(2, 3), "fc.input": Format(4, 1)}):
+        assert torch.equal(bounded.run(plan), free.run(plan))
+    assert bounded.nodes_run == free.nodes_run  # both restarted from the (spilled) state
+    store.close()
+
+
+def test_batch_cap_bounds_the_largest_activation() -> None:
+    model = PoolNet().eval()
+    per_image = largest_activation_bytes(model, (3, 67, 67))
+    assert per_image == 4 * 16 * 33 * 33  # conv1's output, larger than the input (3 x 67 x 67)
+    assert memory_batch_size(model, (3, 67, 67), 500, budget=10 * per_image) == 10
+    assert memory_batch_size(model, (3, 67, 67), 7, budget=10 * per_image) == 7  # never more than asked
+    assert memory_batch_size(model, (3, 67, 67), 500, budget=1) == 1
+
+
+def test_approximate_takes_the_accurate_plan_when_its_allowance_is_zero(tmp_path) -> None:
+    model, data = tiny_problem(residual=True, n_val=600, n_test=400)
+    with pytest.warns(UserWarning):  # (splits this small draw the search's warnings)
+        doc = run_search(model, data, model_name="tiny", out_dir=tmp_path, progress=False)
+    v = doc["variants"]
+    assert [t["format"] for t in v["approximate"]["tensors"]] == [t["format"] for t in v["accurate"]["tensors"]]
+    rec = v["approximate"]["tightening"]
+    assert rec["same_target"] and not v["accurate"]["tightening"]["same_target"]
+    assert "was not searched again" in (tmp_path / "report.md").read_text()
+
+
+def test_identical_targets_follows_the_allowance() -> None:
+    class Ctx:
+        def __init__(self, correct):
+            self.base_correct = correct
+
+        def need(self, variant):
+            import math
+
+            return math.ceil({"accurate": 1.0, "approximate": 0.999}[variant] * self.base_correct - 1e-9)
+
+    assert identical_targets(Ctx(999)) and not identical_targets(Ctx(1000))
