@@ -26,6 +26,7 @@ from sieve.histograms import ExponentHistogram
 from sieve.plan_io import PLAN_FAMILIES, load_plan, load_plan_document
 from sieve.qeval import TensorInfo
 from sieve.search import DEFAULT_FAMILY, FAMILIES, run_search
+from sieve.search.driver import FAMILY_CHOICES, resolve_family
 from sieve.search.formats import bits_per_element, family_ladder, plan_bits
 from tests.search_models import tiny_problem
 
@@ -154,7 +155,7 @@ def test_unknown_family_or_scalar_only_strategy_is_one_line() -> None:
         run_search(model, data, model_name="tiny", family="bogus", progress=False)
     with pytest.raises(SieveError, match="--family block needs --strategy greedy"):
         run_search(model, data, model_name="tiny", family="block", strategy="uniform", progress=False)
-    assert DEFAULT_FAMILY in FAMILIES and tuple(FAMILIES) == PLAN_FAMILIES
+    assert DEFAULT_FAMILY in FAMILY_CHOICES and tuple(FAMILIES) == PLAN_FAMILIES
 
 
 def test_cli_family_bogus_exits_2_with_one_line(tmp_path, monkeypatch, capsys) -> None:
@@ -217,7 +218,7 @@ def test_bench_table_has_family_rows_and_real_ocp_mx_rows(searched) -> None:
     from sieve.mx_baselines import ocp_baselines
     from tests.bench import bench_search as bench
 
-    default = searched[DEFAULT_FAMILY][1]
+    default = searched[resolve_family(DEFAULT_FAMILY, tiny_problem(n_val=10, n_test=10)[0])][1]
     per = {s: bench._summary(default) for s in bench.STRATEGIES}
     per["families"] = {f: bench._summary(searched[f][1]) for f in ("channel", "block", "all") if f != DEFAULT_FAMILY}
     model, data = tiny_problem(n_val=300, n_test=100)
@@ -268,3 +269,20 @@ def test_cli_defaults_to_the_chosen_family_and_the_library_to_scalar(tmp_path, m
     assert main(["search", "--model", "lenet5", "--quiet", "--strategy", "uniform", "--out", str(tmp_path / "b")]) == 2
     assert main(["search", "--model", "lenet5", "--quiet", "--family", "channel", "--out", str(tmp_path / "c")]) == 2
     assert seen == [DEFAULT_FAMILY, "scalar", "channel"]
+
+
+def test_auto_family_follows_the_blocked_axis_rule(tmp_path) -> None:
+    """``auto`` (the CLI default): block when most weights reduce over >= 128 inputs, else
+    scalar; plan.json records the family searched and the one asked for."""
+    from torch import nn
+
+    long_fc = nn.Sequential(nn.Linear(256, 64), nn.Linear(64, 10))   # 16,384 of 17,024 weights along 256
+    short = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 10))
+    assert resolve_family("auto", long_fc) == "block" and resolve_family("auto", short) == "scalar"
+    assert resolve_family("channel", long_fc) == "channel"
+    model, data = tiny_problem(n_val=50, n_test=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        doc = run_search(model, data, model_name="tiny", family="auto", out_dir=tmp_path, progress=False, threads=1)
+    assert doc["family"] == "scalar" and doc["family_requested"] == "auto"
+    assert load_plan_document(tmp_path / "plan.json")["family"] == "scalar"

@@ -23,10 +23,11 @@ def register(sub) -> None:
     add_data_arguments(p)
     p.add_argument("--weights", help="weights file (default: the model's standard/cached weights)")
     p.add_argument("--strategy", default=None, help="greedy (default; meets targets by construction), sieve (the dissertation's) or uniform (one format for all)")
-    p.add_argument("--family", default=None, metavar="scalar|channel|block|all",
+    p.add_argument("--family", default=None, metavar="scalar|channel|block|all|auto",
                    help="format family per tensor: scalar custom floats, per-output-channel exponent biases (weights),"
-                        " OCP-MX-like block scales (weights), or all of them (greedy strategy only; default scalar,"
-                        " sieve.search.driver.DEFAULT_FAMILY says why); mean bits count every scale and bias")
+                        " OCP-MX-like block scales (weights), all of them, or auto: block when most weights reduce over"
+                        " >= 128 inputs, else scalar (greedy strategy only; default auto, sieve.search.driver."
+                        "DEFAULT_FAMILY says why); mean bits count every scale and bias")
     p.add_argument("--val", type=int, default=None, help="use at most N validation images (default: the whole split)")
     p.add_argument("--test", type=int, default=None, help="use at most N test images (default: the whole split)")
     p.add_argument("--out", default=None, help="output directory (default build/search/<model>)")
@@ -106,7 +107,7 @@ def run(args) -> int:
                                 progress=not args.quiet, log=None if args.quiet else print,
                                 threads=args.threads or all_cores(), family=family, **engine, **extra)
     base = doc["baseline"]
-    print(f"{name} on {doc['dataset']} ({strategy}, family {family}): fp32 val {base['val_accuracy']:.2%}, test {base['test_accuracy']:.2%};"
+    print(f"{name} on {doc['dataset']} ({strategy}, family {doc.get('family', family)}): fp32 val {base['val_accuracy']:.2%}, test {base['test_accuracy']:.2%};"
           f" search {doc['search_seconds']:.1f} s, {doc['evaluations']} evaluations,"
           f" {doc['cost']['search_fp32_passes']:.1f} fp32 passes")
     for name, v in doc["variants"].items():

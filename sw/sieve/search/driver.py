@@ -41,7 +41,7 @@ from .progress import Progress
 from .sieve_strategy import search_sieve
 from .uniform import search_uniform
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "DEFAULT_FAMILY", "FAMILIES", "run_search", "model_digest", "SearchWarning", "all_cores",
+__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "DEFAULT_FAMILY", "FAMILIES", "FAMILY_CHOICES", "resolve_family", "run_search", "model_digest", "SearchWarning", "all_cores",
            "check_out_dir"]
 
 STRATEGIES: dict[str, Callable] = {"greedy": search_greedy, "sieve": search_sieve, "uniform": search_uniform}
@@ -68,9 +68,18 @@ DEFAULT_STRATEGY = "greedy"
 #: and its activations (41 % of its elements) stay scalar.  ``all`` can pick per tensor
 #: but its denser ladder costs more walks (lenet5: 29 fp32 passes against block's 12) and was
 #: not measured on resnet20 within the session's budget; so the default stays ``scalar``.
-DEFAULT_FAMILY = "scalar"
+#:
+#: So ``sieve search`` defaults to ``auto`` (:func:`resolve_family`), which turns the measurement
+#: into a rule: ``block`` when most weight elements sit in tensors whose blocked axis (input
+#: channels / features) spans at least ``AUTO_BLOCK_AXIS`` elements — four k = 32 blocks, so the
+#: E8M0 scale costs its 0.25 bit per element and no padding — else ``scalar``.  lenet5 (ip1 and
+#: ip2 reduce over 800 and 500 features: 95 % of its weights) takes ``block``; resnet20 (3-64
+#: channels) ``scalar``; each gets the family that measured best on it.
+DEFAULT_FAMILY = "auto"
+FAMILY_CHOICES = (*FAMILIES, "auto")
+AUTO_BLOCK_AXIS = 128
 FAMILY_STRATEGIES = ("greedy",)  # strategies that search the layout families (the others are scalar)
-ALGORITHM_VERSION = "8"  # bump when a strategy changes, so stale cached outcomes are not replayed
+ALGORITHM_VERSION = "9"  # bump when a strategy changes, so stale cached outcomes are not replayed
 
 
 class SearchWarning(UserWarning):
@@ -103,12 +112,29 @@ def check_family(family, strategy: str = DEFAULT_STRATEGY) -> str:
     ``scalar``), refused in one line when unknown or when the strategy searches scalar formats only."""
     if family is None:
         family = DEFAULT_FAMILY if strategy in FAMILY_STRATEGIES else "scalar"
-    if family not in FAMILIES:
-        raise SieveError(f"unknown format family {family!r} (--family); choose one of: {', '.join(FAMILIES)}")
+    if family not in FAMILY_CHOICES:
+        raise SieveError(f"unknown format family {family!r} (--family); choose one of: {', '.join(FAMILY_CHOICES)}")
+    if family == "auto" and strategy not in FAMILY_STRATEGIES:
+        family = "scalar"
     if family != "scalar" and strategy not in FAMILY_STRATEGIES:
         raise SieveError(f"--family {family} needs --strategy {' or '.join(FAMILY_STRATEGIES)}; the {strategy}"
                          " strategy searches scalar formats only (use --family scalar)")
     return family
+
+
+def resolve_family(family: str, model: torch.nn.Module) -> str:
+    """The concrete family ``family`` stands for on ``model``: itself, or for ``auto`` the rule
+    of :data:`DEFAULT_FAMILY` (``block`` when at least half of the conv/linear weight elements
+    lie in tensors whose blocked axis is >= :data:`AUTO_BLOCK_AXIS` long, else ``scalar``)."""
+    if family != "auto":
+        return family
+    long_axis = total = 0
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+            total += m.weight.numel()
+            if m.weight.dim() >= 2 and m.weight.shape[1] >= AUTO_BLOCK_AXIS:
+                long_axis += m.weight.numel()
+    return "block" if total and 2 * long_axis >= total else "scalar"
 
 
 def _check_threads(threads) -> int:
@@ -240,7 +266,7 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
     on the prefix cache's RAM (split across the Ray actors); states beyond it are spilled to
     ``out_dir/cache/prefix`` (exact) and read back batch by batch (:mod:`sieve.prefix_store`).  ``log``
     receives one line at a time, written with the progress bars cleared.
-    ``family`` (``scalar``, ``channel``, ``block`` or ``all``; default ``scalar``, so library
+    ``family`` (``scalar``, ``channel``, ``block``, ``all`` or ``auto``: :func:`resolve_family`; default ``scalar``, so library
     callers such as the pruning comparison keep their plans; ``sieve search`` and the benchmark
     default to :data:`DEFAULT_FAMILY`):
     the formats each tensor may take (:func:`sieve.search.formats.family_ladder`): scalar
@@ -253,7 +279,8 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
     """
     if strategy not in STRATEGIES:
         raise SieveError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
-    family = check_family(family, strategy)
+    requested = check_family(family, strategy)
+    family = resolve_family(requested, model)
     threads = _check_threads(threads)
     cache_mem = default_cache_mem() if cache_mem is None else parse_size(cache_mem)
     device = resolve_device(device)
@@ -276,7 +303,7 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
         store = PrefixStore(cache_mem, None if out is None else out / "cache" / "prefix")
         try:
             doc = _search(model, dataset, model_name, strategy, out, batch_size, Progress(progress, log),
-                          report, resume, margin_z, device, pool, store, family)
+                          report, resume, margin_z, device, pool, store, family, requested)
             doc["cost"]["prefix_cache"] = store.to_json()
             if pool is not None:
                 doc["cost"]["ray"] = {"workers": pool.workers, "evaluations": pool.evaluations,
@@ -289,7 +316,7 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
 
 
 def _search(model, dataset, model_name, strategy, out, batch_size, show: Progress, report, resume, margin_z,
-            device, pool=None, store=None, family: str = "scalar") -> dict:
+            device, pool=None, store=None, family: str = "scalar", requested: str = "scalar") -> dict:
     val, test = dataset.val, dataset.test
     # the family is part of the identity (a scalar search keeps the identity it always had, so
     # its cached outcomes still replay)
@@ -369,6 +396,7 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
         **data_record(dataset),      # input shape and preprocessing, for export
         "strategy": strategy,
         "family": family,
+        **({"family_requested": requested} if requested != family else {}),
         "baseline": {"val_accuracy": ctx.base_correct / ctx.n, "test_accuracy": base_test_correct / n_test},
         "variants": variants,
         "search_seconds": seconds,
