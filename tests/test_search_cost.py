@@ -127,3 +127,17 @@ def test_identical_targets_follows_the_allowance() -> None:
             return math.ceil({"accurate": 1.0, "approximate": 0.999}[variant] * self.base_correct - 1e-9)
 
     assert identical_targets(Ctx(999)) and not identical_targets(Ctx(1000))
+
+
+@pytest.mark.parametrize("size", [8, 67])  # row-major and channels-last evaluators
+def test_an_evaluator_of_a_subset_shares_the_split_and_gives_the_copys_logits(size) -> None:
+    torch.manual_seed(0)
+    model = PoolNet().eval()
+    images = _images(n=11, size=max(size, 16) if size == 8 else size)
+    pick = torch.tensor([9, 2, 4, 0, 7])
+    shared = PrefixEvaluator(model, images, batch_size=2, indices=pick)
+    copied = PrefixEvaluator(model, images[pick], batch_size=2)
+    assert shared.images is images and shared.n == 5  # no copy of the split
+    plan = {"conv2.input": Format(3, 2, 3, signed=False), "fc.weight": Format(2, 3)}
+    assert torch.equal(shared.run(plan, checkpoint="conv2"), copied.run(plan, checkpoint="conv2"))
+    assert torch.equal(shared.run({"fc.input": Format(4, 1)}), copied.run({"fc.input": Format(4, 1)}))

@@ -416,7 +416,7 @@ class PrefixEvaluator:
     """
 
     def __init__(self, model: nn.Module, images: torch.Tensor, batch_size: int = 500, max_states: int = 4,
-                 device=None, store=None, channels_last: bool | None = None):
+                 device=None, store=None, channels_last: bool | None = None, indices: torch.Tensor | None = None):
         from .device import resolve_device
 
         self.store = store  # a sieve.prefix_store.PrefixStore bounds the states' RAM (None: unbounded)
@@ -426,14 +426,17 @@ class PrefixEvaluator:
         self.channels_last = wants_channels_last(images) if channels_last is None else bool(channels_last)
         if self.channels_last:  # a copy: the caller's model keeps its layout
             self.model = copy.deepcopy(self.model).to(memory_format=torch.channels_last)
-            images = images.contiguous(memory_format=torch.channels_last)
         if self.device.type != "cpu":
             if any(p.device != self.device for p in self.model.parameters()):
                 self.model = copy.deepcopy(self.model).to(self.device)
             # (batches are pinned one at a time by sieve.device.to_device: page-locking the
             # whole split would pin 30 GB at 50,000 ImageNet images)
+        # ``images`` is kept, not copied: with ``indices`` the evaluator sees ``images[indices]``,
+        # gathered batch by batch (a search's evaluators of its image subsets share one split
+        # in RAM instead of holding a copy each: 1.1 GB less at SqueezeNet's 500 images)
         self.images = images
-        self.n = int(images.shape[0])
+        self.indices = None if indices is None else torch.as_tensor(indices, dtype=torch.long)
+        self.n = int(images.shape[0] if self.indices is None else self.indices.numel())
         self.batch_size = int(batch_size)
         self.max_states = int(max_states)
         self.infos = quantizable_tensors(model, tuple(images.shape[1:]))
@@ -453,6 +456,13 @@ class PrefixEvaluator:
             self.gm, self.nodes = None, []
         self._index_graph()
         self._fp32_logits: torch.Tensor | None = None
+
+    def _batch(self, start: int) -> torch.Tensor:
+        """The images of the batch starting at ``start`` (a gather from the shared split, in
+        channels-last order when this evaluator runs so)."""
+        stop = start + self.batch_size
+        x = self.images[start:stop] if self.indices is None else self.images[self.indices[start:stop]]
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # -- graph bookkeeping
     def _index_graph(self) -> None:
@@ -582,7 +592,7 @@ class PrefixEvaluator:
             try:
                 with torch.no_grad():
                     for b, start in enumerate(range(0, self.n, self.batch_size)):
-                        outs.append(q(to_device(self.images[start:start + self.batch_size], self.device)).cpu())
+                        outs.append(q(to_device(self._batch(start), self.device)).cpu())
                         self.batches_run += 1
                         if on_batch is not None and not on_batch(b, outs[-1]):
                             break
@@ -600,7 +610,7 @@ class PrefixEvaluator:
         new_states = self.store.begin() if bounded else []
         with torch.no_grad():
             for b, bstart in enumerate(range(0, self.n, self.batch_size)):
-                x = to_device(self.images[bstart:bstart + self.batch_size], self.device) if envs is None else None
+                x = to_device(self._batch(bstart), self.device) if envs is None else None
                 env = envs[b] if envs is not None else {}
                 logits, saved = self._run_graph(x, env, start, plan, observer, save_at)
                 logits = logits.cpu()

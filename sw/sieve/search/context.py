@@ -213,7 +213,7 @@ class SearchContext:
         """The evaluator of the validation images ``indices`` (in that order)."""
         if self._evaluator_factory is not None:
             return self._evaluator_factory(indices, batch_size)
-        return PrefixEvaluator(self.device_model, self.images[indices], batch_size=batch_size, device=self.device,
+        return PrefixEvaluator(self.device_model, self.images, indices=indices, batch_size=batch_size, device=self.device,
                                store=self.store)
 
     # -- progress of the strategy's loop (one bar; its total is what the strategy plans)
