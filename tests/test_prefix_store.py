@@ -87,6 +87,10 @@ def test_search_under_a_small_bound_gives_the_same_plan(tmp_path) -> None:
     assert cache["spilled_states"] > 0 and cache["peak_ram_bytes"] <= 20 << 10
     assert free["cost"]["prefix_cache"]["spilled_states"] == 0
     assert not list((tmp_path / "cache" / "prefix").glob("*.bin"))  # spill files removed at the end
+    import json
+
+    written = json.loads((tmp_path / "plan.json").read_text())["cost"]["prefix_cache"]
+    assert written == cache  # plan.json carries the cache record too (it used to be added after writing)
 
 
 def test_cli_bad_cache_mem_is_one_line(capsys) -> None:

@@ -304,10 +304,6 @@ def run_search(model: torch.nn.Module, dataset, *, model_name: str, strategy: st
         try:
             doc = _search(model, dataset, model_name, strategy, out, batch_size, Progress(progress, log),
                           report, resume, margin_z, device, pool, store, family, requested)
-            doc["cost"]["prefix_cache"] = store.to_json()
-            if pool is not None:
-                doc["cost"]["ray"] = {"workers": pool.workers, "evaluations": pool.evaluations,
-                                      "restarts": pool.restarts, "overhead_ms_per_evaluation": pool.overhead_ms()}
             return doc
         finally:
             store.close()
@@ -412,6 +408,12 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
         },
         "warnings": found_warnings,
     }
+    # (before plan.json is written, so that the file carries them too)
+    if store is not None:
+        doc["cost"]["prefix_cache"] = store.to_json()
+    if pool is not None:
+        doc["cost"]["ray"] = {"workers": pool.workers, "evaluations": pool.evaluations,
+                              "restarts": pool.restarts, "overhead_ms_per_evaluation": pool.overhead_ms()}
     if out is not None:
         with show.bar("report", 5 if report else 2, "file") as bar:
             write_plan(out / "plan.json", doc)
