@@ -95,33 +95,40 @@ def _encode_layout(name: str, w: np.ndarray, fmt) -> tuple[np.ndarray, np.ndarra
     return codes, fmt.element.bias - biases
 
 
+def _apply_side(b: GraphBuilder, elements: str, out: str, shape: tuple[int, ...], side_values: np.ndarray,
+                fmt, name: str) -> str:
+    """The layout's own step on the decoded ``elements``: E8M0 scales per block, or powers of two
+    per output channel; returns the side initializer."""
+    apply = _block_scale if isinstance(fmt, BlockFormat) else _channel_scale
+    return apply(b, elements, out, shape, side_values, fmt, name)
+
+
+def _add_layout_decode(b: GraphBuilder, out: str, weight: np.ndarray, fmt, name: str | None) -> tuple[dict, np.ndarray]:
+    """One block or channel weight stored and decoded as ``out`` on its own decode chain: the
+    record both public entry points return, and the side values it stored."""
+    w = np.ascontiguousarray(weight, dtype=np.float32)
+    name = name or out
+    codes, side_values = _encode_layout(name, w, fmt)
+    elements = b.fresh("elements")
+    packed, nbytes, method = add_codes_decode(b, elements, codes.reshape(-1), fmt.element, w.shape, name)
+    side = _apply_side(b, elements, out, w.shape, side_values, fmt, name)
+    return {"name": name, "format": str(fmt), "elements": int(w.size), "element_bytes": int(nbytes),
+            "packed": packed, "method": method, "side": side, "side_bytes": _side_bytes(fmt, side_values)}, side_values
+
+
 def add_block_weight_decode(b: GraphBuilder, out: str, weight: np.ndarray, fmt: BlockFormat,
                             name: str | None = None) -> dict:
     """Store ``weight`` (axis 1 = input channels) in ``fmt`` and decode it as ``out``; returns
     what was stored (element bytes, scale bytes)."""
-    w = np.ascontiguousarray(weight, dtype=np.float32)
-    name = name or out
-    codes, scales = _encode_layout(name, w, fmt)
-    elements = b.fresh("elements")
-    packed, nbytes, method = add_codes_decode(b, elements, codes.reshape(-1), fmt.element, w.shape, name)
-    side = _block_scale(b, elements, out, w.shape, scales, fmt, name)
-    return {"name": name, "format": str(fmt), "elements": int(w.size), "element_bytes": int(nbytes),
-            "scales": int(scales.size), "scale_bytes": int(scales.size), "packed": packed, "method": method,
-            "side": side, "side_bytes": int(scales.size)}
+    record, scales = _add_layout_decode(b, out, weight, fmt, name)
+    return {**record, "scales": int(scales.size), "scale_bytes": int(scales.size)}
 
 
 def add_channel_weight_decode(b: GraphBuilder, out: str, weight: np.ndarray, fmt: ChannelFormat,
                               name: str | None = None) -> dict:
     """Store ``weight`` (axis 0 = output channels) in ``fmt`` and decode it as ``out``."""
-    w = np.ascontiguousarray(weight, dtype=np.float32)
-    name = name or out
-    codes, shift = _encode_layout(name, w, fmt)
-    elements = b.fresh("elements")
-    packed, nbytes, method = add_codes_decode(b, elements, codes.reshape(-1), fmt.element, w.shape, name)
-    side = _channel_scale(b, elements, out, w.shape, shift, fmt, name)
-    return {"name": name, "format": str(fmt), "elements": int(w.size), "element_bytes": int(nbytes),
-            "channels": int(w.shape[0]), "packed": packed, "method": method,
-            "side": side, "side_bytes": _side_bytes(fmt, shift)}
+    record, _ = _add_layout_decode(b, out, weight, fmt, name)
+    return {**record, "channels": int(np.shape(weight)[0])}
 
 
 def add_planned_weight_decodes(b: GraphBuilder, weights: list[tuple[str, np.ndarray, object]]
@@ -148,8 +155,7 @@ def add_planned_weight_decodes(b: GraphBuilder, weights: list[tuple[str, np.ndar
                  for name, w, _, codes, _ in group]
         for item, (name, w, fmt, _, side_values), (packed, nbytes, method) in zip(
                 items, group, add_codes_decodes(b, element, items)):
-            apply = _block_scale if isinstance(fmt, BlockFormat) else _channel_scale
-            side = apply(b, item.out, name, tuple(w.shape), side_values, fmt, name)
+            side = _apply_side(b, item.out, name, tuple(w.shape), side_values, fmt, name)
             records[name] = WeightRecord(name, str(fmt), int(w.size), tuple(w.shape), packed, nbytes, method,
                                          side, _side_bytes(fmt, side_values))
     return [records[name] for name, _, _ in weights]
