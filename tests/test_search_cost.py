@@ -114,6 +114,11 @@ def test_approximate_takes_the_accurate_plan_when_its_allowance_is_zero(tmp_path
     rec = v["approximate"]["tightening"]
     assert rec["same_target"] and not v["accurate"]["tightening"]["same_target"]
     assert "was not searched again" in (tmp_path / "report.md").read_text()
+    # a strategy that searches approximate itself does not claim it took the accurate plan
+    with pytest.warns(UserWarning):
+        uniform = run_search(model, data, model_name="tiny", strategy="uniform", out_dir=tmp_path / "u", progress=False)
+    assert not uniform["variants"]["approximate"]["tightening"]["same_target"]
+    assert "was not searched again" not in (tmp_path / "u" / "report.md").read_text()
 
 
 def test_identical_targets_follows_the_allowance() -> None:

@@ -36,7 +36,7 @@ from ..qeval import PrefixEvaluator
 from .context import MARGIN_Z, TARGETS, VARIANTS, SearchContext, min_correct_for_allowance
 from .evalcache import digest
 from .formats import FAMILIES, bits_per_element, plan_bits
-from .greedy import search_greedy
+from .greedy import SAME_TARGET, search_greedy
 from .progress import Progress
 from .sieve_strategy import search_sieve
 from .uniform import search_uniform
@@ -228,7 +228,7 @@ LOOSER = {"accurate": "exact", "approximate": "accurate"}  # each variant and th
 TIGHTENING_LIMIT = 40  # candidates listed per variant (the cheapest first)
 
 
-def tightening_record(variant: str, plans: dict, trace: list[dict], infos, same_target: bool = False) -> dict:
+def tightening_record(variant: str, plans: dict, trace: list[dict], infos) -> dict:
     """Whether ``variant``'s plan is strictly cheaper than the stricter variant's and, from the
     strategy's trace, the candidates it tried with fewer mean bits than its final plan, with
     their validation results (``net``: estimated change of the correct count on the whole
@@ -241,8 +241,9 @@ def tightening_record(variant: str, plans: dict, trace: list[dict], infos, same_
              and e.get("mean_bits", bits) < bits - 1e-9]
     tried.sort(key=lambda e: (-e["mean_bits"], e["tensor"]))
     return {"stricter": stricter, "stricter_mean_bits": stricter_bits, "strictly_cheaper": bits < stricter_bits - 1e-9,
-            # the two targets are one on this split (approximate's allowance rounds down to 0 images)
-            "same_target": same_target,
+            # the strategy took the stricter plan unsearched: the two targets are one on this split
+            # (approximate's allowance rounds down to 0 images; sieve.search.greedy.identical_targets)
+            "same_target": any(e.get("variant") == variant and e.get("format") == SAME_TARGET for e in trace),
             "cheaper_candidates_tried": len(tried), "cheaper_candidates": tried[:TIGHTENING_LIMIT]}
 
 
@@ -365,9 +366,7 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
             "normalized_test_accuracy": _ratio(test_correct[v], base_test_correct),
             "test_verdict": verdict,
             "holds_on_test": verdict["holds"],
-            **({"tightening": tightening_record(v, plans, trace, ctx.infos,
-                                                same_target=v == "approximate" and ctx.need(v) == ctx.need("accurate"))}
-               if v in LOOSER else {}),
+            **({"tightening": tightening_record(v, plans, trace, ctx.infos)} if v in LOOSER else {}),
             "val_agreement": measured[v].agree / ctx.n,
             "meets_target": ctx.meets(v, measured[v], margin=False),
             "val_flips": int(round(measured[v].flips)),

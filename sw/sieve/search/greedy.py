@@ -69,7 +69,7 @@ from ..cfloat import Format
 from .context import VARIANTS, SearchContext
 from .formats import Candidate, bits_per_element, family_ladder, ladder, plan_bits
 
-__all__ = ["search_greedy", "identical_targets"]
+__all__ = ["search_greedy", "identical_targets", "SAME_TARGET"]
 
 START_ERROR = 2.0 ** -12  # first guess: relative error level of the first tensor of each kind
 ACTIVE_FRACTION = 0.2  # lowest-margin images counted exactly ...
@@ -268,6 +268,9 @@ def _validation_result(ctx: SearchContext, plan: dict[str, Format], out) -> dict
     return rec
 
 
+SAME_TARGET = "same-target"  # the trace's mark of a variant that took the accurate plan unsearched
+
+
 def identical_targets(ctx: SearchContext) -> bool:
     """Whether *approximate* asks exactly what *accurate* asks on this split: its allowance
     (0.1 % of the fp32-correct validation images, rounded down) is zero, so the same plans pass
@@ -345,6 +348,7 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
             # its allowance excuses no image on this split: the accurate target under another
             # name, whose plan the accurate search has already tightened under it
             plans[variant] = dict(plans["accurate"])
+            trace.append({"variant": variant, "set": ctx.n, "tensor": "*", "format": SAME_TARGET, "passed": True})
             if log is not None:
                 log(f"  [approximate] same target as accurate on {ctx.n:,} images (allowance"
                     f" {ctx.base_correct - ctx.need('approximate')}): takes the accurate plan")
