@@ -32,7 +32,7 @@ from ..prefix_store import PrefixStore, default_cache_mem, parse_size
 from ..io_utils import write_json
 from .. import stats
 from ..plan_io import SCHEMA_VERSION, data_record, write_plan
-from ..qeval import PrefixEvaluator
+from ..qeval import QUANTIZABLE, PrefixEvaluator
 from .context import MARGIN_Z, TARGETS, VARIANTS, SearchContext, min_correct_for_allowance
 from .evalcache import digest
 from .formats import FAMILIES, bits_per_element, plan_bits
@@ -130,7 +130,7 @@ def resolve_family(family: str, model: torch.nn.Module) -> str:
         return family
     long_axis = total = 0
     for m in model.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+        if isinstance(m, QUANTIZABLE):
             total += m.weight.numel()
             if m.weight.dim() >= 2 and m.weight.shape[1] >= AUTO_BLOCK_AXIS:
                 long_axis += m.weight.numel()
