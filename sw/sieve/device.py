@@ -9,16 +9,26 @@ is integer arithmetic on the fp32 bit pattern), so the device changes speed, not
 
 from __future__ import annotations
 
+import os
 import re
 
 import torch
 
 from .errors import SieveError
 
-__all__ = ["DEVICE_CHOICES", "resolve_device", "check_batch_size", "to_device"]
+__all__ = ["DEVICE_CHOICES", "all_cores", "resolve_device", "check_batch_size", "to_device"]
 
 DEVICE_CHOICES = "cpu|cuda|cuda:N|auto"
 _SPEC = re.compile(r"auto|cpu|cuda(?::(?P<index>[0-9]+))?")
+
+
+def all_cores() -> int:
+    """CPU cores this process may run on (the search's default ``--threads``; ``--workers`` takes
+    at most four of them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):   # not Linux
+        return os.cpu_count() or 1
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import multiprocessing
 import numbers
-import os
 import re
 import tarfile
 from collections import deque
@@ -30,6 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..device import all_cores
 from ..errors import SieveError
 from .images import ImageRef, iter_decoded, read_image
 
@@ -44,11 +44,7 @@ Convert = Callable[[ImageRef, Image.Image], np.ndarray]
 
 def default_workers() -> int:
     """``min(4, cores this process may use)``: decode scales to a few cores, and the machine is shared."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:   # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return max(1, min(4, all_cores()))
 
 
 def check_workers(workers) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import warnings
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 from ..batch_memory import memory_batch_size
-from ..device import check_batch_size, resolve_device
+from ..device import all_cores, check_batch_size, resolve_device
 from ..blockfmt import is_layout_format
 from ..errors import SieveError
 from ..prefix_store import PrefixStore, default_cache_mem, parse_size
@@ -84,14 +83,6 @@ ALGORITHM_VERSION = "9"  # bump when a strategy changes, so stale cached outcome
 
 class SearchWarning(UserWarning):
     """A search that runs but whose result means less than it seems (module docstring)."""
-
-
-def all_cores() -> int:
-    """CPU cores this process may run on (the CLI's default ``--threads``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def check_out_dir(out: str | Path) -> Path:
