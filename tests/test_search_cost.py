@@ -146,3 +146,86 @@ def test_an_evaluator_of_a_subset_shares_the_split_and_gives_the_copys_logits(si
     plan = {"conv2.input": Format(3, 2, 3, signed=False), "fc.weight": Format(2, 3)}
     assert torch.equal(shared.run(plan, checkpoint="conv2"), copied.run(plan, checkpoint="conv2"))
     assert torch.equal(shared.run({"fc.input": Format(4, 1)}), copied.run({"fc.input": Format(4, 1)}))
+
+
+# ---------------------------------------------------------------- session 7: cheaper evaluations
+class _FakeUnit:
+    """What a width walk sees of a unit: ``dense`` and real bits per step."""
+
+    def __init__(self, bits, dense):
+        self._b, self.dense = bits, dense
+
+    def bits(self, i):
+        return self._b[i] if i < len(self._b) else 32.0
+
+
+def _step_by_step(unit, i, look, ok):
+    """The walk as it was written before session 7: every step in turn."""
+    from sieve.search.greedy import within
+
+    j = i - 1
+    while j >= 0 and within(unit, j, i, look):
+        if ok(j):
+            i = j
+        j -= 1
+    return i
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["scalar", "dense"])
+def test_narrowest_first_walk_reaches_the_step_by_step_walks_step_with_fewer_passing_runs(dense) -> None:
+    from sieve.search.greedy import _walk_down
+
+    rng = np.random.default_rng(7)
+    fewer = 0
+    for trial in range(3000):
+        n = int(rng.integers(1, 14))
+        bits = np.sort(rng.choice(np.arange(2, 17) + (0.5 * rng.random(15) if dense else 0), n, replace=False))
+        unit = _FakeUnit(list(bits), dense)
+        passes = rng.random(n) < rng.random()
+        look = int(rng.integers(-1, 3))
+        start = int(rng.integers(0, n + 1))
+        runs = {"new": [], "old": []}
+
+        def ok_for(label):
+            def ok(j):
+                runs[label].append(j)
+                return bool(passes[j])
+            return ok
+
+        assert _walk_down(unit, start, look, ok_for("new")) == _step_by_step(unit, start, look, ok_for("old"))
+        passed_new = sum(passes[j] for j in set(runs["new"]))
+        passed_old = sum(passes[j] for j in set(runs["old"]))
+        assert passed_new <= passed_old and set(runs["new"]) <= set(runs["old"])
+        fewer += passed_new < passed_old
+    assert fewer > 100  # it does save passing runs
+
+
+def test_a_hinted_walk_starts_at_the_hints_widths_or_the_narrowest_step_as_wide() -> None:
+    from sieve.search.formats import Candidate  # noqa: F401  (the ladder's element type)
+    from sieve.search.greedy import _hinted_step
+
+    class Unit:
+        def __init__(self, steps):
+            self.steps = steps
+            self.infos = [type("I", (), {"name": k})() for k in steps[0]]
+
+        def formats(self, i):
+            return dict(self.steps[i])
+
+    a4, a6, a8 = Format(3, 0, 3), Format(3, 2, 3), Format(4, 3, 7)
+    unit = Unit([{"x": a4, "y": a4}, {"x": a6, "y": a4}, {"x": a6, "y": a6}, {"x": a8, "y": a8}])
+    assert _hinted_step(unit, {"x": a6, "y": a4}) == 1            # the hint's own step
+    assert _hinted_step(unit, {"x": a4, "y": a6}) == 2            # narrowest step at least as wide
+    assert _hinted_step(unit, {"x": Format(5, 10, 15), "y": a4}) == 4  # none as wide: fp32
+    assert _hinted_step(unit, {"x": a6}) == 4                     # the hint lacks a tensor: fp32
+
+
+def test_cpu_runs_cache_sized_batches_that_divide_the_judged_batch() -> None:
+    from sieve.batch_memory import CACHE_BUDGET, run_batch_size
+
+    model = PoolNet()
+    per_image = largest_activation_bytes(model, (3, 67, 67))
+    run = run_batch_size(model, (3, 67, 67), 500, "cpu")
+    assert 1 < run < 500 and 500 % run == 0 and run * per_image <= CACHE_BUDGET
+    assert run_batch_size(model, (3, 67, 67), 7, "cpu") in (1, 7)
+    assert run_batch_size(model, (3, 67, 67), 500, "cuda") == 500  # a GPU keeps large batches

@@ -6,6 +6,15 @@ first convolution alone writes 4.7 MB per image, 2.4 GB for 500, and rounding it
 int32 temporaries of the same size, so a batch of 500 peaked above 7 GB of RSS.  Capping the
 batch by the largest activation keeps that transient memory bounded whatever the model, while
 small models keep their batches (and hence their results) unchanged.
+
+On the CPU the batches a forward pass *runs* are smaller still (:data:`CACHE_BUDGET`): a
+tensor of a few MB stays in this CPU's 32 MB L3 and below glibc's 32 MB mmap threshold, so the
+activations and the rounding's int32 temporaries are neither refetched from RAM nor
+page-faulted in afresh on every allocation.  Measured (one thread, 112 SqueezeNet images,
+fp32 / all activations rounded): batches of 28 took 1.73 / 4.24 s, batches of 4 1.15 / 1.42 s;
+ResNet-20, 2,000 images: 500 per batch 2.05 / 3.71 s, 100 per batch 1.03 / 1.36 s.  The search
+still *judges* early rejection at the coarser batch (:func:`memory_batch_size`), so its
+decisions do not depend on how finely the CPU runs.
 """
 
 from __future__ import annotations
@@ -13,9 +22,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATION_BUDGET", "largest_activation_bytes", "memory_batch_size"]
+__all__ = ["ACTIVATION_BUDGET", "CACHE_BUDGET", "largest_activation_bytes", "memory_batch_size", "run_batch_size"]
 
 ACTIVATION_BUDGET = 128 * 2**20  # bytes one batch's largest activation may take
+CACHE_BUDGET = 8 * 2**20  # ... in the batches a CPU forward pass runs (cache-sized)
 
 
 def largest_activation_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> int:
@@ -44,3 +54,14 @@ def memory_batch_size(model: nn.Module, input_shape: tuple[int, ...], requested:
     """``requested``, or fewer images when a batch's largest activation would exceed ``budget``."""
     per_image = largest_activation_bytes(model, input_shape)
     return max(1, min(int(requested), budget // max(1, per_image)))
+
+
+def run_batch_size(model: nn.Module, input_shape: tuple[int, ...], requested: int, device) -> int:
+    """Images per forward pass on ``device``: on the CPU at most :data:`CACHE_BUDGET` of largest
+    activation (at least one image), and a divisor of ``requested``; on a GPU ``requested`` (its
+    throughput wants large batches)."""
+    if torch.device(device).type != "cpu":
+        return int(requested)
+    cap = memory_batch_size(model, input_shape, requested, budget=CACHE_BUDGET)
+    # a divisor of ``requested``, so the coarse batches the search judges at are whole run batches
+    return max(d for d in range(1, cap + 1) if requested % d == 0)

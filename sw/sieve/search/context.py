@@ -147,7 +147,7 @@ class SearchContext:
                  identity: str, cache_path=None, batch_size: int = 500, early_tolerance: float = 0.002,
                  subset_surplus: float = 0.0, margin_z: float = MARGIN_Z, subset_z: float = SUBSET_Z,
                  progress: Progress | None = None, device=None, evaluator_factory=None, store=None,
-                 family: str = "scalar"):
+                 family: str = "scalar", early_every: int | None = None):
         self.model = model.eval()
         self.family = family  # the format family the strategy draws candidates from (sieve.search.formats.FAMILIES)
         # where the forward passes run; the model goes there once (every evaluator shares it)
@@ -160,6 +160,10 @@ class SearchContext:
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
+        # images between two early-rejection checks of accurate/approximate (None: every batch):
+        # the rule is statistical, so how often it is asked must not depend on how finely the
+        # CPU runs (sieve.batch_memory.run_batch_size); exact is checked after every batch
+        self.early_every = int(early_every) if early_every else None
         self.early_tolerance = early_tolerance
         self.subset_surplus = subset_surplus
         self.margin_z = margin_z
@@ -351,6 +355,7 @@ class SearchContext:
         bs = sset.evaluator.batch_size
         stats = {"cc": 0, "cs": 0, "rc": 0, "rs": 0, "fc": 0, "fs": 0, "agree": 0, "n": 0}
         seen: list[torch.Tensor] = []
+        next_check = [self.early_every or 0]
 
         def on_batch(b: int, logits: torch.Tensor) -> bool:
             lo = b * bs
@@ -369,10 +374,16 @@ class SearchContext:
             stats["fs"] += int((flip & samp).sum())
             stats["agree"] += int((pred == ref).sum())
             stats["n"] += len(pred)
+            if early and criterion != "exact" and len(sset.out_margin):
+                seen.append(logits)  # the noise model of the images outside sees every batch run
             if not early:
                 return True
             if criterion == "exact":
                 return stats["agree"] == stats["n"]
+            if self.early_every and stats["n"] < sset.size:
+                if stats["n"] < next_check[0]:
+                    return True  # not a check point yet
+                next_check[0] = (stats["n"] // self.early_every + 1) * self.early_every
             # go on while the images still to come could rescue the plan: up to ``tol`` gains
             remaining = sset.size - stats["n"]
             tol = min(remaining, math.ceil(self.early_tolerance * remaining)) + 2 * sset.scale
@@ -380,7 +391,6 @@ class SearchContext:
             flips = stats["fc"] + sset.scale ** 2 * stats["fs"]
             if len(sset.out_margin):  # (empty when the set holds a sample, which stands for them)
                 # the images outside the set, predicted from the margin shrinkage seen so far
-                seen.append(logits)
                 out_net, out_flips = self._predicted_outside(sset, torch.cat(seen))
                 net, flips = net + out_net, flips + out_flips
             return self.passes(criterion, net + tol, flips, z=self.set_z(sset))

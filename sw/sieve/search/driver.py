@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..batch_memory import memory_batch_size
+from ..batch_memory import memory_batch_size, run_batch_size
 from ..device import all_cores, check_batch_size, resolve_device
 from ..blockfmt import is_layout_format
 from ..errors import SieveError
@@ -316,10 +316,12 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
         cache_path = out / "cache" / f"{strategy}{'' if family == 'scalar' else '-' + family}-{identity[:16]}.jsonl"
     n_test = int(test.labels.numel())
 
+    # early rejection is judged every ``batch_size`` images; the CPU runs cache-sized batches
+    run_batch = run_batch_size(model, tuple(val.images.shape[1:]), batch_size, device)
     t0 = time.perf_counter()
     ctx = SearchContext(model, val.images, val.labels, identity=identity, cache_path=cache_path,
-                        batch_size=batch_size, progress=show, margin_z=margin_z, device=device, store=store,
-                        family=family,
+                        batch_size=run_batch, early_every=batch_size, progress=show, margin_z=margin_z,
+                        device=device, store=store, family=family,
                         evaluator_factory=None if pool is None else lambda idx, bs: pool.evaluator(val.images[idx], bs))
     found_warnings = _split_warnings(ctx, n_test, margin_z)
     for message in found_warnings:
@@ -337,11 +339,11 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
     seconds = time.perf_counter() - t0
 
     with show.bar("fp32 test", n_test, "img") as bar:
-        base_test_ok = _correct(ctx.device_model, {}, test.images, test.labels, batch_size, bar, device, pool)
+        base_test_ok = _correct(ctx.device_model, {}, test.images, test.labels, run_batch, bar, device, pool)
     base_test_correct = int(base_test_ok.sum())
     show.say(f"fp32 test accuracy {base_test_correct / n_test:.2%} ({base_test_correct:,} of {n_test:,} images)")
     with show.bar(f"test ({', '.join(VARIANTS)})", len(VARIANTS) * n_test, "img") as bar:
-        test_ok = {v: _correct(ctx.device_model, plans[v], test.images, test.labels, batch_size, bar, device, pool)
+        test_ok = {v: _correct(ctx.device_model, plans[v], test.images, test.labels, run_batch, bar, device, pool)
                    for v in VARIANTS}
     test_correct = {v: int(ok.sum()) for v, ok in test_ok.items()}
     variants = {}
