@@ -229,3 +229,45 @@ def test_cpu_runs_cache_sized_batches_that_divide_the_judged_batch() -> None:
     assert 1 < run < 500 and 500 % run == 0 and run * per_image <= CACHE_BUDGET
     assert run_batch_size(model, (3, 67, 67), 7, "cpu") in (1, 7)
     assert run_batch_size(model, (3, 67, 67), 500, "cuda") == 500  # a GPU keeps large batches
+
+
+class _RuleContext:
+    """A search context whose plans pass when every tensor is at least as wide as it needs
+    (so the narrowest passing width of each tensor is known), counting the runs that pass."""
+
+    def __init__(self, need):
+        from sieve.qeval import TensorInfo
+
+        self.need = need
+        self.infos = [TensorInfo(name, "weight", 1000, name[:-7], (10, 100)) for name in need]
+        self.base_correct = 0
+        self.passing_runs = 0
+
+    def evaluate(self, plan, sset, variant, checkpoint=None):
+        passed = all(plan.get(name) is None or plan[name].width >= w for name, w in self.need.items())
+        self.passing_runs += passed
+        return type("Out", (), {"passed": passed, "evaluated": 1, "complete": False})()
+
+    def step(self, count=1):
+        pass
+
+
+def test_a_tightening_walk_from_a_floor_plan_passes_once_per_tensor_and_finds_the_same_widths() -> None:
+    from sieve.search.formats import Candidate
+    from sieve.search.greedy import _greedy_pass, _Unit
+
+    widths = range(4, 14)
+    ladder = [Candidate(Format(3, w - 4, 3), 2.0 ** -(w - 3)) for w in widths]  # signed e3, width w
+    need = {"a.weight": 9, "b.weight": 7, "c.weight": 11}
+    seed = {name: ladder[-1].fmt for name in need}  # every tensor at 13 bits: passes
+    floor = {"a.weight": ladder[2].fmt, "b.weight": ladder[1].fmt, "c.weight": ladder[4].fmt}  # 6, 5, 8 bits
+
+    results = {}
+    for label, hint in (("down", None), ("from floor", floor)):
+        ctx = _RuleContext(need)
+        units = [_Unit([info], {info.name: ladder}) for info in ctx.infos]
+        sset = type("Set", (), {"size": 100})()
+        plan = _greedy_pass(ctx, sset, "exact", units, [], None, seed=dict(seed), hint=hint)
+        results[label] = ({k: f.width for k, f in plan.items()}, ctx.passing_runs)
+    assert results["down"][0] == results["from floor"][0] == need
+    assert results["from floor"][1] == len(need) < results["down"][1]

@@ -57,20 +57,25 @@ class ExponentHistogram:
         return float(self.counts[a:b + 1].sum()) / total if b >= a else 0.0
 
     def add(self, x: torch.Tensor) -> None:
-        """Accumulate the elements of a float32 tensor."""
+        """Accumulate the elements of a float32 tensor.
+
+        One ``bincount`` of sign and exponent field (9 bits) plus two counts of zeros, with no
+        masked gather: the search's first fp32 pass calls this on every activation of every batch,
+        and the masked version cost ~2 fp32 passes of resnet20 on its own."""
         x = x.detach().reshape(-1)
         if x.dtype != torch.float32:
             x = x.float()
         bits = x.view(torch.int32)
-        field_ = (bits >> 23) & 0xFF
-        finite = field_ != 0xFF
-        zero = (bits & 0x7FFFFFFF) == 0
-        keep = finite & ~zero
-        bins = torch.bincount(field_[keep], minlength=256).cpu().numpy()
-        self.counts += bins[:255]  # index = fp32 exponent field = e + 127 (field 0: subnormals, e = -127)
-        self.zeros += int(zero.sum())
-        self.negatives += int(((bits < 0) & ~zero).sum())
-        self.nonfinite += int((~finite).sum())
+        # bit 8: sign, bits 0-7: exponent field (the arithmetic shift's sign extension is masked off)
+        bins = torch.bincount((bits >> 23).bitwise_and_(0x1FF), minlength=512).cpu().numpy().astype(np.int64)
+        by_field = bins[:256] + bins[256:]
+        zeros = int((x == 0).sum())                         # +0 and -0 (field 0, mantissa 0)
+        negative_zeros = int((bits == torch.iinfo(torch.int32).min).sum())
+        by_field[0] -= zeros                                # field 0 keeps the subnormals only
+        self.counts += by_field[:255]  # index = fp32 exponent field = e + 127 (field 0: subnormals, e = -127)
+        self.zeros += zeros
+        self.negatives += int(bins[256:].sum()) - negative_zeros
+        self.nonfinite += int(by_field[255])
         self.total += int(x.numel())
 
     def to_json(self) -> dict:

@@ -109,7 +109,9 @@ class SampleSet:
     margin shrinkage measured on the covered images (:meth:`SearchContext._predicted_outside`).
     """
 
-    def __init__(self, ctx: "SearchContext", covered: Sequence[int], sample: Sequence[int], batch_size: int):
+    def __init__(self, ctx: "SearchContext", covered: Sequence[int], sample: Sequence[int], batch_size: int,
+                 check_every: int | None = None):
+        self.check_every = check_every or batch_size  # images between two early-rejection checks
         covered_set = set(covered)
         sample = [i for i in sample if i not in covered_set]
         order = sorted(set(covered) | set(sample), key=lambda i: ctx.margin_rank[i])
@@ -160,9 +162,10 @@ class SearchContext:
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
-        # images between two early-rejection checks of accurate/approximate (None: every batch):
-        # the rule is statistical, so how often it is asked must not depend on how finely the
-        # CPU runs (sieve.batch_memory.run_batch_size); exact is checked after every batch
+        # the batch early rejection of accurate/approximate is judged at (None: ``batch_size``;
+        # smaller sets: see sample_set): the rule is statistical, so how often it is asked must
+        # not depend on how finely the CPU runs (sieve.batch_memory.run_batch_size); exact is
+        # checked after every batch run
         self.early_every = int(early_every) if early_every else None
         self.early_tolerance = early_tolerance
         self.subset_surplus = subset_surplus
@@ -277,9 +280,12 @@ class SearchContext:
     def sample_set(self, covered, sample=()) -> SampleSet:
         covered, sample = list(covered), list(sample)
         size = len(set(covered) | set(sample))
-        # small sets run in ~8 batches, so a failing candidate is dropped after a few images
-        batch = self.batch_size if size == self.n else min(self.batch_size, max(50, size // 8))
-        s = SampleSet(self, covered, sample, batch)
+        # small sets are judged every ~1/8 of their images, so a failing candidate is dropped
+        # after a few; the CPU runs them in cache-sized batches that divide that
+        judged = self.early_every or self.batch_size
+        check = judged if size == self.n else min(judged, max(50, size // 8))
+        run = max(d for d in range(1, min(check, self.batch_size) + 1) if check % d == 0)
+        s = SampleSet(self, covered, sample, run, check)
         if s.key not in self._sets:
             self._sets[s.key] = s
         return self._sets[s.key]
@@ -355,7 +361,8 @@ class SearchContext:
         bs = sset.evaluator.batch_size
         stats = {"cc": 0, "cs": 0, "rc": 0, "rs": 0, "fc": 0, "fs": 0, "agree": 0, "n": 0}
         seen: list[torch.Tensor] = []
-        next_check = [self.early_every or 0]
+        every = sset.check_every
+        next_check = [every]
 
         def on_batch(b: int, logits: torch.Tensor) -> bool:
             lo = b * bs
@@ -380,10 +387,10 @@ class SearchContext:
                 return True
             if criterion == "exact":
                 return stats["agree"] == stats["n"]
-            if self.early_every and stats["n"] < sset.size:
+            if stats["n"] < sset.size:
                 if stats["n"] < next_check[0]:
                     return True  # not a check point yet
-                next_check[0] = (stats["n"] // self.early_every + 1) * self.early_every
+                next_check[0] = (stats["n"] // every + 1) * every
             # go on while the images still to come could rescue the plan: up to ``tol`` gains
             remaining = sset.size - stats["n"]
             tol = min(remaining, math.ceil(self.early_tolerance * remaining)) + 2 * sset.scale

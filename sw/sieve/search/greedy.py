@@ -26,7 +26,10 @@ How it beats the dissertation's search:
 * **Far cheaper.**  The prefix cache reruns only the layers after the tensor being tried;
   runs go in order of rising fp32 margin and stop once a candidate is clearly failing; the
   shared-level start replaces most width-walk steps; the approximate variant starts from the
-  accurate plan and only tries narrower widths (mostly cheap rejections).
+  accurate plan and only tries narrower widths (mostly cheap rejections).  Since a rejection is
+  cheap and a pass runs every image, walks are arranged to pass rarely: a walk down tries each
+  window of steps narrowest first (:func:`_walk_down`: one pass per window, same result as
+  step by step), and *exact* walks up from the accurate plan's widths (:data:`FLOORS`).
 * **Tightening, and approximate means approximate.**  A tightening pass starts from a plan
   that passes and tries narrower widths: every unit, then each small tensor on its own (a
   group moves only when all its tensors can), looking past a failure as the first search does
@@ -84,10 +87,11 @@ SMALL_SHARE = 0.01
 LEVELS = [2.0 ** (-k / 2) for k in range(4, 61)]  # shared relative-error levels of a group of tensors
 SEARCH_ORDER = ("accurate", "approximate", "exact")
 SEEDS = {"approximate": "accurate"}  # approximate tightens the accurate plan (which meets its target too)
-# exact's width walks start at the accurate plan's widths and walk up: exact needs at least
-# those widths nearly everywhere (SqueezeNet: 11.7 vs 7.1 mean bits), a failing exact candidate
-# stops at its first changed prediction (cheap) while a passing one runs every image; started
-# from fp32 and walking down, SqueezeNet's exact search ran 88 passing candidates of 145
+# after exact's shared-level start, each tensor's walk tries the accurate plan's width first and
+# goes up from there (not above the shared level): exact needs at least those widths nearly
+# everywhere (SqueezeNet: 11.7 vs 7.1 mean bits), and a failing exact candidate stops at its
+# first changed prediction (cheap) while a passing one runs every image; walking down from the
+# shared level, SqueezeNet's exact search ran 88 passing candidates of 145
 FLOORS = {"exact": "accurate"}
 SELF_TIGHTEN = ("accurate",)  # searched from scratch, then tightened tensor by tensor (exact: not worth its cost)
 
@@ -188,7 +192,9 @@ def _greedy_pass(ctx: SearchContext, sset, variant: str, units: list[_Unit], tra
                  seed: dict[str, Format] | None = None, hint: dict[str, Format] | None = None,
                  lookahead: bool = True) -> dict[str, Format]:
     """One greedy pass; ``seed`` (a plan that passes this target) makes it a tightening pass;
-    ``hint`` (the previous round's plan) supplies the first guess of each width walk;
+    ``hint`` supplies the first guess of each width walk: the previous round's plan, or in a
+    tightening pass a looser variant's plan (:data:`FLOORS`), whose widths are tried first and
+    the walk goes up from there while they fail (never above the seed's width, which passes);
     without ``lookahead`` a walk stops at its first failure."""
     plan: dict[str, Format] = dict(seed or {})
     level = {"weight": START_ERROR, "activation": START_ERROR, "group": START_ERROR}
@@ -221,6 +227,14 @@ def _greedy_pass(ctx: SearchContext, sset, variant: str, units: list[_Unit], tra
         look = (LOOKAHEAD_BIG if unit.elements >= BIG_SHARE * total else LOOKAHEAD) if lookahead else 0
         if seed is not None:
             i = current  # tightening: only narrower widths are tried
+            guess = _hinted_step(unit, hint) if hint is not None else current
+            if guess < current:  # from the floor's width up, while it fails
+                if not ok(guess):
+                    while guess + 1 < current and not ok(guess + 1):
+                        guess += 1
+                    guess += 1
+                    look = -1  # every narrower width down to the floor's failed
+                i = guess
         else:
             i = next((k for k in range(n) if unit.rel_error(k) <= level[kind]), n)
             if hint is not None:
@@ -333,42 +347,36 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
     everything = _Unit(list(ctx.infos), ladders, levels=LEVELS)
     tightening = _tightening_units(units, ladders)
 
-    def round_steps(seeded: bool, size: int, floored: bool = False) -> int:
-        """Width walks of one round (the shared-level start and one per unit, the units alone
-        when walking up from a floor plan, or the tightening walks when seeded) and the check on
-        the whole split when the round ran on a subset."""
-        walks = len(tightening) if seeded else len(units) if floored else 1 + len(units)
-        return walks + (1 if size < ctx.n else 0)
+    def round_steps(seeded: bool, size: int) -> int:
+        """Width walks of one round (the shared-level start and one per unit, or the tightening
+        walks when seeded) and the check on the whole split when the round ran on a subset."""
+        return (len(tightening) if seeded else 1 + len(units)) + (1 if size < ctx.n else 0)
 
     def search(variant: str, seed: dict[str, Format] | None,
                floor: dict[str, Format] | None = None) -> dict[str, Format]:
-        """One variant's plan, from scratch, from a looser variant's plan (``floor``: each walk
-        starts at its widths, see :data:`FLOORS`) or (``seed``: a stricter variant's plan, which
-        meets this target too) by tightening it; it passes the target on the whole split."""
+        """One variant's plan, from scratch or (``seed``: a stricter variant's plan, which meets
+        this target too) by tightening it; it passes the target on the whole split.  ``floor``
+        (a looser variant's plan, :data:`FLOORS`): after the shared-level start, each tensor's
+        walk starts at the floor's width and goes up."""
         size = _active_size(ctx, variant, active_fraction)
         active = by_margin[:size]
         rest = by_margin[size:]
         rng = np.random.default_rng(0)  # fixed: the same sample on every (resumed) run
         sample = sorted(rng.choice(rest, size=min(len(rest), int(round(SAMPLE_FRACTION * len(rest)))),
                                    replace=False).tolist()) if rest else []
-        hint = floor if seed is None else None
+        hint = None
         for round_ in range(ROUNDS):
             if round_ == ROUNDS - 1:
                 active = list(range(ctx.n))
             sset = ctx.sample_set(active, sample if len(active) < ctx.n else ())
-            if seed is None and floor is not None:
-                # each unit in turn (the rest still fp32) walks from the hint's widths; the next
-                # round walks from this round's plan
-                plan = _greedy_pass(ctx, sset, variant, units, trace, log, hint=hint)
-                hint = plan
-            else:
-                start = seed
-                if start is None:  # one shared error level for every tensor, then tighten tensor by tensor
-                    start = _greedy_pass(ctx, sset, variant, [everything], trace, log, hint=hint)
-                    hint = start
-                # a seeded (looser) variant keeps tightening under its own target: every unit, then
-                # each small tensor alone, looking past a failing width like the first search does
-                plan = _greedy_pass(ctx, sset, variant, units if seed is None else tightening, trace, log, seed=start)
+            start = seed
+            if start is None:  # one shared error level for every tensor, then tighten tensor by tensor
+                start = _greedy_pass(ctx, sset, variant, [everything], trace, log, hint=hint)
+                hint = start
+            # a seeded (looser) variant keeps tightening under its own target: every unit, then
+            # each small tensor alone, looking past a failing width like the first search does
+            plan = _greedy_pass(ctx, sset, variant, units if seed is None else tightening, trace, log, seed=start,
+                                hint=floor)
             if sset.size == ctx.n:
                 break  # every step was checked on the whole split: passes by construction
             check = ctx.evaluate(plan, ctx.full, variant, early=False)
@@ -381,14 +389,13 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
             if log is not None:
                 log(f"  [{variant}] fails on the whole split ({len(check.mismatches)} flipped images); widening")
             active = sorted(set(active) | set(check.mismatches))
-            ctx.plan_steps(round_steps(seed is not None, ctx.n if round_ + 1 == ROUNDS - 1 else len(active),
-                                       floored=seed is None and floor is not None))
+            ctx.plan_steps(round_steps(seed is not None, ctx.n if round_ + 1 == ROUNDS - 1 else len(active)))
         return plan
 
     def total(plan) -> int:
         return plan_bits(plan, ctx.infos)["total_bits"]
 
-    ctx.plan_steps(sum(round_steps(v in SEEDS, _active_size(ctx, v, active_fraction), floored=v in FLOORS)
+    ctx.plan_steps(sum(round_steps(v in SEEDS, _active_size(ctx, v, active_fraction))
                        + (round_steps(True, _active_size(ctx, v, active_fraction)) if v in SELF_TIGHTEN else 0)
                        for v in SEARCH_ORDER), unit="walk")
     same = identical_targets(ctx)
