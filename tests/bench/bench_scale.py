@@ -15,7 +15,7 @@ SqueezeNet's whole search before vs after the issue.
   ``sieve search`` of SqueezeNet 1.0 (Deep Compression weights, ``../shared``) on the 1,000-image
   ImageNet sample, as a subprocess per run — wall time, peak RSS (the child's own rusage from
   ``os.wait4``, no ``/usr/bin/time`` needed) and cost in fp32 passes — for this code
-  (``--cache-mem 512M``) and, with ``SIEVE_BENCH_SCALE_BEFORE=<git rev>``, for that revision from a
+  (``--cache-mem 256M``) and, with ``SIEVE_BENCH_SCALE_BEFORE=<git rev>``, for that revision from a
   detached ``git worktree`` (its default flags).  The two run concurrently, one torch thread each,
   so both see the same load.  Without a before revision the "before" row is issue 15's figure,
   recorded in an earlier session on this machine.  ``SIEVE_BENCH_SCALE_SQUEEZENET_DIRS=<before>,<after>``
@@ -351,12 +351,12 @@ def _child_env(pythonpath: Path) -> dict:
 
 
 def squeezenet_runs(out_dir: Path, quick: bool, before_rev: str | None) -> dict:
-    """Run the search for the current code (``--cache-mem 512M``) and, if ``before_rev`` is given,
+    """Run the search for the current code (``--cache-mem 256M``) and, if ``before_rev`` is given,
     for that revision (a detached git worktree, its default flags), concurrently, 1 thread each."""
     root = Path(__file__).resolve().parents[2]
     base = out_dir / "squeezenet"
     base.mkdir(parents=True, exist_ok=True)
-    jobs = {"after": ([sys.executable, "-m", "sieve.cli.main", *_search_args(base / "after", quick), "--cache-mem", "512M"],
+    jobs = {"after": ([sys.executable, "-m", "sieve.cli.main", *_search_args(base / "after", quick), "--cache-mem", "256M"],
                       _child_env(root / "sw"), root, base / "after.log")}
     worktree = None
     try:
@@ -383,7 +383,7 @@ def squeezenet_runs(out_dir: Path, quick: bool, before_rev: str | None) -> dict:
         Path(f"{d}.wall_s").write_text(f"{r['wall']:.1f}\n")
         figs[label] = figures_from_dir(d)
         figs[label]["command"] = " ".join(str(a) for a in jobs[label][0])
-    figs["after"]["label"] = "after (this code, --cache-mem 512M)"
+    figs["after"]["label"] = "after (this code, --cache-mem 256M)"
     if "before" in figs:
         figs["before"]["label"] = f"before ({before_rev} = {rev[:10]}, its default flags)"
         figs["before"]["revision"] = rev
