@@ -143,6 +143,16 @@ def test_generalization_margin_rule() -> None:
     assert ctx.passes("accurate", 0, 100) and not ctx.passes("accurate", -1, 1)
 
 
+def test_approximate_can_have_its_own_margin() -> None:
+    """greedy's last approximate stage judges approximate alone by its own (plain) margin."""
+    ctx = object.__new__(search_context.SearchContext)
+    ctx.base_correct, ctx.margin_z = 4000, 1.0
+    assert not ctx.passes("approximate", -4, 100)     # slack 4: 0 < 1 * sqrt(100)
+    ctx.approximate_z = 0.0
+    assert ctx.passes("approximate", -4, 100) and not ctx.passes("approximate", -5, 100)
+    assert not ctx.passes("accurate", 0, 4)           # the others keep margin_z
+
+
 def test_sieve_strategy_is_the_dissertations(tmp_path) -> None:
     model, data = tiny_problem()
     doc = run_search(model, data, model_name="tiny", strategy="sieve", out_dir=tmp_path, progress=False)

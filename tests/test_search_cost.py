@@ -242,6 +242,7 @@ class _RuleContext:
         self.infos = [TensorInfo(name, "weight", 1000, name[:-7], (10, 100)) for name in need]
         self.base_correct = 0
         self.passing_runs = 0
+        self.stage = ""
 
     def evaluate(self, plan, sset, variant, checkpoint=None):
         passed = all(plan.get(name) is None or plan[name].width >= w for name, w in self.need.items())

@@ -261,7 +261,12 @@ def write_report(out: Path, doc: dict, hists: dict[str, ExponentHistogram], poin
              "normalized accuracy >= 100 %; *approximate* >= 99.9 %. *With margin*: the net gain (images "
              "fp32 got wrong and the plan right, minus the reverse) plus what the target allows must clear "
              f"z = {doc.get('margin_z', 0)} standard errors sqrt(gains + losses), so that the target is likely "
-             "to hold on new images too (the default strategy requires it). *Val flips* = gains + losses. "
+             "to hold on new images too (the default strategy requires it)"
+             + (f"; *approximate* has its own margin, z = {doc['approximate_margin_z']:g}"
+                + (" (the plain target: the last tightening stage spends the whole allowance)"
+                   if doc["approximate_margin_z"] == 0 else "")
+                if doc.get("approximate_margin_z", doc.get("margin_z")) != doc.get("margin_z") else "")
+             + ". *Val flips* = gains + losses. "
              "Test accuracy is held out: reported, never searched.", "", *warned,
              "## Variants", "", *_summary(doc), "", *_verdict_text(doc), *_tightening(doc),
              "## Per-tensor formats", "",

@@ -170,6 +170,10 @@ class SearchContext:
         self.early_tolerance = early_tolerance
         self.subset_surplus = subset_surplus
         self.margin_z = margin_z
+        # the approximate target's margin while a strategy asks for its own looser one
+        # (None: ``margin_z`` like the others; 0: the dissertation's plain target; see
+        # sieve.search.greedy.APPROXIMATE_OWN_Z)
+        self.approximate_z: float | None = None
         self.subset_z = subset_z
         self.progress = progress if progress is not None else Progress()
         self.search_label = "search"  # the strategy loop's bar (see plan_steps)
@@ -261,6 +265,9 @@ class SearchContext:
             return flips == 0 and net == 0
         slack = self.base_correct - self.need(variant)
         z = self.margin_z if z is None else z
+        own = getattr(self, "approximate_z", None)  # (contexts built without __init__ in tests)
+        if variant == "approximate" and own is not None:
+            z = min(z, own)
         return net + slack - surplus >= z * math.sqrt(max(0.0, flips)) - 1e-9
 
     def meets(self, variant: str, outcome: Outcome, margin: bool = True) -> bool:

@@ -71,16 +71,29 @@ def relative_error(hist: ExponentHistogram, fmt: Format) -> float:
     rounds to 0 or Min (``Min^2/12``); lower binades flush to zero (their energy); binades above
     Max saturate (``(1.5*2^e - Max)^2``).  Coarse, but it ranks formats of one width well.
     """
-    e = np.arange(hist.counts.size) - EXP_OFFSET
-    c = hist.counts.astype(np.float64)
-    if c.sum() == 0:
-        return 0.0
+    return _relative_error(_occupied(hist), fmt)
+
+
+def _occupied(hist: ExponentHistogram) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The histogram's occupied binades: exponents, counts, energy per element and the total
+    energy — computed once per tensor, since a ladder rates ~2,000 formats against them (over all
+    255 binades that was ~1.7 s of a resnet20 search)."""
+    occupied = np.flatnonzero(hist.counts)
+    e = occupied - EXP_OFFSET
+    c = hist.counts[occupied].astype(np.float64)
     energy = (7.0 / 3.0) * np.ldexp(1.0, 2 * e)
+    return e, c, energy, float((c * energy).sum())
+
+
+def _relative_error(occupied, fmt: Format) -> float:
+    e, c, energy, total = occupied
+    if total == 0:
+        return 0.0
     lo, hi = format_range(fmt)
     err = np.where(e > hi, (1.5 * np.ldexp(1.0, e) - fmt.max_value) ** 2,
                    np.where(e >= lo, np.ldexp(1.0, 2 * (e - fmt.man_bits)) / 12.0,
                             np.where(e == lo - 1, fmt.min_normal ** 2 / 12.0, energy)))
-    return float((c * err).sum() / (c * energy).sum())
+    return float((c * err).sum() / total)
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,7 @@ class Candidate:
 def ladder(hist: ExponentHistogram, signed: bool, max_width: int = 16) -> list[Candidate]:
     """One candidate per code width (ascending): the (E, M, bias) with the least relative error."""
     lo, hi = hist.exponent_range()
+    occupied = _occupied(hist)
     out: list[Candidate] = []
     for width in range(2 if signed else 1, max_width + 1):
         best: Candidate | None = None
@@ -110,7 +124,7 @@ def ladder(hist: ExponentHistogram, signed: bool, max_width: int = 16) -> list[C
                     fmt = Format(exp_bits, man_bits, bias, signed=signed)
                 except FormatError:
                     continue
-                cand = Candidate(fmt, relative_error(hist, fmt))
+                cand = Candidate(fmt, _relative_error(occupied, fmt))
                 if best is None or cand.rel_error < best.rel_error - 1e-15:
                     best = cand
         if best is not None:

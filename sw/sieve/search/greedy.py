@@ -36,13 +36,16 @@ How it beats the dissertation's search:
   (:func:`_tightening_units`).  The accurate plan gets one such pass under its own target
   (resnet20, 5,000 val images: 7.54 -> 6.58 mean bits); the approximate variant tightens the
   accurate plan under its looser target (its allowance of 0.1 % of fp32's correct images, with
-  the same margin); a looser variant left with the stricter one's plan by the final choice
-  tightens that plan under its own target.  Every candidate tried is in the trace with its
-  mean bits and validation result (net change, flips), so the report shows why no cheaper
-  plan passed when none did (:func:`sieve.search.driver.tightening_record`).  At 5,000
-  validation images the approximate allowance is ~4 images, small against the margin's
-  sqrt(flips) (~15 at resnet20's ~230 flips): the approximate plan often also passes the
-  accurate target, and then accurate takes it and approximate cannot undercut it.
+  the same margin: resnet20 reached 5.90 bits, which also passes accurate, so accurate takes it);
+  a looser variant left with the stricter one's plan by the final choice tightens that plan
+  under its own target; last, approximate tightens once more under its *own* margin
+  (:data:`APPROXIMATE_OWN_Z`, the plain target): 5.90 -> 5.43 bits, lenet5 3.46 -> 3.39.
+  Why that stage: at 5,000 validation images the approximate allowance is ~4 images, small
+  against the margin's sqrt(flips) (~15 at resnet20's ~230 flips), so under the accurate margin
+  the approximate plan also passed the accurate target, accurate took it, and approximate could
+  not undercut it.  Every candidate tried is in the trace with its stage, mean bits and
+  validation result (net change, flips), so the report shows why no cheaper plan passed when
+  none did (:func:`sieve.search.driver.tightening_record`).
 
 Why lenet5 (Fashion-MNIST) stays above 4.0 mean bits (measured on the 5,000 validation images;
 test figures were only reported).  ``ip1.weight`` holds 92 % of all elements, so <= 4.0 bits
@@ -93,6 +96,14 @@ SEEDS = {"approximate": "accurate"}  # approximate tightens the accurate plan (w
 # first changed prediction (cheap) while a passing one runs every image; walking down from the
 # shared level, SqueezeNet's exact search ran 88 passing candidates of 145
 FLOORS = {"exact": "accurate"}
+#: The approximate variant's own margin in its last stage (issue 16: "tightening under its own
+#: (looser) target and margin"): 0 = the dissertation's plain target, net >= -allowance on the
+#: whole validation split.  Under the accurate margin (one standard error of the flips, ~15
+#: images on resnet20's ~230 flips) the allowance of ~4 images bought nothing: the approximate
+#: tightening's plans also passed the accurate target, accurate took them, and approximate ==
+#: accurate on every model.  With its own margin resnet20's approximate plan is 5.43 mean bits
+#: against accurate's 5.90 and still holds on test (its held-out verdict is in the report).
+APPROXIMATE_OWN_Z = 0.0
 SELF_TIGHTEN = ("accurate",)  # searched from scratch, then tightened tensor by tensor (exact: not worth its cost)
 
 
@@ -218,7 +229,7 @@ def _greedy_pass(ctx: SearchContext, sset, variant: str, units: list[_Unit], tra
                 candidate = {**plan, **unit.formats(i)}
                 out = ctx.evaluate(candidate, sset, variant, checkpoint=unit.checkpoint)
                 cache[i] = out.passed
-                trace.append({"variant": variant, "set": sset.size, "tensor": ",".join(i.name for i in unit.infos),
+                trace.append({"variant": variant, "stage": ctx.stage, "set": sset.size, "tensor": ",".join(i.name for i in unit.infos),
                               "format": ",".join(str(f) for f in unit.formats(i).values()),
                               "passed": out.passed, "evaluated": out.evaluated,
                               **_validation_result(ctx, candidate, out)})
@@ -380,7 +391,7 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
             if sset.size == ctx.n:
                 break  # every step was checked on the whole split: passes by construction
             check = ctx.evaluate(plan, ctx.full, variant, early=False)
-            trace.append({"variant": variant, "set": ctx.n, "tensor": "*", "format": "verify",
+            trace.append({"variant": variant, "stage": ctx.stage, "set": ctx.n, "tensor": "*", "format": "verify",
                           "passed": check.passed, "evaluated": check.evaluated,
                           **_validation_result(ctx, plan, check)})
             ctx.step()
@@ -447,4 +458,13 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
             tightened = search(looser, plans[stricter])
             if total(tightened) < total(plans[looser]):
                 plans[looser] = tightened
+    if not same:
+        # approximate's own stage: tighten its plan under its own target and margin (above);
+        # the plan passes that target on the whole split by construction
+        ctx.stage = "approximate, own margin"
+        ctx.plan_steps(round_steps(True, _active_size(ctx, "approximate", active_fraction)))
+        ctx.approximate_z = APPROXIMATE_OWN_Z  # (kept: the driver judges the final plans by it too)
+        tightened = search("approximate", plans["approximate"])
+        if total(tightened) < total(plans["approximate"]):
+            plans["approximate"] = tightened
     return plans, trace
