@@ -308,7 +308,11 @@ class SearchContext:
         """
         self.evaluations += 1
         early = early and criterion != "measure"
-        key = digest(self.identity, sset.key, criterion if early else "complete", plan_key(plan))
+        judged = criterion
+        if criterion == "approximate" and getattr(self, "approximate_z", None) is not None:
+            # a run stopped early under one margin says nothing about another margin
+            judged = f"approximate@z={self.approximate_z:g}"
+        key = digest(self.identity, sset.key, judged if early else "complete", plan_key(plan))
         raw = self.cache.get(key)
         if raw is None and early:  # a complete run of the same plan decides any criterion
             raw = self.cache.get(digest(self.identity, sset.key, "complete", plan_key(plan)))
