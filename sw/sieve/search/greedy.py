@@ -358,16 +358,22 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
     everything = _Unit(list(ctx.infos), ladders, levels=LEVELS)
     tightening = _tightening_units(units, ladders)
 
-    def round_steps(seeded: bool, size: int) -> int:
-        """Width walks of one round (the shared-level start and one per unit, or the tightening
-        walks when seeded) and the check on the whole split when the round ran on a subset."""
-        return (len(tightening) if seeded else 1 + len(units)) + (1 if size < ctx.n else 0)
+    def round_steps(seeded: bool, size: int, tighten: bool = False) -> int:
+        """Width walks of one round (the shared-level start and one per unit, plus the tightening
+        walks when it tightens too, or the tightening walks alone when seeded) and the check on
+        the whole split when the round ran on a subset."""
+        walks = len(tightening) if seeded else 1 + len(units) + (len(tightening) if tighten else 0)
+        return walks + (1 if size < ctx.n else 0)
 
     def search(variant: str, seed: dict[str, Format] | None,
-               floor: dict[str, Format] | None = None, lookahead: bool = True) -> dict[str, Format]:
+               floor: dict[str, Format] | None = None, lookahead: bool = True,
+               tighten: bool = False) -> dict[str, Format]:
         """One variant's plan, from scratch or (``seed``: a stricter variant's plan, which meets
         this target too) by tightening it; it passes the target on the whole split.  Without
-        ``lookahead`` each width walk stops at its first failure.  ``floor``
+        ``lookahead`` each width walk stops at its first failure.  ``tighten``
+        (:data:`SELF_TIGHTEN`): a search from scratch tightens its plan once more, tensor by
+        tensor, in the same round, before the one check on the whole split (checking the plan
+        before its tightening too cost resnet20 a whole-split run, ~1.3 fp32 passes).  ``floor``
         (a looser variant's plan, :data:`FLOORS`): after the shared-level start, each tensor's
         walk starts at the floor's width and goes up."""
         size = _active_size(ctx, variant, active_fraction)
@@ -389,6 +395,11 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
             # each small tensor alone, looking past a failing width like the first search does
             plan = _greedy_pass(ctx, sset, variant, units if seed is None else tightening, trace, log, seed=start,
                                 hint=floor, lookahead=lookahead)
+            if tighten and seed is None:
+                # the first walks move small tensors only as a group: each may still give up a bit
+                stage, ctx.stage = ctx.stage, f"{variant}, tightening"
+                plan = _greedy_pass(ctx, sset, variant, tightening, trace, log, seed=plan, lookahead=lookahead)
+                ctx.stage = stage
             if sset.size == ctx.n:
                 break  # every step was checked on the whole split: passes by construction
             check = ctx.evaluate(plan, ctx.full, variant, early=False)
@@ -401,14 +412,13 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
             if log is not None:
                 log(f"  [{variant}] fails on the whole split ({len(check.mismatches)} flipped images); widening")
             active = sorted(set(active) | set(check.mismatches))
-            ctx.plan_steps(round_steps(seed is not None, ctx.n if round_ + 1 == ROUNDS - 1 else len(active)))
+            ctx.plan_steps(round_steps(seed is not None, ctx.n if round_ + 1 == ROUNDS - 1 else len(active), tighten))
         return plan
 
     def total(plan) -> int:
         return plan_bits(plan, ctx.infos)["total_bits"]
 
-    ctx.plan_steps(sum(round_steps(v in SEEDS, _active_size(ctx, v, active_fraction))
-                       + (round_steps(True, _active_size(ctx, v, active_fraction)) if v in SELF_TIGHTEN else 0)
+    ctx.plan_steps(sum(round_steps(v in SEEDS, _active_size(ctx, v, active_fraction), v in SELF_TIGHTEN)
                        for v in SEARCH_ORDER), unit="walk")
     same = identical_targets(ctx)
     for variant in SEARCH_ORDER:
@@ -423,15 +433,8 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
                     f" {ctx.base_correct - ctx.need('approximate')}): takes the accurate plan")
             ctx.step(round_steps(True, _active_size(ctx, variant, active_fraction)))
             continue
-        plan = search(variant, plans.get(SEEDS.get(variant, "")), floor=plans.get(FLOORS.get(variant, "")))
-        if variant in SELF_TIGHTEN:
-            # the first search moves small tensors only as a group: tighten its plan once more,
-            # tensor by tensor, under the same target (as a seeded variant does)
-            ctx.stage = f"{variant}, tightening"
-            tightened = search(variant, plan)
-            if total(tightened) < total(plan):
-                plan = tightened
-        plans[variant] = plan
+        plans[variant] = search(variant, plans.get(SEEDS.get(variant, "")), floor=plans.get(FLOORS.get(variant, "")),
+                                tighten=variant in SELF_TIGHTEN)
     # a stricter variant's plan also meets a looser target; a looser one may happen to meet a
     # stricter target too (accuracy is not monotone in width): each variant keeps the plan with
     # the fewest bits among those that pass its target on the whole split
