@@ -22,7 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ACTIVATION_BUDGET", "CACHE_BUDGET", "largest_activation_bytes", "memory_batch_size", "run_batch_size"]
+__all__ = ["ACTIVATION_BUDGET", "CACHE_BUDGET", "largest_activation_bytes", "memory_batch_size", "run_batch_size",
+           "largest_divisor"]
 
 ACTIVATION_BUDGET = 128 * 2**20  # bytes one batch's largest activation may take
 CACHE_BUDGET = 8 * 2**20  # ... in the batches a CPU forward pass runs (cache-sized)
@@ -66,4 +67,10 @@ def run_batch_size(model: nn.Module, input_shape: tuple[int, ...], requested: in
         return int(requested)
     cap = max(min(MIN_RUN_BATCH, int(requested)), memory_batch_size(model, input_shape, requested, budget=CACHE_BUDGET))
     # a divisor of ``requested``, so the coarse batches the search judges at are whole run batches
-    return max(d for d in range(1, cap + 1) if requested % d == 0)
+    return largest_divisor(int(requested), cap)
+
+
+def largest_divisor(n: int, at_most: int) -> int:
+    """The largest divisor of ``n`` that is at most ``at_most`` (at least 1): a run batch that
+    splits a judged batch of ``n`` images into whole runs."""
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)

@@ -54,6 +54,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from ..batch_memory import largest_divisor
 from ..cfloat import Format
 from ..device import resolve_device
 from ..histograms import ExponentHistogram, HistogramCollector, weight_histograms
@@ -291,7 +292,7 @@ class SearchContext:
         # after a few; the CPU runs them in cache-sized batches that divide that
         judged = self.early_every or self.batch_size
         check = judged if size == self.n else min(judged, max(50, size // 8))
-        run = max(d for d in range(1, min(check, self.batch_size) + 1) if check % d == 0)
+        run = largest_divisor(check, self.batch_size)
         s = SampleSet(self, covered, sample, run, check)
         if s.key not in self._sets:
             self._sets[s.key] = s
