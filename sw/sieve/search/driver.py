@@ -46,7 +46,7 @@ __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "DEFAULT_FAMILY", "FAMILIES", "FAMI
 STRATEGIES: dict[str, Callable] = {"greedy": search_greedy, "sieve": search_sieve, "uniform": search_uniform}
 DEFAULT_STRATEGY = "greedy"
 #: The format family ``sieve search`` (and ``make search``, the benchmark's default run) draws
-#: from when ``--family`` is not given: ``scalar``, because no other family is better on both
+#: from when ``--family`` is not given: ``auto``, because no single family is better on both
 #: benchmark models.  Measured with this code (greedy, 5,000 val images, test split held out,
 #: ``--threads 1``; accurate variant's mean bits, every scale and bias counted, and whether it
 #: holds on test):
@@ -66,7 +66,8 @@ DEFAULT_STRATEGY = "greedy"
 #: k = 32 block along 16 channels already costs 0.5 scale bits per element (3 channels: 2.7),
 #: and its activations (41 % of its elements) stay scalar.  ``all`` can pick per tensor
 #: but its denser ladder costs more walks (lenet5: 29 fp32 passes against block's 12) and was
-#: not measured on resnet20 within the session's budget; so the default stays ``scalar``.
+#: not measured on resnet20 within the session's budget; so no single family is the best
+#: default for both.
 #:
 #: So ``sieve search`` defaults to ``auto`` (:func:`resolve_family`), which turns the measurement
 #: into a rule: ``block`` when most weight elements sit in tensors whose blocked axis (input
