@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .cfloat import Format
+from .cpu_rounding import SPECIAL_BITS, float32_bits, plain_parameters, round_plain
 from .errors import SieveError
 
 __all__ = ["TensorInfo", "quantizable_tensors", "quantize_tensor", "apply_plan", "check_plan",
@@ -84,11 +85,6 @@ class TensorInfo:
     shape: tuple[int, ...] = ()  # the weight's shape, or one image's input shape (block formats' layout)
 
 
-def _bits(value: float) -> int:
-    """int32 bit pattern of a value known to be an exact float32."""
-    return int(np.array(value, dtype=np.float32).view(np.int32))
-
-
 def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
     """Round a float32 tensor to ``fmt`` exactly like ``sieve.quantize`` (new tensor, same shape).
 
@@ -110,9 +106,10 @@ def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
     t = _dense(t)
     bits = t.view(torch.int32)
     if fmt.specials == "none" and not fmt.subnormals and fmt.min_normal >= _FP32_MIN_NORMAL:
-        # on the CPU one max() decides whether the shorter finite-only path applies; on a GPU
-        # that would be a host round-trip per layer, so the path handling Inf/NaN in place runs
-        fast = _quantize_plain(t, bits, fmt, in_place_specials=t.device.type != "cpu")
+        # the search's formats: on the CPU one fused loop, which also reports Inf/NaN (then the
+        # general path below runs); on a GPU the PyTorch sweeps, handling Inf/NaN in place (a
+        # check would be a host round-trip per layer)
+        fast = _round_plain_cpu(t, bits, fmt) if t.device.type == "cpu" else _quantize_plain(t, bits, fmt)
         if fast is not None:
             return fast
     mag = bits & 0x7FFFFFFF
@@ -129,7 +126,7 @@ def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
     out = m
 
     # overflow: the rounded magnitude exceeds Max (Inf inputs land here too)
-    max_bits = _bits(fmt.max_value)
+    max_bits = float32_bits(fmt.max_value)
     over = out > max_bits
     if fmt.overflow == "saturate":
         out = torch.clamp_max(out, max_bits)
@@ -138,7 +135,7 @@ def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
     nan_out = over if fmt.overflow == "nan" else torch.zeros_like(over)
 
     # underflow: magnitudes below the smallest normal
-    min_normal_bits = _bits(fmt.min_normal)
+    min_normal_bits = float32_bits(fmt.min_normal)
     low = mag < min_normal_bits
     if fmt.subnormals and fmt.man_bits > 0:
         if bool(low.any()):
@@ -149,7 +146,7 @@ def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
             out = out.clone()
             out[low] = (grid / scale).float().view(torch.int32)
     elif fmt.rounding == "nearest_even":
-        half_min_bits = _bits(fmt.min_normal / 2)
+        half_min_bits = float32_bits(fmt.min_normal / 2)
         up = torch.full_like(out, min_normal_bits)
         out = torch.where(low, torch.where(mag >= half_min_bits, up, torch.zeros_like(out)), out)
     else:
@@ -213,60 +210,49 @@ def _unflat(flat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return flat.view(like.shape) if like.is_contiguous() else torch.as_strided(flat, like.shape, like.stride())
 
 
-def _quantize_plain(t: torch.Tensor, bits: torch.Tensor, fmt: Format,
-                    in_place_specials: bool = False) -> torch.Tensor | None:
-    """Fast path for the search's formats (no special codes, no subnormals, so saturation).
+def _round_plain_cpu(t: torch.Tensor, bits: torch.Tensor, fmt: Format) -> torch.Tensor | None:
+    """The plain path on the CPU: :func:`sieve.cpu_rounding.round_plain`, one fused loop over
+    the flat view, into a new tensor with ``t``'s shape and strides; None when ``t`` holds Inf or
+    NaN (the caller then takes the general path, which gives them the contract's codes)."""
+    flat_bits = _flat(bits).detach()
+    out = torch.empty_like(flat_bits)
+    if round_plain(flat_bits.numpy(), out.numpy(), plain_parameters(fmt)):
+        return None
+    return _unflat(out.view(torch.float32), t)
 
-    Two whole-tensor int32 temporaries and about eight in-place sweeps over a flat view (the
-    search runs this on every planned activation, so it used to cost as much as the
-    convolutions: SqueezeNet 1.0's quantized forward pass took 2.4x its fp32 pass, now ~1.3x).
-    The underflow rule is a mask made by arithmetic: ``(mag - Min/2) >> 31`` is all ones
-    exactly where ``mag < Min/2`` (both are non-negative int32, so the difference cannot wrap).
-    Without ``in_place_specials`` it returns None when the tensor holds Inf or NaN (the general
-    path runs instead); with it, no value leaves the device: ±Inf saturates to ±Max (as the
-    general path does) and a NaN becomes zero of the opposite sign (unsigned: +0), ml_dtypes'
-    rule for formats without a NaN code, at the price of three more sweeps.
+
+def _quantize_plain(t: torch.Tensor, bits: torch.Tensor, fmt: Format) -> torch.Tensor:
+    """The plain path on a GPU (formats without special codes or subnormals, so saturation):
+    the same integer recipe as :func:`sieve.cpu_rounding.round_plain`, as PyTorch sweeps.
+
+    Two whole-tensor int32 temporaries and about ten in-place sweeps over a flat view.  The
+    underflow rule is a mask made by arithmetic: ``(mag - Min/2) >> 31`` is all ones exactly
+    where ``mag < Min/2`` (both are non-negative int32, so the difference cannot wrap).  No value
+    leaves the device: ±Inf saturates to ±Max (as the general path does) and a NaN becomes zero
+    of the opposite sign (unsigned: +0), ml_dtypes' rule for formats without a NaN code.
+    ``tests/test_device.py`` runs it on the CPU against the emulator, specials included.
     """
+    p = plain_parameters(fmt)
     flat_bits = _flat(bits)
     # unsigned: negative floats are negative int32 patterns, so one clamp maps them (and -0) to +0
     mag = flat_bits.clamp(min=0) if not fmt.signed else flat_bits & 0x7FFFFFFF
-    nan = None
-    if in_place_specials:
-        nan = mag > 0x7F800000
-        mag.clamp_(max=0x7F800000)  # NaN payloads would overflow the rounding add below
-    elif mag.numel() and int(mag.max()) >= 0x7F800000:
-        return None
-    shift = 23 - fmt.man_bits
-    nearest = fmt.rounding == "nearest_even"
-    if shift > 0:
-        if nearest:
-            out = (mag >> shift).bitwise_and_(1).add_(mag).add_((1 << (shift - 1)) - 1)
-            out.bitwise_and_(~((1 << shift) - 1))
-        else:
-            out = mag & ~((1 << shift) - 1)
+    nan = mag > SPECIAL_BITS
+    mag.clamp_(max=SPECIAL_BITS)  # NaN payloads would overflow the rounding add below
+    if p.lsb:
+        out = (mag >> p.shift).bitwise_and_(1).add_(mag).add_(p.half)
+        out.bitwise_and_(p.keep)
     else:
-        out = mag.clone()
-    min_bits = _bits(fmt.min_normal)
-    if nearest:
-        # [Min/2, Min) rounds up to Min (a power of two: every rounding below it lands <= Min)
-        out.clamp_(min=min_bits, max=_bits(fmt.max_value))
-        zero_below = _bits(fmt.min_normal / 2)
-    else:
-        out.clamp_(max=_bits(fmt.max_value))
-        zero_below = min_bits
+        out = mag & p.keep
+    out.clamp_(min=p.low, max=p.high)
     # mag becomes the keep-mask: all ones where mag >= zero_below, else 0
-    out.bitwise_and_(mag.sub_(zero_below).bitwise_right_shift_(31).bitwise_not_())
-    result = out.view(torch.float32)
-    if fmt.signed:
-        result = torch.copysign(result, _flat(t), out=result)
-    if nan is not None:
-        if fmt.signed:  # the sign bit flipped over a zero magnitude
-            nan_bits = (flat_bits & torch.iinfo(torch.int32).min) ^ torch.iinfo(torch.int32).min
-            out = torch.where(nan, nan_bits, out)
-        else:  # +0
-            out.masked_fill_(nan, 0)
-        result = out.view(torch.float32)
-    return _unflat(result, t)
+    out.bitwise_and_(mag.sub_(p.zero_below).bitwise_right_shift_(31).bitwise_not_())
+    if fmt.signed:  # the sign bit flipped over a zero magnitude
+        out.bitwise_or_(flat_bits & p.sign_mask)
+        nan_bits = (flat_bits & p.sign_mask) ^ p.sign_mask
+        out = torch.where(nan, nan_bits, out)
+    else:  # +0
+        out.masked_fill_(nan, 0)
+    return _unflat(out.view(torch.float32), t)
 
 
 def quantizable_tensors(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[TensorInfo]:
