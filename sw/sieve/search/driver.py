@@ -51,23 +51,23 @@ DEFAULT_STRATEGY = "greedy"
 #: ``--threads 1``; accurate variant's mean bits, every scale and bias counted, and whether it
 #: holds on test):
 #:
-#: ============  ===================  ===================
+#: ============  ===================  ===========================
 #: family        lenet5 (F-MNIST)     resnet20 (CIFAR-10)
-#: ============  ===================  ===================
-#: scalar        5.10, holds          5.90, holds (20 fp32 passes)
-#: channel       5.07, holds          not measured
-#: block         **3.46**, holds      6.65, holds (38 fp32 passes)
-#: all           4.34, holds          not measured
-#: ============  ===================  ===================
+#: ============  ===================  ===========================
+#: scalar        5.10, holds          **5.90**, holds (26 fp32 passes)
+#: channel       5.07, holds          6.24, holds (29 fp32 passes)
+#: block         **3.46**, holds      6.65, holds (36 fp32 passes)
+#: all           4.34, holds          6.04, holds (34 fp32 passes)
+#: ============  ===================  ===========================
 #:
-#: (resnet20 scalar: the run before the families were added; the scalar path is unchanged.)
+#: (``make bench`` at d0611ab, ``build/bench/search.md``.)
 #: Block scales win on lenet5 (its 400k-weight ip1 layer takes a 3-bit element + E8M0 scale per
 #: 32 = 3.25 bits) but lose on resnet20, whose convs reduce over only 3-64 input channels: a
 #: k = 32 block along 16 channels already costs 0.5 scale bits per element (3 channels: 2.7),
-#: and its activations (41 % of its elements) stay scalar.  ``all`` can pick per tensor
-#: but its denser ladder costs more walks (lenet5: 29 fp32 passes against block's 12) and was
-#: not measured on resnet20 within the session's budget; so no single family is the best
-#: default for both.
+#: and its activations (41 % of its elements) stay scalar.  ``all`` can pick per tensor, but its
+#: denser ladder costs more walks (lenet5: 23 fp32 passes against block's 12; resnet20: 851
+#: evaluations against scalar's 539) and its greedy walks, deciding one tensor at a time, end
+#: above the best single family on both models; so no single family is the best default for both.
 #:
 #: So ``sieve search`` defaults to ``auto`` (:func:`resolve_family`), which turns the measurement
 #: into a rule: ``block`` when most weight elements sit in tensors whose blocked axis (input
