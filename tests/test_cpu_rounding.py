@@ -98,3 +98,12 @@ def test_a_weight_that_needs_grad_rounds_without_copying_the_graph() -> None:
     with torch.no_grad():
         got = quantize_tensor(w, Format(4, 3))
     assert torch.equal(got, torch.from_numpy(sieve.quantize(w.detach().numpy(), Format(4, 3))))
+
+
+def test_the_compiled_loop_is_not_cached_on_disk() -> None:
+    """numba's on-disk cache is pickled; SIEVE never unpickles, so the loop compiles per process."""
+    from numba.core.caching import NullCache
+
+    from sieve.cpu_rounding import _compiled
+
+    assert isinstance(_compiled()._cache, NullCache)

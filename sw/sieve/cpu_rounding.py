@@ -6,8 +6,9 @@ whole-tensor sweeps and two int32 temporaries; on ResNet-20 (one thread, 5,000 v
 images) that was ~15 s of an 84 s search, beside 62 s of convolutions.  Fused into one loop that
 LLVM vectorizes it costs about a fifth of that (a 100 x 16 x 32 x 32 activation: 0.27 ms
 against 1.1 ms with warm memory, 6.5 ms when the temporaries are page-faulted in afresh), and
-the search ran 73 s instead of 84-88 s.  numba rather than a C extension: it needs no compiler
-on the user's machine, and its cache (``cache=True``) keeps the compiled loop between processes.
+the search ran 73 s instead of 84-88 s.  numba rather than a C extension or ``torch.compile``:
+it needs no compiler on the user's machine.  The loop is compiled once per process (about 0.4 s)
+and not cached on disk: numba's cache files are pickles, and SIEVE unpickles nothing.
 
 The loop works on int32 bit patterns and is the exact integer recipe of the plain path (see
 :func:`sieve.qeval._quantize_plain`): nearest-even (or truncating) rounding of the mantissa with
@@ -72,13 +73,13 @@ _kernel = None
 
 
 def _compiled():
-    """The numba loop, compiled (or loaded from numba's cache) on first use: importing numba
-    costs a few tenths of a second, which commands that never round should not pay."""
+    """The numba loop, compiled on first use: importing numba and compiling cost a few tenths
+    of a second, which commands that never round should not pay."""
     global _kernel
     if _kernel is None:
         from numba import njit
 
-        @njit(cache=True, nogil=True)
+        @njit(cache=False, nogil=True)
         def kernel(src, dst, p):  # pragma: no cover - compiled; exercised through round_plain
             magnitude_mask, sign_mask, shift, half, lsb, keep, low, high, zero_below = (
                 p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8])
