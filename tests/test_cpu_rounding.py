@@ -14,7 +14,7 @@ import torch
 import sieve
 from sieve import Format
 from sieve.cpu_rounding import plain_parameters, round_plain
-from sieve.qeval import _quantize_plain, quantize_tensor
+from sieve.qeval import _round_plain_torch, quantize_tensor
 
 from .test_qeval import _corner_values, _random_values
 
@@ -59,7 +59,7 @@ def test_the_loop_matches_the_pytorch_sweeps_on_every_exponent(fmt) -> None:
     bits = bits[finite]
     got, special = _round(bits.view(np.float32), fmt)
     t = torch.from_numpy(bits.view(np.int32).copy())
-    want = _quantize_plain(t.view(torch.float32), t, fmt).numpy().view(np.uint32)
+    want = _round_plain_torch(t.view(torch.float32), t, fmt).numpy().view(np.uint32)
     assert not special
     bad = np.flatnonzero(want != got)
     assert bad.size == 0, f"{fmt}: {bits[bad[0]]:#x} -> {got[bad[0]]:#x}, sweeps {want[bad[0]]:#x}"

@@ -15,7 +15,7 @@ from sieve import Format
 from sieve.cli.main import main
 from sieve.device import resolve_device
 from sieve.errors import SieveError
-from sieve.qeval import PrefixEvaluator, _quantize_plain, quantize_tensor
+from sieve.qeval import PrefixEvaluator, _round_plain_torch, quantize_tensor
 from sieve.search import run_search
 
 from .search_models import tiny_problem
@@ -78,7 +78,7 @@ def test_device_path_of_the_fast_rounding_matches_the_emulator(fmt) -> None:
     same code on the CPU against the emulator, specials included."""
     x = np.concatenate([_corner_values(fmt), _random_values(20000, 3)])
     bits = torch.from_numpy(x.copy()).view(torch.int32)
-    got = _quantize_plain(bits.view(torch.float32), bits, fmt)
+    got = _round_plain_torch(bits.view(torch.float32), bits, fmt)
     want = sieve.quantize(x, fmt).view(np.uint32)
     got = got.numpy().view(np.uint32)
     bad = np.flatnonzero(want != got)

@@ -11,7 +11,7 @@ it needs no compiler on the user's machine.  The loop is compiled once per proce
 and not cached on disk: numba's cache files are pickles, and SIEVE unpickles nothing.
 
 The loop works on int32 bit patterns and is the exact integer recipe of the plain path (see
-:func:`sieve.qeval._quantize_plain`): nearest-even (or truncating) rounding of the mantissa with
+:func:`sieve.qeval._round_plain_torch`): nearest-even (or truncating) rounding of the mantissa with
 an unbounded exponent, saturation to ``max``, the no-subnormal underflow rule, the sign copied
 from the input.  Its parameters come from :func:`plain_parameters`, which the PyTorch path uses
 too, so both paths read the format the same way; ``tests/test_cpu_rounding.py`` checks the loop

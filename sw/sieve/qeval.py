@@ -109,7 +109,7 @@ def quantize_tensor(t: torch.Tensor, fmt: Format) -> torch.Tensor:
         # the search's formats: on the CPU one fused loop, which also reports Inf/NaN (then the
         # general path below runs); on a GPU the PyTorch sweeps, handling Inf/NaN in place (a
         # check would be a host round-trip per layer)
-        fast = _round_plain_cpu(t, bits, fmt) if t.device.type == "cpu" else _quantize_plain(t, bits, fmt)
+        fast = _round_plain_cpu(t, bits, fmt) if t.device.type == "cpu" else _round_plain_torch(t, bits, fmt)
         if fast is not None:
             return fast
     mag = bits & 0x7FFFFFFF
@@ -221,7 +221,7 @@ def _round_plain_cpu(t: torch.Tensor, bits: torch.Tensor, fmt: Format) -> torch.
     return _unflat(out.view(torch.float32), t)
 
 
-def _quantize_plain(t: torch.Tensor, bits: torch.Tensor, fmt: Format) -> torch.Tensor:
+def _round_plain_torch(t: torch.Tensor, bits: torch.Tensor, fmt: Format) -> torch.Tensor:
     """The plain path on a GPU (formats without special codes or subnormals, so saturation):
     the same integer recipe as :func:`sieve.cpu_rounding.round_plain`, as PyTorch sweeps.
 
