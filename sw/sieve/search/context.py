@@ -265,11 +265,14 @@ class SearchContext:
         if variant == "exact":
             return flips == 0 and net == 0
         slack = self.base_correct - self.need(variant)
+        return net + slack - surplus >= self.margin_for(variant, z) * math.sqrt(max(0.0, flips)) - 1e-9
+
+    def margin_for(self, variant: str, z: float | None = None) -> float:
+        """The margin ``variant`` is judged by: ``z`` (default ``margin_z``), or for approximate
+        the smaller of that and its own margin once the search has set one (``approximate_z``)."""
         z = self.margin_z if z is None else z
         own = getattr(self, "approximate_z", None)  # (contexts built without __init__ in tests)
-        if variant == "approximate" and own is not None:
-            z = min(z, own)
-        return net + slack - surplus >= z * math.sqrt(max(0.0, flips)) - 1e-9
+        return min(z, own) if variant == "approximate" and own is not None else z
 
     def meets(self, variant: str, outcome: Outcome, margin: bool = True) -> bool:
         """Whether a complete run on the whole split meets the variant's target: with the

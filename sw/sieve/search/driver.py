@@ -394,7 +394,7 @@ def _search(model, dataset, model_name, strategy, out, batch_size, show: Progres
         "evaluations": ctx.evaluations,
         "margin_z": margin_z,
         # the approximate variant's own margin when the strategy gave it one (greedy: 0, the plain target)
-        "approximate_margin_z": margin_z if ctx.approximate_z is None else min(margin_z, ctx.approximate_z),
+        "approximate_margin_z": ctx.margin_for("approximate"),
         "cost": {
             "fp32_pass_seconds": ctx.fp32_pass_seconds,
             "search_fp32_passes": seconds / ctx.fp32_pass_seconds if ctx.fp32_pass_seconds else None,
