@@ -236,25 +236,16 @@ def _greedy_pass(ctx: SearchContext, sset, variant: str, units: list[_Unit], tra
             return cache[i]
 
         look = (LOOKAHEAD_BIG if unit.elements >= BIG_SHARE * total else LOOKAHEAD) if lookahead else 0
-        if seed is not None:
-            i = current  # tightening: only narrower widths are tried
-            guess = _hinted_step(unit, hint) if hint is not None else current
-            if guess < current:  # from the floor's width up, while it fails
-                if not ok(guess):
-                    while guess + 1 < current and not ok(guess + 1):
-                        guess += 1
-                    guess += 1
-                    look = -1  # every narrower width down to the floor's failed
-                i = guess
+        if seed is not None:  # tightening: only narrower widths are tried, from the floor's width if any
+            guess = min(_hinted_step(unit, hint), current) if hint is not None else current
         else:
-            i = next((k for k in range(n) if unit.rel_error(k) <= level[kind]), n)
-            if hint is not None:
-                i = _hinted_step(unit, hint)
-            if not ok(i):
-                while not ok(i + 1):
-                    i += 1
-                i += 1
-                look = -1  # the next narrower width just failed
+            guess = _hinted_step(unit, hint) if hint is not None else \
+                next((k for k in range(n) if unit.rel_error(k) <= level[kind]), n)
+        i = guess
+        while not ok(i):  # up from the first guess while it fails (the current step passes)
+            i += 1
+        if i != guess:
+            look = -1  # the next narrower width just failed
         i = _walk_down(unit, i, look, ok)
         if i < n:
             plan.update(unit.formats(i))
