@@ -229,10 +229,8 @@ def _greedy_pass(ctx: SearchContext, sset, variant: str, units: list[_Unit], tra
                 candidate = {**plan, **unit.formats(i)}
                 out = ctx.evaluate(candidate, sset, variant, checkpoint=unit.checkpoint)
                 cache[i] = out.passed
-                trace.append({"variant": variant, "stage": ctx.stage, "set": sset.size, "tensor": ",".join(i.name for i in unit.infos),
-                              "format": ",".join(str(f) for f in unit.formats(i).values()),
-                              "passed": out.passed, "evaluated": out.evaluated,
-                              **_validation_result(ctx, candidate, out)})
+                trace.append(_trace_entry(ctx, variant, sset.size, ",".join(i.name for i in unit.infos),
+                                          ",".join(str(f) for f in unit.formats(i).values()), candidate, out))
             return cache[i]
 
         look = (LOOKAHEAD_BIG if unit.elements >= BIG_SHARE * total else LOOKAHEAD) if lookahead else 0
@@ -313,11 +311,16 @@ def within(unit: _Unit, j: int, i: int, look: int) -> bool:
     return unit.bits(j) >= unit.bits(i) - (look + 1) - 1e-9
 
 
-def _validation_result(ctx: SearchContext, plan: dict[str, Format], out) -> dict:
-    """What a trace entry records of one evaluation: the candidate plan's mean bits and, for a
-    complete run, its estimated net change of the validation correct count and flips (gains +
-    losses) over the whole split — the figures the margin rule judged (why a cheaper plan failed)."""
-    rec = {"mean_bits": plan_bits(plan, ctx.infos)["mean_bits"]}
+def _trace_entry(ctx: SearchContext, variant: str, size: int, tensor: str, fmt: str,
+                 plan: dict[str, Format], out) -> dict:
+    """The trace's record of one evaluation of ``plan`` on a set of ``size`` images (``tensor``
+    and ``fmt``: what it tried, or ``*``/``verify`` for the check on the whole split): whether it
+    passed, the images it ran, the plan's mean bits and, for a complete run, its estimated net
+    change of the validation correct count and flips (gains + losses) over the whole split — the
+    figures the margin rule judged (why a cheaper plan failed)."""
+    rec = {"variant": variant, "stage": ctx.stage, "set": size, "tensor": tensor, "format": fmt,
+           "passed": out.passed, "evaluated": out.evaluated,
+           "mean_bits": plan_bits(plan, ctx.infos)["mean_bits"]}
     if out.complete:
         rec.update(net=int(out.est_correct - ctx.base_correct), flips=round(float(out.flips), 1))
     return rec
@@ -394,9 +397,7 @@ def search_greedy(ctx: SearchContext, log=None, active_fraction: float = ACTIVE_
             if sset.size == ctx.n:
                 break  # every step was checked on the whole split: passes by construction
             check = ctx.evaluate(plan, ctx.full, variant, early=False)
-            trace.append({"variant": variant, "stage": ctx.stage, "set": ctx.n, "tensor": "*", "format": "verify",
-                          "passed": check.passed, "evaluated": check.evaluated,
-                          **_validation_result(ctx, plan, check)})
+            trace.append(_trace_entry(ctx, variant, ctx.n, "*", "verify", plan, check))
             ctx.step()
             if check.passed:
                 break
