@@ -9,8 +9,9 @@ small models keep their batches (and hence their results) unchanged.
 
 On the CPU the batches a forward pass *runs* are smaller still (:data:`CACHE_BUDGET`): a
 tensor of a few MB stays in this CPU's 32 MB L3 and below glibc's 32 MB mmap threshold, so the
-activations and the rounding's int32 temporaries are neither refetched from RAM nor
-page-faulted in afresh on every allocation.  Measured (one thread, 112 SqueezeNet images,
+activations and their rounded copies are neither refetched from RAM nor page-faulted in
+afresh on every allocation (the rounding itself is one loop with no temporaries on the CPU:
+:mod:`sieve.cpu_rounding`).  Measured (one thread, 112 SqueezeNet images,
 fp32 / all activations rounded): batches of 28 took 1.73 / 4.24 s, batches of 4 1.15 / 1.42 s;
 ResNet-20, 2,000 images: 500 per batch 2.05 / 3.71 s, 100 per batch 1.03 / 1.36 s.  The search
 still *judges* early rejection at the coarser batch (:func:`memory_batch_size`), so its
